@@ -1,0 +1,335 @@
+"""The embedded digits merge benchmark: a base MLP and experts on real handwritten digits.
+
+Data: the UCI handwritten digits that ship with scikit-learn (``load_digits``,
+1,797 8x8 images). Each *task* is the 10-class problem under one transform:
+``rotated`` (90 degrees), ``inverted`` (1 - x), ``flipped`` (left-right),
+``noisy`` (fixed Gaussian noise), ``transposed``. Images are split once, seeded,
+into train / val / test (60/20/20); every task uses the same split.
+
+Models: a residual MLP (input projection, ``depth`` residual hidden layers named
+``layers.{i}``, a ``head``). As with CLIP in MAP, the base is pretrained on a mix
+of every task so it is fair at each; each expert is fine-tuned from it on its own
+task with small SGD steps, so task vectors stay small (a few percent of the base's
+L1 norm; MAP Assumption 1) and merges trade one task against another.
+
+Training is seeded, takes a few seconds on 2 cores, and is cached on disk in
+safetensors, keyed by a hash of the :class:`DigitsConfig`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors.torch import load_file, save_file
+from sklearn.datasets import load_digits
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from bambo.errors import ConfigError, UnknownNameError
+from bambo.merge import Merger, TaskVectors, get_merge_method
+from bambo.problem import MergeProblem, Objective
+from bambo.space import MergeSpace
+
+TASKS = ("rotated", "inverted", "flipped", "noisy", "transposed")
+Split = Literal["train", "val", "test"]
+
+
+class DigitsConfig(BaseModel):
+    """Settings of the digits benchmark (all of them key the cache).
+
+    Attributes:
+        tasks: Transforms that get an expert, in order.
+        width: Hidden width of the MLP.
+        depth: Number of residual hidden layers (the "layers" of the space).
+        pretrain_steps: Adam steps of the base on the task mix.
+        pretrain_lr: Adam learning rate of the base.
+        finetune_steps: SGD steps of each expert on its own task.
+        finetune_lr: SGD learning rate of the experts (small: small task vectors).
+        batch_size: Mini-batch size of both phases.
+        noise_std: Standard deviation of the ``noisy`` task's noise (pixels in [0, 1]).
+        seed: Seed of the split, the initialisation, the batches and the noise.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tasks: tuple[str, ...] = ("rotated", "inverted", "flipped", "noisy")
+    width: int = Field(64, ge=4)
+    depth: int = Field(6, ge=1)
+    pretrain_steps: int = Field(600, ge=1)
+    pretrain_lr: float = Field(1e-3, gt=0)
+    finetune_steps: int = Field(300, ge=1)
+    finetune_lr: float = Field(0.01, gt=0)
+    batch_size: int = Field(32, ge=1)
+    noise_std: float = Field(0.35, ge=0)
+    seed: int = 0
+
+    def key(self) -> str:
+        """A short hash of the settings, used as the cache key."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+
+class DigitsMLP(nn.Module):
+    """Residual MLP: ``input`` (64 -> width), ``layers.{i}`` (width -> width), ``head`` (width -> 10)."""
+
+    def __init__(self, width: int = 64, depth: int = 6) -> None:
+        super().__init__()
+        self.input = nn.Linear(64, width)
+        self.layers = nn.ModuleList([nn.Linear(width, width) for _ in range(depth)])
+        self.head = nn.Linear(width, 10)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = torch.relu(self.input(x))
+        for layer in self.layers:
+            h = h + torch.relu(layer(h))
+        return self.head(h)
+
+
+def _transform(task: str, images: np.ndarray, noise_std: float, seed: int) -> np.ndarray:
+    if task == "rotated":
+        return np.rot90(images, 1, axes=(1, 2))
+    if task == "inverted":
+        return 1.0 - images
+    if task == "flipped":
+        return images[:, :, ::-1]
+    if task == "noisy":
+        noise = np.random.default_rng(seed + 1).normal(0.0, noise_std, images.shape)
+        return np.clip(images + noise, 0.0, 1.0)
+    if task == "transposed":
+        return np.transpose(images, (0, 2, 1))
+    raise UnknownNameError("digits task", task, TASKS)
+
+
+@dataclass(frozen=True)
+class DigitsData:
+    """Inputs per task and the shared labels and split indices.
+
+    Attributes:
+        inputs: ``{task: float32 tensor of shape (1797, 64)}``.
+        labels: Shape ``(1797,)``.
+        splits: ``{"train"|"val"|"test": index tensor}``.
+    """
+
+    inputs: dict[str, Tensor]
+    labels: Tensor
+    splits: dict[str, Tensor]
+
+    def get(self, task: str, split: Split) -> tuple[Tensor, Tensor]:
+        """Inputs ``(n, 64)`` and labels ``(n,)`` of one task and split."""
+        index = self.splits[split]
+        return self.inputs[task][index], self.labels[index]
+
+
+def load_digits_tasks(config: DigitsConfig) -> DigitsData:
+    """Load scikit-learn's digits and build every task of ``config`` with the seeded split."""
+    for task in config.tasks:
+        if task not in TASKS:
+            raise UnknownNameError("digits task", task, TASKS)
+    if len(set(config.tasks)) != len(config.tasks):
+        raise ConfigError(f"digits tasks must be unique, got {config.tasks}")
+    raw = load_digits()
+    images = raw.images.astype(np.float64) / 16.0
+    n = len(raw.target)
+    perm = np.random.default_rng(config.seed).permutation(n)
+    n_train, n_val = int(0.6 * n), int(0.2 * n)
+    splits = {
+        "train": torch.as_tensor(perm[:n_train]),
+        "val": torch.as_tensor(perm[n_train : n_train + n_val]),
+        "test": torch.as_tensor(perm[n_train + n_val :]),
+    }
+    inputs = {
+        task: torch.as_tensor(
+            np.ascontiguousarray(_transform(task, images, config.noise_std, config.seed)).reshape(n, -1),
+            dtype=torch.float32,
+        )
+        for task in config.tasks
+    }
+    return DigitsData(inputs, torch.as_tensor(raw.target, dtype=torch.long), splits)
+
+
+def _train(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    X: Tensor,
+    y: Tensor,
+    steps: int,
+    batch_size: int,
+    generator: torch.Generator,
+) -> None:
+    model.train()
+    for _ in range(steps):
+        index = torch.randint(len(y), (batch_size,), generator=generator)
+        loss = nn.functional.cross_entropy(model(X[index]), y[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+
+
+def train_digits_models(config: DigitsConfig, data: DigitsData) -> tuple[dict[str, Tensor], dict[str, dict[str, Tensor]]]:
+    """Train the base (task mix) and one expert per task, deterministically from ``config.seed``.
+
+    Returns:
+        ``(base state dict, {task: expert state dict})``.
+    """
+    generator = torch.Generator().manual_seed(config.seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        model = DigitsMLP(config.width, config.depth)
+    train = data.splits["train"]
+    X_mix = torch.cat([data.inputs[t][train] for t in config.tasks])
+    y_mix = data.labels[train].repeat(len(config.tasks))
+    _train(model, torch.optim.Adam(model.parameters(), lr=config.pretrain_lr), X_mix, y_mix,
+           config.pretrain_steps, config.batch_size, generator)
+    base = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    experts = {}
+    for task in config.tasks:
+        model.load_state_dict(base)
+        X, y = data.get(task, "train")
+        _train(model, torch.optim.SGD(model.parameters(), lr=config.finetune_lr), X, y,
+               config.finetune_steps, config.batch_size, generator)
+        experts[task] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return base, experts
+
+
+def default_cache_dir() -> Path:
+    """``$BAMBO_CACHE_DIR`` or ``~/.cache/bambo``."""
+    return Path(os.environ.get("BAMBO_CACHE_DIR", Path.home() / ".cache" / "bambo"))
+
+
+class DigitsBenchmark:
+    """Base, experts and evaluation of the digits benchmark.
+
+    Build it with :meth:`build`. Metrics are ``acc/{task}`` (accuracy, maximise)
+    and ``loss/{task}`` (cross-entropy, minimise) on one split.
+
+    Args:
+        config: The settings the models were trained with.
+        base: Base state dict.
+        experts: ``{task: expert state dict}`` in ``config.tasks`` order.
+        data: The task data.
+    """
+
+    def __init__(self, config: DigitsConfig, base: dict[str, Tensor], experts: dict[str, dict[str, Tensor]], data: DigitsData) -> None:
+        self.config = config
+        self.base = base
+        self.experts = experts
+        self.data = data
+        self._model = DigitsMLP(config.width, config.depth)
+
+    @classmethod
+    def build(cls, config: DigitsConfig | None = None, cache_dir: Path | str | None = None, use_cache: bool = True) -> DigitsBenchmark:
+        """Load the models from the cache, or train and cache them.
+
+        Args:
+            config: Settings (defaults to :class:`DigitsConfig()`).
+            cache_dir: Cache folder (default :func:`default_cache_dir` / ``digits``).
+            use_cache: Read and write the cache; ``False`` always trains.
+        """
+        config = config or DigitsConfig()
+        data = load_digits_tasks(config)
+        path = Path(cache_dir or default_cache_dir() / "digits") / f"{config.key()}.safetensors"
+        if use_cache and path.exists():
+            flat = load_file(str(path))
+            base = {k[len("base/"):]: v for k, v in flat.items() if k.startswith("base/")}
+            experts = {t: {k[len(t) + 1:]: v for k, v in flat.items() if k.startswith(f"{t}/")} for t in config.tasks}
+            return cls(config, base, experts, data)
+        base, experts = train_digits_models(config, data)
+        if use_cache:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            flat = {f"base/{k}": v.contiguous() for k, v in base.items()}
+            for task, sd in experts.items():
+                flat.update({f"{task}/{k}": v.contiguous() for k, v in sd.items()})
+            tmp = path.with_suffix(".tmp")
+            save_file(flat, str(tmp), metadata={"config": config.model_dump_json()})
+            tmp.replace(path)
+        return cls(config, base, experts, data)
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """Task names in order."""
+        return self.config.tasks
+
+    @torch.no_grad()
+    def evaluate(self, state_dict: Mapping[str, Tensor], split: Split = "val", tasks: Sequence[str] | None = None) -> dict[str, float]:
+        """Accuracy and cross-entropy of a state dict on each task.
+
+        Returns:
+            ``{"acc/{task}": float, "loss/{task}": float}`` for every task.
+        """
+        out = {}
+        for task in tasks or self.tasks:
+            X, y = self.data.get(task, split)
+            logits = functional_call(self._model, dict(state_dict), (X,))
+            out[f"acc/{task}"] = float((logits.argmax(dim=1) == y).double().mean())
+            out[f"loss/{task}"] = float(nn.functional.cross_entropy(logits, y))
+        return out
+
+    def task_vectors(self, tasks: Sequence[str] | None = None) -> TaskVectors:
+        """Task vectors of the chosen experts (default: all)."""
+        tasks = list(tasks or self.tasks)
+        for task in tasks:
+            if task not in self.experts:
+                raise UnknownNameError("digits expert", task, self.experts)
+        return TaskVectors(self.base, [self.experts[t] for t in tasks], expert_names=tasks)
+
+    def problem(
+        self,
+        tasks: Sequence[str] | None = None,
+        method: str = "task_arithmetic",
+        granularity: Literal["model", "layer", "block"] = "model",
+        n_blocks: int = 3,
+        bounds: tuple[float, float] = (0.0, 1.0),
+        metric: Literal["acc", "loss"] = "acc",
+        split: Split = "val",
+        **method_options: object,
+    ) -> MergeProblem:
+        """A merge problem with one objective per task (accuracy or loss on ``split``).
+
+        Args:
+            tasks: Experts to merge and tasks to score (default: all).
+            method: Merge method name.
+            granularity: ``model``, ``layer`` or ``block`` (uniform ``n_blocks`` blocks).
+            n_blocks: Blocks for block granularity.
+            bounds: Bounds of every coefficient.
+            metric: ``acc`` (maximised) or ``loss`` (minimised).
+            split: Split the objectives are measured on.
+            **method_options: Options of the merge method.
+        """
+        tasks = list(tasks or self.tasks)
+        tv = self.task_vectors(tasks)
+        merger = Merger(tv, get_merge_method(method, **method_options))
+        labels = tasks if merger.n_coefficients == len(tasks) else [f"t{i}" for i in range(merger.n_coefficients)]
+        if granularity == "model":
+            space = MergeSpace.model_wise(tv, merger.n_coefficients, bounds, labels)
+        elif granularity == "layer":
+            space = MergeSpace.layer_wise(tv, merger.n_coefficients, bounds, labels)
+        elif granularity == "block":
+            space = MergeSpace.block_wise(tv, n_blocks, merger.n_coefficients, bounds, labels)
+        else:
+            raise UnknownNameError("granularity", str(granularity), ("model", "layer", "block"))
+        direction = "maximize" if metric == "acc" else "minimize"
+        objectives = [Objective(name=f"{metric}/{t}", direction=direction) for t in tasks]
+        return MergeProblem(merger, space, lambda sd: self.evaluate(sd, split, tasks), objectives)
+
+    def summary(self, split: Split = "val") -> dict[str, dict[str, float]]:
+        """Accuracy of the base and each expert on every task: ``{model: {task: acc}}``."""
+        rows = {"base": self.base, **self.experts}
+        return {
+            name: {t: self.evaluate(sd, split)[f"acc/{t}"] for t in self.tasks} for name, sd in rows.items()
+        }
+
+
+def describe(benchmark: DigitsBenchmark) -> str:
+    """A short report: task-vector ratios and the accuracy table (as JSON lines)."""
+    tv = benchmark.task_vectors()
+    ratios = dict(zip(tv.expert_names, (round(r, 4) for r in tv.l1_ratio())))
+    return json.dumps({"tv_l1_ratio": ratios, "val_accuracy": benchmark.summary()}, indent=1)

@@ -1,0 +1,65 @@
+"""The interface every merge method implements.
+
+A method is a frozen pydantic model whose fields are its options (validated,
+immutable, serialisable). Work that does not depend on the coefficients, such as
+TIES trimming or DARE's random drop masks, happens once in :meth:`prepare`; the
+per-evaluation work happens in :meth:`merge_tensor`, which allocates the output
+tensor and at most a few tensor-sized temporaries.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor
+
+from bambo.errors import ConfigError
+
+
+class MergeMethod(BaseModel, ABC):
+    """Base class of merge methods over stacked task vectors.
+
+    Subclasses set the class attribute ``name`` (the registry key) and implement
+    :meth:`merge_tensor`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: ClassVar[str]
+
+    def n_coefficients(self, n_experts: int) -> int:
+        """Number of coefficients per tensor group (one per expert by default)."""
+        return n_experts
+
+    def check_experts(self, n_experts: int) -> None:
+        """Raise :class:`ConfigError` if the method cannot merge ``n_experts`` experts."""
+        if n_experts < 1:
+            raise ConfigError(f"merge method {self.name!r} needs at least one expert, got {n_experts}")
+
+    def prepare(self, key: str, vectors: Tensor) -> Tensor:
+        """Coefficient-independent preprocessing of one tensor's task vectors, run once.
+
+        Args:
+            key: The tensor's state-dict name (seeds per-tensor randomness).
+            vectors: Stacked task vectors, shape ``(N, *shape)``.
+
+        Returns:
+            The tensor that :meth:`merge_tensor` receives as ``vectors``,
+            shape ``(N, *shape)``.
+        """
+        return vectors
+
+    @abstractmethod
+    def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor) -> Tensor:
+        """Merge one tensor.
+
+        Args:
+            base: The base tensor, shape ``shape``.
+            vectors: Prepared task vectors, shape ``(N, *shape)``.
+            coefficients: Coefficients for this tensor, shape ``(n_coefficients,)``.
+
+        Returns:
+            A newly allocated merged tensor of shape ``shape``.
+        """

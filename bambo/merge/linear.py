@@ -1,0 +1,39 @@
+"""Task arithmetic and linear (weighted-average) merging."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from torch import Tensor
+
+from bambo.merge.base import MergeMethod
+from bambo.merge.ops import weighted_sum
+
+
+class TaskArithmetic(MergeMethod):
+    """Task arithmetic (Ilharco et al., 2023): ``theta = theta_base + sum_i c_i tau_i``.
+
+    The scaling coefficients ``c`` are exactly MAP's ``c`` (MAP Sec. 3,
+    ``theta_m(c) = theta_pre + V c``).
+    """
+
+    name: ClassVar[str] = "task_arithmetic"
+
+    def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor) -> Tensor:
+        return base + weighted_sum(vectors, coefficients)
+
+
+class Linear(MergeMethod):
+    """Weighted average of the experts: ``theta = sum_i w_i theta_i / sum_i w_i``.
+
+    Equals task arithmetic with coefficients normalised to sum to one. All-zero
+    weights give the base model.
+    """
+
+    name: ClassVar[str] = "linear"
+
+    def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor) -> Tensor:
+        total = float(coefficients.sum())
+        if total == 0.0:
+            return base.clone()
+        return base + weighted_sum(vectors, coefficients / total)

@@ -1,0 +1,146 @@
+"""Tensor operations shared by the merge methods: sparsifiers and sign consensus.
+
+These are small, exact PyTorch kernels. They are written here rather than taken
+from mergekit because mergekit ships them inside its lazy-loading graph executor
+(and under the LGPL); bambo needs them on in-memory stacked task vectors, with
+randomness seeded per tensor so a merge is reproducible whatever the order.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+Normalize = Literal["count", "weights", "none"]
+
+
+def tensor_generator(seed: int, key: str, expert: int) -> torch.Generator:
+    """A CPU generator seeded from ``(seed, tensor name, expert index)``.
+
+    The same seed gives the same masks whatever order tensors are visited in.
+    """
+    mixed = (seed * 1_000_003 + zlib.crc32(key.encode()) * 31 + expert) % (2**63 - 1)
+    return torch.Generator().manual_seed(mixed)
+
+
+def weighted_sum(vectors: Tensor, coefficients: Tensor) -> Tensor:
+    """``sum_i c_i v_i`` over the first dimension.
+
+    Args:
+        vectors: Shape ``(N, *shape)``.
+        coefficients: Shape ``(N,)``.
+
+    Returns:
+        Shape ``shape``.
+    """
+    return torch.tensordot(coefficients.to(vectors), vectors, dims=1)
+
+
+def _keep_count(numel: int, density: float) -> int:
+    return max(1, min(numel, int(math.ceil(density * numel - 1e-9))))
+
+
+def trim_magnitude(vector: Tensor, density: float) -> Tensor:
+    """Keep the ``density`` fraction of entries with the largest magnitude (TIES "trim").
+
+    Exactly ``ceil(density * numel)`` entries are kept (at least one).
+    """
+    if density >= 1.0:
+        return vector.clone()
+    flat = vector.reshape(-1)
+    keep = _keep_count(flat.numel(), density)
+    index = torch.topk(flat.abs(), keep, sorted=False).indices
+    out = torch.zeros_like(flat)
+    out[index] = flat[index]
+    return out.view_as(vector)
+
+
+def mask_outliers(vector: Tensor, density: float, gamma: float) -> Tensor:
+    """Model Breadcrumbs: drop the ``gamma`` largest and the smallest magnitudes.
+
+    Entries ranked by magnitude; the top ``gamma`` fraction (outliers) and the
+    bottom ones are zeroed so that a ``density`` fraction remains.
+    """
+    flat = vector.reshape(-1)
+    n = flat.numel()
+    keep = _keep_count(n, density)
+    n_top = min(int(gamma * n), n - keep)
+    order = torch.argsort(flat.abs(), descending=True, stable=True)
+    kept = order[n_top : n_top + keep]
+    out = torch.zeros_like(flat)
+    out[kept] = flat[kept]
+    return out.view_as(vector)
+
+
+def drop_random(vector: Tensor, drop_rate: float, generator: torch.Generator) -> Tensor:
+    """DARE: drop each entry with probability ``p`` and rescale survivors by ``1/(1-p)``.
+
+    ``E[drop_random(v)] = v`` entry-wise (Yu et al., 2024, Eq. 1-2).
+    """
+    if drop_rate <= 0.0:
+        return vector.clone()
+    keep = torch.rand(vector.shape, generator=generator, dtype=torch.float32) >= drop_rate
+    return torch.where(keep.to(vector.device), vector / (1.0 - drop_rate), torch.zeros_like(vector))
+
+
+def magprune(vector: Tensor, density: float, epsilon: float, generator: torch.Generator) -> Tensor:
+    """DELLA MagPrune: keep probabilities rise linearly with magnitude rank.
+
+    Within each row (the last dimension; a 1-D tensor is one row), entries are
+    ranked by magnitude; the keep probability goes from ``density - epsilon``
+    (smallest) to ``density + epsilon`` (largest). Survivors are rescaled by
+    ``1/p_keep`` so the expectation is unchanged (Deep et al., 2024, Sec. 3).
+    """
+    rows = vector.reshape(1, -1) if vector.dim() < 2 else vector.reshape(-1, vector.shape[-1])
+    width = rows.shape[1]
+    ranks = torch.argsort(torch.argsort(rows.abs(), dim=1, stable=True), dim=1).to(torch.float32)
+    rank_norm = ranks / (width - 1) if width > 1 else torch.full_like(ranks, 0.5)
+    p_keep = (density - epsilon) + 2.0 * epsilon * rank_norm
+    draws = torch.rand(rows.shape, generator=generator, dtype=torch.float32)
+    kept = torch.where(draws < p_keep, rows / p_keep.to(rows.dtype), torch.zeros_like(rows))
+    return kept.view_as(vector)
+
+
+def sign_consensus(vectors: Tensor, coefficients: Tensor, normalize: Normalize) -> Tensor:
+    """TIES "elect sign" and "disjoint merge" on coefficient-weighted task vectors.
+
+    With ``w_i = c_i v_i``, the elected sign is ``sign(sum_i w_i)`` per entry
+    (TIES Eq. in Sec. 3, the "mass" election). Entries of ``w_i`` that are non-zero
+    and agree with it are combined:
+
+    - ``"count"``: their mean over the experts that contribute (TIES's disjoint
+      mean; with all ``c_i = 1`` it is exactly TIES with ``lambda = 1``);
+    - ``"weights"``: their sum divided by the sum of the agreeing ``c_i``
+      (mergekit's normalisation, scale-free in ``c``);
+    - ``"none"``: their sum (disjoint sum).
+
+    Experts with ``c_i = 0`` never contribute, so ``c = e_i`` gives expert i's
+    (prepared) task vector.
+
+    Args:
+        vectors: Shape ``(N, *shape)``.
+        coefficients: Shape ``(N,)``.
+        normalize: One of ``"count"``, ``"weights"``, ``"none"``.
+
+    Returns:
+        The merged delta, shape ``shape``.
+    """
+    elected = torch.sign(weighted_sum(vectors, coefficients))
+    total = torch.zeros_like(elected)
+    denom = torch.zeros_like(elected) if normalize != "none" else None
+    for i, c in enumerate(coefficients.tolist()):
+        if c == 0.0:
+            continue
+        weighted = vectors[i] * c
+        agree = (torch.sign(weighted) == elected) & (weighted != 0)
+        total.add_(torch.where(agree, weighted, torch.zeros_like(weighted)))
+        if denom is not None:
+            denom.add_(agree.to(denom.dtype), alpha=1.0 if normalize == "count" else c)
+    if denom is None:
+        return total
+    safe = torch.where(denom != 0, denom, torch.ones_like(denom))
+    return torch.where(denom != 0, total / safe, torch.zeros_like(total))

@@ -1,0 +1,57 @@
+"""``optimize``: run a strategy on a problem under a budget (the one-call facade)."""
+
+from __future__ import annotations
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from bambo.errors import ConfigError, EvaluationError
+from bambo.problem import Problem
+from bambo.strategies import ParetoResult, Strategy, get_strategy
+
+
+def optimize(
+    problem: Problem,
+    strategy: str | Strategy = "sobol",
+    budget: int = 32,
+    batch_size: int = 4,
+    seed: int = 0,
+    progress: bool = True,
+) -> ParetoResult:
+    """Evaluate ``budget`` points proposed by ``strategy`` in batches.
+
+    A failed evaluation (an :class:`EvaluationError`: the evaluator raised or
+    returned a non-finite metric) is recorded as failed with its message and the
+    search goes on; it never reaches a surrogate.
+
+    Args:
+        problem: What to optimise.
+        strategy: A registered name or a :class:`Strategy` instance.
+        budget: Total number of evaluations (failed ones count).
+        batch_size: Points proposed per ``ask``.
+        seed: Seed for a strategy given by name.
+        progress: Show a progress bar.
+
+    Returns:
+        The :class:`ParetoResult` of all evaluations.
+    """
+    if budget < 1 or batch_size < 1:
+        raise ConfigError(f"budget and batch_size must be >= 1, got {budget} and {batch_size}")
+    search = get_strategy(strategy, problem, seed) if isinstance(strategy, str) else strategy
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        task = bar.add_task(f"{search.name} evaluations", total=budget)
+        done = 0
+        while done < budget:
+            X = search.ask(min(batch_size, budget - done))
+            Y = torch.full((X.shape[0], problem.num_objectives), float("nan"), dtype=torch.float64)
+            errors: dict[int, str] = {}
+            for i, x in enumerate(X):
+                try:
+                    Y[i] = problem.evaluate_one(x)
+                except EvaluationError as exc:
+                    errors[i] = str(exc)
+                bar.advance(task)
+            search.tell(X, Y, errors)
+            done += X.shape[0]
+    return search.result()

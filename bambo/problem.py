@@ -1,0 +1,276 @@
+"""Problems: objectives with directions, merge problems and synthetic test problems.
+
+Every problem exposes ``bounds`` (shape ``(2, d)``) and ``evaluate(X)``, which
+returns objectives in *maximisation* form, shape ``(n, m)``: a minimised
+objective is negated. :meth:`Problem.to_user` restores the objectives' own
+directions for every output a person reads.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from typing import ClassVar, Literal
+
+import torch
+from botorch.test_functions.base import MultiObjectiveTestProblem
+from botorch.test_functions.multi_objective import DTLZ2, ZDT1, ZDT2, ZDT3, BraninCurrin
+from pydantic import BaseModel, ConfigDict, model_validator
+from torch import Tensor
+
+from bambo.errors import ConfigError, EvaluationError, UnknownNameError
+from bambo.merge import Merger, StateDict
+from bambo.space import MergeSpace
+
+Direction = Literal["maximize", "minimize"]
+Metrics = Mapping[str, float]
+Evaluator = Callable[[dict[str, Tensor]], Metrics]
+
+
+class Objective(BaseModel):
+    """One objective, computed from an evaluator's named metrics.
+
+    Without anchors the objective is the metric ``metrics[0]`` in its own
+    direction. With anchors it is BAMBO's normalised objective (BAMBO Eq. 2):
+    ``f = sum_s (s - s_base) / (s_expert - s_base)`` over its metrics ``s``, which
+    is 0 at the base and 1 per metric at the expert, and is always maximised (a
+    metric to be minimised, such as tokens, is handled by its anchors: the expert
+    has the lower value).
+
+    Attributes:
+        name: Objective name.
+        direction: ``"maximize"`` or ``"minimize"`` (must be ``"maximize"`` with anchors).
+        metrics: Names of the evaluator's metrics it uses (default: ``(name,)``).
+        anchors: ``{metric: (base score, expert score)}`` for normalisation.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    direction: Direction = "maximize"
+    metrics: tuple[str, ...] = ()
+    anchors: dict[str, tuple[float, float]] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Objective:
+        if not self.metrics:
+            object.__setattr__(self, "metrics", (self.name,))
+        if self.anchors is None:
+            if len(self.metrics) != 1:
+                raise ConfigError(f"objective {self.name!r} sums {len(self.metrics)} metrics: it needs anchors")
+            return self
+        if self.direction != "maximize":
+            raise ConfigError(
+                f"objective {self.name!r} is normalised by anchors and is therefore maximised; "
+                "encode a minimised metric by its anchors (expert below base)"
+            )
+        for metric in self.metrics:
+            if metric not in self.anchors:
+                raise ConfigError(f"objective {self.name!r} has no anchors for metric {metric!r}")
+            base, expert = self.anchors[metric]
+            if base == expert:
+                raise ConfigError(f"anchors of metric {metric!r} are equal ({base}); normalisation divides by zero")
+        return self
+
+    @property
+    def sign(self) -> float:
+        """+1 for maximised objectives, -1 for minimised ones."""
+        return 1.0 if self.direction == "maximize" else -1.0
+
+    def value(self, metrics: Metrics) -> float:
+        """The objective in its own direction from the evaluator's metrics.
+
+        Raises:
+            EvaluationError: A needed metric is missing or not finite.
+        """
+        total = 0.0
+        for metric in self.metrics:
+            if metric not in metrics:
+                raise EvaluationError(f"the evaluator returned no metric {metric!r} (got {sorted(metrics)})")
+            s = float(metrics[metric])
+            if not math.isfinite(s):
+                raise EvaluationError(f"metric {metric!r} is not finite: {s}")
+            if self.anchors is None:
+                return s
+            base, expert = self.anchors[metric]
+            total += (s - base) / (expert - base)
+        return total
+
+
+class Problem(ABC):
+    """A multi-objective problem over a box.
+
+    Attributes:
+        bounds: Shape ``(2, d)``.
+        objectives: The objectives, in output order.
+        ref_point: Optional hypervolume reference point, maximisation form, shape ``(m,)``.
+    """
+
+    bounds: Tensor
+    objectives: list[Objective]
+    ref_point: Tensor | None = None
+
+    @property
+    def dim(self) -> int:
+        """Number of decision variables d."""
+        return self.bounds.shape[1]
+
+    @property
+    def num_objectives(self) -> int:
+        """Number of objectives m."""
+        return len(self.objectives)
+
+    @property
+    def objective_names(self) -> list[str]:
+        """Objective names in output order."""
+        return [o.name for o in self.objectives]
+
+    @property
+    def signs(self) -> Tensor:
+        """+1/-1 per objective, shape ``(m,)``."""
+        return torch.tensor([o.sign for o in self.objectives], dtype=torch.float64)
+
+    def to_user(self, Y: Tensor) -> Tensor:
+        """Maximisation form -> the objectives' own directions (same shape)."""
+        return Y * self.signs
+
+    def to_max(self, Y: Tensor) -> Tensor:
+        """The objectives' own directions -> maximisation form (same shape)."""
+        return Y * self.signs
+
+    def evaluate(self, X: Tensor) -> Tensor:
+        """Evaluate every row of ``X``.
+
+        Args:
+            X: Shape ``(n, d)``.
+
+        Returns:
+            Objectives in maximisation form, shape ``(n, m)``.
+
+        Raises:
+            EvaluationError: A row failed; the message names the row.
+        """
+        X = torch.as_tensor(X, dtype=torch.float64)
+        if X.dim() != 2 or X.shape[1] != self.dim:
+            raise ConfigError(f"X must have shape (n, {self.dim}), got {tuple(X.shape)}")
+        rows = []
+        for i, x in enumerate(X):
+            try:
+                rows.append(self.evaluate_one(x))
+            except EvaluationError as exc:
+                raise EvaluationError(f"row {i} (x={[round(v, 4) for v in x.tolist()]}): {exc}") from exc
+        return torch.stack(rows) if rows else torch.empty(0, self.num_objectives, dtype=torch.float64)
+
+    @abstractmethod
+    def evaluate_one(self, x: Tensor) -> Tensor:
+        """Objectives of one point in maximisation form, shape ``(m,)``."""
+
+
+class MergeProblem(Problem):
+    """Merge the experts for each decision vector and score the merged model.
+
+    Args:
+        merger: Base, experts and merge method.
+        space: Maps decision vectors to per-tensor coefficients; must cover the
+            merger's tensors and use its number of coefficients.
+        evaluator: Takes a merged state dict, returns named metrics.
+        objectives: Objectives computed from those metrics.
+    """
+
+    def __init__(self, merger: Merger, space: MergeSpace, evaluator: Evaluator, objectives: Sequence[Objective]) -> None:
+        if space.n_coefficients != merger.n_coefficients:
+            raise ConfigError(
+                f"space has {space.n_coefficients} coefficients per group but merge method "
+                f"{merger.method.name!r} needs {merger.n_coefficients}"
+            )
+        space.check_covers(merger.task_vectors.merged_names)
+        if not objectives:
+            raise ConfigError("a problem needs at least one objective")
+        names = [o.name for o in objectives]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"objective names must be unique, got {names}")
+        self.merger = merger
+        self.space = space
+        self.evaluator = evaluator
+        self.objectives = list(objectives)
+        self.bounds = space.bounds
+
+    def merge(self, x: Tensor) -> StateDict:
+        """The merged state dict for decision vector ``x`` (shape ``(d,)``)."""
+        return self.merger.merge(self.space.to_coefficients(x))
+
+    def metrics(self, x: Tensor) -> dict[str, float]:
+        """The evaluator's raw metrics for ``x``.
+
+        Raises:
+            EvaluationError: The evaluator raised (its error is chained).
+        """
+        merged = self.merge(x)
+        try:
+            result = self.evaluator(merged)
+        except EvaluationError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a user evaluator may raise anything
+            raise EvaluationError(f"evaluator raised {type(exc).__name__}: {exc}") from exc
+        return {k: float(v) for k, v in result.items()}
+
+    def evaluate_one(self, x: Tensor) -> Tensor:
+        metrics = self.metrics(x)
+        return torch.tensor([o.sign * o.value(metrics) for o in self.objectives], dtype=torch.float64)
+
+
+class SyntheticProblem(Problem):
+    """A BoTorch multi-objective test function with a known Pareto front.
+
+    Wraps BoTorch's ``_evaluate_true`` (noise-free) in maximisation form, so
+    strategies can be checked against known fronts and hypervolumes.
+
+    Args:
+        name: One of :attr:`FUNCTIONS` (``branin_currin``, ``dtlz2``, ``zdt1``, ``zdt2``, ``zdt3``).
+        dim: Input dimension (DTLZ2, ZDT); ignored by BraninCurrin (d=2).
+        num_objectives: Objectives (DTLZ2 only; ZDT and BraninCurrin have 2).
+    """
+
+    FUNCTIONS: ClassVar[dict[str, type[MultiObjectiveTestProblem]]] = {
+        "branin_currin": BraninCurrin,
+        "dtlz2": DTLZ2,
+        "zdt1": ZDT1,
+        "zdt2": ZDT2,
+        "zdt3": ZDT3,
+    }
+
+    def __init__(self, name: str, dim: int | None = None, num_objectives: int = 2) -> None:
+        if name not in self.FUNCTIONS:
+            raise UnknownNameError("synthetic problem", name, self.FUNCTIONS)
+        cls = self.FUNCTIONS[name]
+        if name == "branin_currin":
+            fn = cls(negate=True)
+        elif name == "dtlz2":
+            fn = cls(dim=dim or num_objectives + 4, num_objectives=num_objectives, negate=True)
+        else:
+            fn = cls(dim=dim or 6, negate=True)
+        self.name = name
+        self.function = fn.to(torch.float64)
+        self.bounds = self.function.bounds.clone()
+        self.objectives = [Objective(name=f"f{j}", direction="minimize") for j in range(fn.num_objectives)]
+        self.ref_point = torch.as_tensor(self.function.ref_point, dtype=torch.float64).clone()
+
+    @property
+    def max_hv(self) -> float:
+        """The maximum hypervolume w.r.t. :attr:`ref_point` (BoTorch's reference value)."""
+        return float(self.function.max_hv)
+
+    def pareto_front(self, n: int) -> Tensor:
+        """``n`` points of the true front, maximisation form, shape ``(n, m)``.
+
+        Raises:
+            ConfigError: BoTorch has no front generator for this function (BraninCurrin).
+        """
+        try:
+            return self.function.gen_pareto_front(n).to(torch.float64)
+        except NotImplementedError:
+            raise ConfigError(f"no analytic Pareto front for {self.name!r}") from None
+
+    def evaluate_one(self, x: Tensor) -> Tensor:
+        return self.function(x.unsqueeze(0)).squeeze(0)

@@ -1,0 +1,166 @@
+"""The ask/tell interface every search strategy implements, and its result."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from bambo.errors import ConfigError
+from bambo.pareto import hypervolume, pareto_mask
+from bambo.problem import Problem
+
+
+@dataclass
+class ParetoResult:
+    """Everything a search evaluated and the Pareto set it found.
+
+    Objectives are stored in maximisation form (``Y``); :attr:`Y_user` and
+    :attr:`pareto_Y_user` restore the objectives' own directions.
+
+    Attributes:
+        X: Evaluated decision vectors, shape ``(n, d)``.
+        Y: Objectives, maximisation form, shape ``(n, m)``; NaN rows failed.
+        errors: ``{row: error text}`` of failed evaluations.
+        parameter_names: Names of the d decision variables.
+        objective_names: Names of the m objectives.
+        signs: +1/-1 per objective (``Y_user = Y * signs``).
+        ref_point: Hypervolume reference point, maximisation form, shape ``(m,)``.
+        predicted_front: For amortised methods, surrogate-predicted objectives, ``(k, m)``.
+    """
+
+    X: Tensor
+    Y: Tensor
+    errors: dict[int, str]
+    parameter_names: list[str]
+    objective_names: list[str]
+    signs: Tensor
+    ref_point: Tensor | None = None
+    predicted_front: Tensor | None = None
+    hypervolume_history: list[float] = field(default_factory=list)
+
+    @property
+    def ok(self) -> Tensor:
+        """Mask of completed (finite) evaluations, shape ``(n,)``."""
+        return torch.isfinite(self.Y).all(dim=-1)
+
+    @property
+    def pareto_mask(self) -> Tensor:
+        """Mask of Pareto-optimal completed evaluations, shape ``(n,)``."""
+        mask = torch.zeros(self.Y.shape[0], dtype=torch.bool)
+        ok = self.ok
+        if ok.any():
+            mask[ok.nonzero().flatten()] = pareto_mask(self.Y[ok])
+        return mask
+
+    @property
+    def pareto_X(self) -> Tensor:
+        """Decision vectors of the Pareto set, ``(k, d)``."""
+        return self.X[self.pareto_mask]
+
+    @property
+    def pareto_Y(self) -> Tensor:
+        """Objectives of the Pareto set, maximisation form, ``(k, m)``."""
+        return self.Y[self.pareto_mask]
+
+    @property
+    def Y_user(self) -> Tensor:
+        """All objectives in their own directions, ``(n, m)``."""
+        return self.Y * self.signs
+
+    @property
+    def pareto_Y_user(self) -> Tensor:
+        """Pareto objectives in their own directions, ``(k, m)``."""
+        return self.pareto_Y * self.signs
+
+
+class Strategy(ABC):
+    """A search strategy with an ask/tell loop.
+
+    ``ask(n)`` proposes ``n`` points; ``tell(X, Y)`` reports their objectives in
+    maximisation form, where a NaN row marks a failed evaluation: it is kept in
+    the history but never reaches a model.
+
+    Args:
+        problem: The problem (bounds, objectives).
+        seed: Seed of every random choice the strategy makes.
+    """
+
+    name: str = "strategy"
+
+    def __init__(self, problem: Problem, seed: int = 0) -> None:
+        self.problem = problem
+        self.seed = seed
+        self.X = torch.empty(0, problem.dim, dtype=torch.float64)
+        self.Y = torch.empty(0, problem.num_objectives, dtype=torch.float64)
+        self.errors: dict[int, str] = {}
+
+    @abstractmethod
+    def ask(self, n: int) -> Tensor:
+        """Propose ``n`` points, shape ``(n, d)``, inside the problem's bounds."""
+
+    def tell(self, X: Tensor, Y: Tensor, errors: dict[int, str] | None = None) -> None:
+        """Record evaluations.
+
+        Args:
+            X: Shape ``(n, d)``.
+            Y: Shape ``(n, m)``, maximisation form; NaN rows are failures.
+            errors: ``{row within X: error text}`` for failed rows.
+        """
+        X = torch.as_tensor(X, dtype=torch.float64)
+        Y = torch.as_tensor(Y, dtype=torch.float64)
+        if X.dim() != 2 or X.shape[1] != self.problem.dim:
+            raise ConfigError(f"X must have shape (n, {self.problem.dim}), got {tuple(X.shape)}")
+        if Y.shape != (X.shape[0], self.problem.num_objectives):
+            raise ConfigError(f"Y must have shape ({X.shape[0]}, {self.problem.num_objectives}), got {tuple(Y.shape)}")
+        offset = self.X.shape[0]
+        for row, text in (errors or {}).items():
+            self.errors[offset + row] = text
+        for row in (~torch.isfinite(Y).all(dim=-1)).nonzero().flatten().tolist():
+            self.errors.setdefault(offset + row, "non-finite objective")
+            Y[row] = float("nan")
+        self.X = torch.cat([self.X, X])
+        self.Y = torch.cat([self.Y, Y])
+
+    @property
+    def completed(self) -> tuple[Tensor, Tensor]:
+        """``(X, Y)`` of the completed evaluations only (what models may see)."""
+        ok = torch.isfinite(self.Y).all(dim=-1)
+        return self.X[ok], self.Y[ok]
+
+    def result(self, ref_point: Tensor | None = None) -> ParetoResult:
+        """The evaluations so far and their Pareto set.
+
+        Args:
+            ref_point: Hypervolume reference (maximisation form). Defaults to the
+                problem's, else to the worst completed value per objective minus
+                10% of its range (fixed over the whole history).
+        """
+        result = ParetoResult(
+            X=self.X.clone(),
+            Y=self.Y.clone(),
+            errors=dict(self.errors),
+            parameter_names=_parameter_names(self.problem),
+            objective_names=self.problem.objective_names,
+            signs=self.problem.signs,
+        )
+        ok = result.ok
+        ref = ref_point if ref_point is not None else self.problem.ref_point
+        if ref is None and ok.any():
+            Yc = self.Y[ok]
+            span = (Yc.max(0).values - Yc.min(0).values).clamp_min(1e-12)
+            ref = Yc.min(0).values - 0.1 * span
+        result.ref_point = ref
+        if ref is not None:
+            result.hypervolume_history = [
+                hypervolume(self.Y[: i + 1][ok[: i + 1]], ref) if ok[: i + 1].any() else 0.0
+                for i in range(self.Y.shape[0])
+            ]
+        return result
+
+
+def _parameter_names(problem: Problem) -> list[str]:
+    space = getattr(problem, "space", None)
+    return space.parameter_names if space is not None else [f"x{i}" for i in range(problem.dim)]
