@@ -16,9 +16,10 @@ from typing import ClassVar, Literal
 import torch
 from botorch.test_functions.base import MultiObjectiveTestProblem
 from botorch.test_functions.multi_objective import DTLZ2, ZDT1, ZDT2, ZDT3, BraninCurrin
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import model_validator
 from torch import Tensor
 
+from bambo.config_base import FrozenConfig
 from bambo.errors import ConfigError, EvaluationError, UnknownNameError
 from bambo.merge import Merger, StateDict
 from bambo.space import MergeSpace
@@ -28,7 +29,7 @@ Metrics = Mapping[str, float]
 Evaluator = Callable[[dict[str, Tensor]], Metrics]
 
 
-class Objective(BaseModel):
+class Objective(FrozenConfig):
     """One objective, computed from an evaluator's named metrics.
 
     Without anchors the objective is the metric ``metrics[0]`` in its own
@@ -44,8 +45,6 @@ class Objective(BaseModel):
         metrics: Names of the evaluator's metrics it uses (default: ``(name,)``).
         anchors: ``{metric: (base score, expert score)}`` for normalisation.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
     direction: Direction = "maximize"

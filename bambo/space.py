@@ -106,7 +106,7 @@ def uniform_partition(n_layers: int, n_blocks: int) -> list[range]:
     """Split ``n_layers`` layers into ``n_blocks`` contiguous blocks of near-equal size."""
     if not 1 <= n_blocks <= n_layers:
         raise ConfigError(f"need 1 <= n_blocks <= n_layers, got n_blocks={n_blocks}, n_layers={n_layers}")
-    edges = [round(k * n_layers / n_blocks) for k in range(n_blocks + 1)]
+    edges = [k * n_layers // n_blocks for k in range(n_blocks + 1)]
     return [range(edges[k], edges[k + 1]) for k in range(n_blocks)]
 
 

@@ -28,12 +28,13 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from safetensors.torch import load_file, save_file
 from sklearn.datasets import load_digits
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from bambo.config_base import FrozenConfig
 from bambo.errors import ConfigError, UnknownNameError
 from bambo.merge import Merger, TaskVectors, get_merge_method
 from bambo.problem import MergeProblem, Objective
@@ -43,7 +44,7 @@ TASKS = ("rotated", "inverted", "flipped", "noisy", "transposed")
 Split = Literal["train", "val", "test"]
 
 
-class DigitsConfig(BaseModel):
+class DigitsConfig(FrozenConfig):
     """Settings of the digits benchmark (all of them key the cache).
 
     Attributes:
@@ -58,8 +59,6 @@ class DigitsConfig(BaseModel):
         noise_std: Standard deviation of the ``noisy`` task's noise (pixels in [0, 1]).
         seed: Seed of the split, the initialisation, the batches and the noise.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     tasks: tuple[str, ...] = ("rotated", "inverted", "flipped", "noisy")
     width: int = Field(64, ge=4)

@@ -12,20 +12,18 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
+from bambo.config_base import FrozenConfig
 from bambo.errors import ConfigError
 
 
-class MergeMethod(BaseModel, ABC):
+class MergeMethod(FrozenConfig, ABC):
     """Base class of merge methods over stacked task vectors.
 
     Subclasses set the class attribute ``name`` (the registry key) and implement
     :meth:`merge_tensor`.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: ClassVar[str]
 

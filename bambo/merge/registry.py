@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
-
 from bambo.errors import ConfigError, UnknownNameError
 from bambo.merge.base import MergeMethod
 from bambo.merge.breadcrumbs import Breadcrumbs
@@ -42,9 +40,6 @@ def get_merge_method(name: str, **options: Any) -> MergeMethod:
         raise UnknownNameError("merge method", name, MERGE_METHODS) from None
     try:
         return cls(**options)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'options'}: {err['msg']}" for err in exc.errors()
-        )
+    except ConfigError as exc:
         allowed = ", ".join(cls.model_fields) or "none"
-        raise ConfigError(f"invalid options for merge method {name!r}: {problems} (options: {allowed})") from None
+        raise ConfigError(f"merge method {name!r}: {exc} (its options: {allowed})") from None

@@ -1,0 +1,33 @@
+"""The base of every bambo configuration object: frozen, strict, clear errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from bambo.errors import ConfigError
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem: ``field: message``."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in exc.errors()
+    )
+
+
+class FrozenConfig(BaseModel):
+    """A frozen pydantic model with ``extra="forbid"`` that raises :class:`ConfigError`.
+
+    pydantic reports problems as ``ValidationError``; this base re-raises them as
+    bambo's :class:`ConfigError` (still a ``ValueError``) naming each bad field,
+    so callers catch one exception type for every bad setting.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError(f"invalid {type(self).__name__}: {format_validation_error(exc)}") from None

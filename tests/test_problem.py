@@ -1,0 +1,106 @@
+"""Objectives, directions, merge problems and synthetic problems."""
+
+import pytest
+import torch
+
+from bambo.errors import ConfigError, EvaluationError, UnknownNameError
+from bambo.merge import Merger, TaskVectors, get_merge_method
+from bambo.pareto import hypervolume
+from bambo.problem import MergeProblem, Objective, SyntheticProblem
+from bambo.space import MergeSpace
+
+
+def test_bambo_normalised_objective_eq2():
+    obj = Objective(name="reasoning", metrics=("aime", "gpqa"), anchors={"aime": (0.2, 0.6), "gpqa": (0.3, 0.5)})
+    assert obj.value({"aime": 0.2, "gpqa": 0.3}) == pytest.approx(0.0)  # base
+    assert obj.value({"aime": 0.6, "gpqa": 0.5}) == pytest.approx(2.0)  # expert on both
+    assert obj.value({"aime": 0.4, "gpqa": 0.4}) == pytest.approx(1.0)
+    # a minimised metric (tokens): the expert uses fewer, so fewer tokens scores higher
+    tokens = Objective(name="efficiency", metrics=("tokens",), anchors={"tokens": (9000.0, 3000.0)})
+    assert tokens.value({"tokens": 6000.0}) == pytest.approx(0.5)
+    assert tokens.sign == 1.0
+
+
+def test_objective_validation():
+    with pytest.raises(ConfigError, match="maximised"):
+        Objective(name="t", direction="minimize", anchors={"t": (1.0, 0.0)})
+    with pytest.raises(ConfigError, match="no anchors for metric 'b'"):
+        Objective(name="t", metrics=("a", "b"), anchors={"a": (0.0, 1.0)})
+    with pytest.raises(ConfigError, match="divides by zero"):
+        Objective(name="t", anchors={"t": (1.0, 1.0)})
+    with pytest.raises(ConfigError, match="needs anchors"):
+        Objective(name="t", metrics=("a", "b"))
+    with pytest.raises(ConfigError, match="directon: Extra inputs are not permitted"):
+        Objective(name="t", directon="minimize")
+
+
+def toy_problem(evaluator, objectives):
+    base = {"layers.0.w": torch.zeros(2, dtype=torch.float64)}
+    experts = [{"layers.0.w": torch.tensor([1.0, 0.0], dtype=torch.float64)}, {"layers.0.w": torch.tensor([0.0, 1.0], dtype=torch.float64)}]
+    tv = TaskVectors(base, experts)
+    merger = Merger(tv, get_merge_method("task_arithmetic"))
+    return MergeProblem(merger, MergeSpace.model_wise(tv, 2), evaluator, objectives)
+
+
+def test_merge_problem_maximisation_form_and_directions_restored():
+    def evaluator(sd):
+        w = sd["layers.0.w"]
+        return {"acc": float(w[0]), "loss": float((w[1] - 0.5) ** 2)}
+
+    problem = toy_problem(evaluator, [Objective(name="acc"), Objective(name="loss", direction="minimize")])
+    X = torch.tensor([[0.3, 0.5], [1.0, 0.0]], dtype=torch.float64)
+    Y = problem.evaluate(X)
+    torch.testing.assert_close(Y, torch.tensor([[0.3, -0.0], [1.0, -0.25]], dtype=torch.float64))
+    torch.testing.assert_close(problem.to_user(Y), torch.tensor([[0.3, 0.0], [1.0, 0.25]], dtype=torch.float64))
+    assert problem.objective_names == ["acc", "loss"]
+
+
+def test_evaluator_failures_and_nan_metrics_raise_evaluation_errors():
+    def crashing(sd):
+        raise RuntimeError("CUDA out of memory")
+
+    problem = toy_problem(crashing, [Objective(name="acc")])
+    with pytest.raises(EvaluationError, match=r"row 0 \(x=\[0.1, 0.2\]\): evaluator raised RuntimeError: CUDA out of memory"):
+        problem.evaluate(torch.tensor([[0.1, 0.2], [0.3, 0.4]], dtype=torch.float64))
+    nan_problem = toy_problem(lambda sd: {"acc": float("nan")}, [Objective(name="acc")])
+    with pytest.raises(EvaluationError, match="metric 'acc' is not finite"):
+        nan_problem.evaluate_one(torch.tensor([0.1, 0.1], dtype=torch.float64))
+    missing = toy_problem(lambda sd: {"accuracy": 1.0}, [Objective(name="acc")])
+    with pytest.raises(EvaluationError, match=r"no metric 'acc' \(got \['accuracy'\]\)"):
+        missing.evaluate_one(torch.tensor([0.1, 0.1], dtype=torch.float64))
+
+
+def test_merge_problem_checks_space_against_method():
+    base = {"layers.0.w": torch.zeros(2)}
+    experts = [{"layers.0.w": torch.ones(2)}, {"layers.0.w": -torch.ones(2)}]
+    tv = TaskVectors(base, experts)
+    with pytest.raises(ConfigError, match="needs 1"):
+        MergeProblem(Merger(tv, get_merge_method("slerp")), MergeSpace.model_wise(tv, 2), lambda sd: {}, [Objective(name="a")])
+
+
+@pytest.mark.parametrize(("name", "kwargs"), [("zdt1", {}), ("zdt2", {}), ("dtlz2", {"num_objectives": 2}), ("dtlz2", {"num_objectives": 3})])
+def test_synthetic_fronts_reach_botorch_max_hypervolume(name, kwargs):
+    problem = SyntheticProblem(name, **kwargs)
+    # a dense sample of the true front approaches BoTorch's max hypervolume from below
+    front = problem.pareto_front(2000 if problem.num_objectives == 2 else 3000)
+    assert hypervolume(front, problem.ref_point) == pytest.approx(problem.max_hv, rel=2e-2)
+    assert hypervolume(front, problem.ref_point) <= problem.max_hv + 1e-9
+    X = torch.rand(8, problem.dim, dtype=torch.float64) * (problem.bounds[1] - problem.bounds[0]) + problem.bounds[0]
+    Y = problem.evaluate(X)
+    assert Y.shape == (8, problem.num_objectives)
+    assert hypervolume(Y, problem.ref_point) < problem.max_hv
+
+
+def test_synthetic_problem_directions_and_errors():
+    problem = SyntheticProblem("branin_currin")
+    assert problem.dim == 2 and all(o.direction == "minimize" for o in problem.objectives)
+    x = torch.tensor([[0.5, 0.5]], dtype=torch.float64)
+    raw = problem.function.evaluate_true(x)  # botorch's values, to be minimised
+    torch.testing.assert_close(problem.evaluate(x), -raw)  # maximisation form
+    torch.testing.assert_close(problem.to_user(problem.evaluate(x)), raw)
+    with pytest.raises(UnknownNameError, match="valid names: branin_currin, dtlz2"):
+        SyntheticProblem("zdt9")
+    with pytest.raises(ConfigError, match="no analytic Pareto front"):
+        problem.pareto_front(10)
+    with pytest.raises(ConfigError, match=r"shape \(n, 2\)"):
+        problem.evaluate(torch.zeros(3))
