@@ -11,9 +11,7 @@ from bambo.errors import ConfigError
 
 def format_validation_error(exc: ValidationError) -> str:
     """One line per problem: ``field: message``."""
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in exc.errors()
-    )
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in exc.errors())
 
 
 class FrozenConfig(BaseModel):

@@ -31,14 +31,14 @@ def plot_front(result: ParetoResult, path: Path | str, title: str = "") -> Path:
     cols = min(3, len(pairs))
     rows = (len(pairs) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 4.0 * rows), squeeze=False)
-    for ax, (i, j) in zip(axes.flat, pairs):
+    for ax, (i, j) in zip(axes.flat, pairs, strict=False):
         ax.scatter(Y[:, i], Y[:, j], s=14, c="0.65", label="evaluated")
         order = P[:, i].argsort()
         ax.plot(P[order, i], P[order, j], "o-", c="tab:red", ms=5, lw=1, label="Pareto set")
         ax.set_xlabel(names[i])
         ax.set_ylabel(names[j])
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(pairs):]:
+    for ax in list(axes.flat)[len(pairs) :]:
         ax.axis("off")
     axes.flat[0].legend(loc="best", fontsize=8)
     if title:

@@ -177,7 +177,9 @@ class MergeProblem(Problem):
         objectives: Objectives computed from those metrics.
     """
 
-    def __init__(self, merger: Merger, space: MergeSpace, evaluator: Evaluator, objectives: Sequence[Objective]) -> None:
+    def __init__(
+        self, merger: Merger, space: MergeSpace, evaluator: Evaluator, objectives: Sequence[Objective]
+    ) -> None:
         if space.n_coefficients != merger.n_coefficients:
             raise ConfigError(
                 f"space has {space.n_coefficients} coefficients per group but merge method "

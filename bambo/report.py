@@ -19,7 +19,7 @@ def pareto_table(result: ParetoResult, title: str = "Pareto set", digits: int = 
     table.add_column("#", justify="right")
     for name in result.parameter_names:
         table.add_column(name, justify="right", style="cyan")
-    for name, sign in zip(result.objective_names, result.signs.tolist()):
+    for name, sign in zip(result.objective_names, result.signs.tolist(), strict=True):
         arrow = "↑" if sign > 0 else "↓"
         table.add_column(f"{name} {arrow}", justify="right", style="green")
     X, Y = result.pareto_X, result.pareto_Y_user
@@ -30,7 +30,9 @@ def pareto_table(result: ParetoResult, title: str = "Pareto set", digits: int = 
     return table
 
 
-def write_pareto(result: ParetoResult, out_dir: Path | str, metadata: dict[str, Any] | None = None, title: str = "") -> list[Path]:
+def write_pareto(
+    result: ParetoResult, out_dir: Path | str, metadata: dict[str, Any] | None = None, title: str = ""
+) -> list[Path]:
     """Write ``pareto.csv``, ``pareto.json`` and ``pareto.png`` to ``out_dir``.
 
     ``pareto.csv`` has one row per Pareto point (decision variables, then
@@ -47,19 +49,19 @@ def write_pareto(result: ParetoResult, out_dir: Path | str, metadata: dict[str, 
     with csv_path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow([*result.parameter_names, *result.objective_names])
-        for x, y in zip(X.tolist(), Y.tolist()):
+        for x, y in zip(X.tolist(), Y.tolist(), strict=True):
             writer.writerow([*(f"{v:.8g}" for v in x), *(f"{v:.8g}" for v in y)])
     payload = {
         "metadata": metadata or {},
         "parameter_names": result.parameter_names,
         "objectives": [
             {"name": n, "direction": "maximize" if s > 0 else "minimize"}
-            for n, s in zip(result.objective_names, result.signs.tolist())
+            for n, s in zip(result.objective_names, result.signs.tolist(), strict=True)
         ],
-        "pareto": [{"x": x, "objectives": y} for x, y in zip(X.tolist(), Y.tolist())],
+        "pareto": [{"x": x, "objectives": y} for x, y in zip(X.tolist(), Y.tolist(), strict=True)],
         "evaluations": [
             {"x": x, "objectives": None if i in result.errors else y, "error": result.errors.get(i)}
-            for i, (x, y) in enumerate(zip(result.X.tolist(), result.Y_user.tolist()))
+            for i, (x, y) in enumerate(zip(result.X.tolist(), result.Y_user.tolist(), strict=True))
         ],
         "ref_point": None if result.ref_point is None else (result.ref_point * result.signs).tolist(),
         "hypervolume_history": result.hypervolume_history,

@@ -32,6 +32,8 @@ def test_demo_writes_the_three_files(tmp_path):
 
 
 def test_demo_reports_bad_input_clearly(tmp_path):
-    result = runner.invoke(app, ["demo", "--method", "tie", "--budget", "2", "--out", str(tmp_path), "--cache-dir", str(tmp_path)])
+    result = runner.invoke(
+        app, ["demo", "--method", "tie", "--budget", "2", "--out", str(tmp_path), "--cache-dir", str(tmp_path)]
+    )
     assert result.exit_code == 2
     assert "unknown merge method 'tie'" in result.output

@@ -68,7 +68,9 @@ def test_win_rate_counts_pairwise_objective_wins():
 
 def test_preference_weighted_sum_normalises_and_validates():
     Y = torch.tensor([[1.0, 3.0], [2.0, 2.0]], dtype=torch.float64)
-    torch.testing.assert_close(preference_weighted_sum(Y, torch.tensor([3.0, 1.0])), torch.tensor([1.5, 2.0], dtype=torch.float64))
+    torch.testing.assert_close(
+        preference_weighted_sum(Y, torch.tensor([3.0, 1.0])), torch.tensor([1.5, 2.0], dtype=torch.float64)
+    )
     with pytest.raises(ConfigError, match="non-negative"):
         preference_weighted_sum(Y, torch.tensor([-1.0, 1.0]))
     with pytest.raises(ConfigError, match="shape"):

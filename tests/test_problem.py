@@ -36,7 +36,10 @@ def test_objective_validation():
 
 def toy_problem(evaluator, objectives):
     base = {"layers.0.w": torch.zeros(2, dtype=torch.float64)}
-    experts = [{"layers.0.w": torch.tensor([1.0, 0.0], dtype=torch.float64)}, {"layers.0.w": torch.tensor([0.0, 1.0], dtype=torch.float64)}]
+    experts = [
+        {"layers.0.w": torch.tensor([1.0, 0.0], dtype=torch.float64)},
+        {"layers.0.w": torch.tensor([0.0, 1.0], dtype=torch.float64)},
+    ]
     tv = TaskVectors(base, experts)
     merger = Merger(tv, get_merge_method("task_arithmetic"))
     return MergeProblem(merger, MergeSpace.model_wise(tv, 2), evaluator, objectives)
@@ -60,7 +63,9 @@ def test_evaluator_failures_and_nan_metrics_raise_evaluation_errors():
         raise RuntimeError("CUDA out of memory")
 
     problem = toy_problem(crashing, [Objective(name="acc")])
-    with pytest.raises(EvaluationError, match=r"row 0 \(x=\[0.1, 0.2\]\): evaluator raised RuntimeError: CUDA out of memory"):
+    with pytest.raises(
+        EvaluationError, match=r"row 0 \(x=\[0.1, 0.2\]\): evaluator raised RuntimeError: CUDA out of memory"
+    ):
         problem.evaluate(torch.tensor([[0.1, 0.2], [0.3, 0.4]], dtype=torch.float64))
     nan_problem = toy_problem(lambda sd: {"acc": float("nan")}, [Objective(name="acc")])
     with pytest.raises(EvaluationError, match="metric 'acc' is not finite"):
@@ -75,10 +80,14 @@ def test_merge_problem_checks_space_against_method():
     experts = [{"layers.0.w": torch.ones(2)}, {"layers.0.w": -torch.ones(2)}]
     tv = TaskVectors(base, experts)
     with pytest.raises(ConfigError, match="needs 1"):
-        MergeProblem(Merger(tv, get_merge_method("slerp")), MergeSpace.model_wise(tv, 2), lambda sd: {}, [Objective(name="a")])
+        MergeProblem(
+            Merger(tv, get_merge_method("slerp")), MergeSpace.model_wise(tv, 2), lambda sd: {}, [Objective(name="a")]
+        )
 
 
-@pytest.mark.parametrize(("name", "kwargs"), [("zdt1", {}), ("zdt2", {}), ("dtlz2", {"num_objectives": 2}), ("dtlz2", {"num_objectives": 3})])
+@pytest.mark.parametrize(
+    ("name", "kwargs"), [("zdt1", {}), ("zdt2", {}), ("dtlz2", {"num_objectives": 2}), ("dtlz2", {"num_objectives": 3})]
+)
 def test_synthetic_fronts_reach_botorch_max_hypervolume(name, kwargs):
     problem = SyntheticProblem(name, **kwargs)
     # a dense sample of the true front approaches BoTorch's max hypervolume from below

@@ -35,9 +35,39 @@ def tiny(model_cls, config):
 @pytest.mark.parametrize(
     ("names", "n_layers", "embed_hint", "head_hint"),
     [
-        (lambda: tiny(BertModel, BertConfig(hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32, vocab_size=50)), 3, "embeddings.word_embeddings.weight", "pooler.dense.weight"),
-        (lambda: tiny(GPT2Model, GPT2Config(n_embd=16, n_layer=4, n_head=2, vocab_size=50)), 4, "wte.weight", "ln_f.weight"),
-        (lambda: tiny(LlamaForCausalLM, LlamaConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2, intermediate_size=32, vocab_size=50)), 2, "model.embed_tokens.weight", "lm_head.weight"),
+        (
+            lambda: tiny(
+                BertModel,
+                BertConfig(
+                    hidden_size=16, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32, vocab_size=50
+                ),
+            ),
+            3,
+            "embeddings.word_embeddings.weight",
+            "pooler.dense.weight",
+        ),
+        (
+            lambda: tiny(GPT2Model, GPT2Config(n_embd=16, n_layer=4, n_head=2, vocab_size=50)),
+            4,
+            "wte.weight",
+            "ln_f.weight",
+        ),
+        (
+            lambda: tiny(
+                LlamaForCausalLM,
+                LlamaConfig(
+                    hidden_size=16,
+                    num_hidden_layers=2,
+                    num_attention_heads=2,
+                    num_key_value_heads=2,
+                    intermediate_size=32,
+                    vocab_size=50,
+                ),
+            ),
+            2,
+            "model.embed_tokens.weight",
+            "lm_head.weight",
+        ),
     ],
 )
 def test_layout_of_real_transformers_state_dicts(names, n_layers, embed_hint, head_hint):
@@ -51,7 +81,16 @@ def test_layout_of_real_transformers_state_dicts(names, n_layers, embed_hint, he
         assert all(parse_layer_index(n) == i for n in layer)
 
 
-NAMES = ["emb.weight", "layers.0.w", "layers.0.b", "layers.1.w", "layers.2.w", "layers.3.w", "norm.weight", "head.weight"]
+NAMES = [
+    "emb.weight",
+    "layers.0.w",
+    "layers.0.b",
+    "layers.1.w",
+    "layers.2.w",
+    "layers.3.w",
+    "norm.weight",
+    "head.weight",
+]
 
 
 def test_model_granularity():
@@ -137,4 +176,6 @@ def test_broadcasting_model_coefficients_into_a_fine_space():
     space = MergeSpace.layer_wise(NAMES, 2)
     x = space.from_group_coefficients(torch.tensor([0.3, 0.8]))
     assert x.shape == (space.dim,)
-    assert all(torch.allclose(c, torch.tensor([0.3, 0.8], dtype=torch.float64)) for c in space.to_coefficients(x).values())
+    assert all(
+        torch.allclose(c, torch.tensor([0.3, 0.8], dtype=torch.float64)) for c in space.to_coefficients(x).values()
+    )

@@ -173,7 +173,9 @@ def _train(
     model.eval()
 
 
-def train_digits_models(config: DigitsConfig, data: DigitsData) -> tuple[dict[str, Tensor], dict[str, dict[str, Tensor]]]:
+def train_digits_models(
+    config: DigitsConfig, data: DigitsData
+) -> tuple[dict[str, Tensor], dict[str, dict[str, Tensor]]]:
     """Train the base (task mix) and one expert per task, deterministically from ``config.seed``.
 
     Returns:
@@ -186,15 +188,29 @@ def train_digits_models(config: DigitsConfig, data: DigitsData) -> tuple[dict[st
     train = data.splits["train"]
     X_mix = torch.cat([data.inputs[t][train] for t in config.tasks])
     y_mix = data.labels[train].repeat(len(config.tasks))
-    _train(model, torch.optim.Adam(model.parameters(), lr=config.pretrain_lr), X_mix, y_mix,
-           config.pretrain_steps, config.batch_size, generator)
+    _train(
+        model,
+        torch.optim.Adam(model.parameters(), lr=config.pretrain_lr),
+        X_mix,
+        y_mix,
+        config.pretrain_steps,
+        config.batch_size,
+        generator,
+    )
     base = {k: v.detach().clone() for k, v in model.state_dict().items()}
     experts = {}
     for task in config.tasks:
         model.load_state_dict(base)
         X, y = data.get(task, "train")
-        _train(model, torch.optim.SGD(model.parameters(), lr=config.finetune_lr), X, y,
-               config.finetune_steps, config.batch_size, generator)
+        _train(
+            model,
+            torch.optim.SGD(model.parameters(), lr=config.finetune_lr),
+            X,
+            y,
+            config.finetune_steps,
+            config.batch_size,
+            generator,
+        )
         experts[task] = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return base, experts
 
@@ -217,7 +233,9 @@ class DigitsBenchmark:
         data: The task data.
     """
 
-    def __init__(self, config: DigitsConfig, base: dict[str, Tensor], experts: dict[str, dict[str, Tensor]], data: DigitsData) -> None:
+    def __init__(
+        self, config: DigitsConfig, base: dict[str, Tensor], experts: dict[str, dict[str, Tensor]], data: DigitsData
+    ) -> None:
         self.config = config
         self.base = base
         self.experts = experts
@@ -225,7 +243,9 @@ class DigitsBenchmark:
         self._model = DigitsMLP(config.width, config.depth)
 
     @classmethod
-    def build(cls, config: DigitsConfig | None = None, cache_dir: Path | str | None = None, use_cache: bool = True) -> DigitsBenchmark:
+    def build(
+        cls, config: DigitsConfig | None = None, cache_dir: Path | str | None = None, use_cache: bool = True
+    ) -> DigitsBenchmark:
         """Load the models from the cache, or train and cache them.
 
         Args:
@@ -238,8 +258,8 @@ class DigitsBenchmark:
         path = Path(cache_dir or default_cache_dir() / "digits") / f"{config.key()}.safetensors"
         if use_cache and path.exists():
             flat = load_file(str(path))
-            base = {k[len("base/"):]: v for k, v in flat.items() if k.startswith("base/")}
-            experts = {t: {k[len(t) + 1:]: v for k, v in flat.items() if k.startswith(f"{t}/")} for t in config.tasks}
+            base = {k[len("base/") :]: v for k, v in flat.items() if k.startswith("base/")}
+            experts = {t: {k[len(t) + 1 :]: v for k, v in flat.items() if k.startswith(f"{t}/")} for t in config.tasks}
             return cls(config, base, experts, data)
         base, experts = train_digits_models(config, data)
         if use_cache:
@@ -258,7 +278,9 @@ class DigitsBenchmark:
         return self.config.tasks
 
     @torch.no_grad()
-    def evaluate(self, state_dict: Mapping[str, Tensor], split: Split = "val", tasks: Sequence[str] | None = None) -> dict[str, float]:
+    def evaluate(
+        self, state_dict: Mapping[str, Tensor], split: Split = "val", tasks: Sequence[str] | None = None
+    ) -> dict[str, float]:
         """Accuracy and cross-entropy of a state dict on each task.
 
         Returns:
@@ -322,13 +344,11 @@ class DigitsBenchmark:
     def summary(self, split: Split = "val") -> dict[str, dict[str, float]]:
         """Accuracy of the base and each expert on every task: ``{model: {task: acc}}``."""
         rows = {"base": self.base, **self.experts}
-        return {
-            name: {t: self.evaluate(sd, split)[f"acc/{t}"] for t in self.tasks} for name, sd in rows.items()
-        }
+        return {name: {t: self.evaluate(sd, split)[f"acc/{t}"] for t in self.tasks} for name, sd in rows.items()}
 
 
 def describe(benchmark: DigitsBenchmark) -> str:
     """A short report: task-vector ratios and the accuracy table (as JSON lines)."""
     tv = benchmark.task_vectors()
-    ratios = dict(zip(tv.expert_names, (round(r, 4) for r in tv.l1_ratio())))
+    ratios = dict(zip(tv.expert_names, (round(r, 4) for r in tv.l1_ratio()), strict=True))
     return json.dumps({"tv_l1_ratio": ratios, "val_accuracy": benchmark.summary()}, indent=1)

@@ -45,7 +45,10 @@ class Della(MergeMethod):
 
     def prepare(self, key: str, vectors: Tensor) -> Tensor:
         return torch.stack(
-            [magprune(v, self.density, self.epsilon, tensor_generator(self.seed, key, i)) for i, v in enumerate(vectors)]
+            [
+                magprune(v, self.density, self.epsilon, tensor_generator(self.seed, key, i))
+                for i, v in enumerate(vectors)
+            ]
         )
 
     def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor) -> Tensor:

@@ -71,7 +71,7 @@ class TaskVectors:
             raise ModelMismatchError(f"{len(names)} expert names given for {len(experts)} experts")
         if len(set(names)) != len(names):
             raise ModelMismatchError(f"expert names must be unique, got {names}")
-        for label, expert in zip(names, experts):
+        for label, expert in zip(names, experts, strict=True):
             _check_same_structure(base, expert, label)
         frozen = set(frozen)
         unknown = frozen - set(base)
@@ -111,10 +111,7 @@ class TaskVectors:
     def l1_ratio(self) -> list[float]:
         """Per expert, ``||tau_i||_1 / ||theta_base||_1`` over merged tensors (MAP Table 1)."""
         base_l1 = sum(float(self.base[k].abs().sum()) for k in self.vectors)
-        return [
-            sum(float(v[i].abs().sum()) for v in self.vectors.values()) / base_l1
-            for i in range(self.n_experts)
-        ]
+        return [sum(float(v[i].abs().sum()) for v in self.vectors.values()) / base_l1 for i in range(self.n_experts)]
 
 
 def buffer_names(module: torch.nn.Module) -> list[str]:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from bambo.errors import BoundsError, ConfigError, ModelMismatchError, UnknownNameError
-from bambo.merge import MERGE_METHODS, Merger, MergeMethod, TaskVectors, available_merge_methods, get_merge_method
+from bambo.merge import MERGE_METHODS, MergeMethod, Merger, TaskVectors, available_merge_methods, get_merge_method
 
 
 def models(dtype=torch.float32):
@@ -18,7 +18,10 @@ def models(dtype=torch.float32):
     }
     experts = []
     for _ in range(2):
-        e = {k: (v + 0.1 * torch.randn(v.shape, generator=g, dtype=dtype) if v.is_floating_point() else v.clone()) for k, v in base.items()}
+        e = {
+            k: (v + 0.1 * torch.randn(v.shape, generator=g, dtype=dtype) if v.is_floating_point() else v.clone())
+            for k, v in base.items()
+        }
         experts.append(e)
     return base, experts
 
@@ -71,7 +74,14 @@ class TestMergeMethodContract:
 
 def test_registry_lists_every_method_and_rejects_unknown_names():
     assert set(available_merge_methods()) == {
-        "task_arithmetic", "linear", "ties", "dare_linear", "dare_ties", "breadcrumbs", "della", "slerp",
+        "task_arithmetic",
+        "linear",
+        "ties",
+        "dare_linear",
+        "dare_ties",
+        "breadcrumbs",
+        "della",
+        "slerp",
     }
     assert all(issubclass(cls, MergeMethod) for cls in MERGE_METHODS.values())
     with pytest.raises(UnknownNameError, match="valid names: .*task_arithmetic"):
@@ -114,7 +124,9 @@ def test_shape_mismatch_names_the_tensor():
 def test_task_vectors_are_computed_once_and_reused():
     base, experts = models(torch.float64)
     tv = TaskVectors(base, experts)
-    torch.testing.assert_close(tv.vectors["layers.0.weight"][1], experts[1]["layers.0.weight"] - base["layers.0.weight"])
+    torch.testing.assert_close(
+        tv.vectors["layers.0.weight"][1], experts[1]["layers.0.weight"] - base["layers.0.weight"]
+    )
     calls = []
 
     class Counting(type(get_merge_method("ties"))):

@@ -24,7 +24,9 @@ def test_task_arithmetic_is_base_plus_weighted_task_vectors():
 def test_linear_is_normalised_weighted_average_and_zero_weights_give_base():
     out = merge("linear", [0.0, 0.0], [[2.0, 4.0], [6.0, 0.0]], [1.0, 3.0])
     torch.testing.assert_close(out, torch.tensor([5.0, 1.0], dtype=D))
-    torch.testing.assert_close(merge("linear", [1.0, 1.0], [[2.0, 4.0], [6.0, 0.0]], [0.0, 0.0]), torch.tensor([1.0, 1.0], dtype=D))
+    torch.testing.assert_close(
+        merge("linear", [1.0, 1.0], [[2.0, 4.0], [6.0, 0.0]], [0.0, 0.0]), torch.tensor([1.0, 1.0], dtype=D)
+    )
 
 
 def test_ties_sign_election_and_disjoint_mean_without_trim():
@@ -56,7 +58,9 @@ def test_ties_normalisations():
 
 def test_ties_expert_with_zero_coefficient_does_not_dilute():
     experts = [[2.0, 2.0], [2.0, 2.0]]
-    torch.testing.assert_close(merge("ties", [0.0, 0.0], experts, [1.0, 0.0], density=1.0), torch.tensor([2.0, 2.0], dtype=D))
+    torch.testing.assert_close(
+        merge("ties", [0.0, 0.0], experts, [1.0, 0.0], density=1.0), torch.tensor([2.0, 2.0], dtype=D)
+    )
 
 
 def test_ties_trims_to_top_density_by_magnitude():
@@ -77,7 +81,10 @@ def test_dare_rescales_survivors_and_is_unbiased():
     torch.testing.assert_close(out[kept], tau[kept] * 4.0)
     # Expected value: the mean over seeds of the merged vector tends to tau.
     mean = torch.stack(
-        [Merger(tv, get_merge_method("dare_linear", drop_rate=0.5, seed=s)).merge(torch.tensor([1.0], dtype=D))["w"] for s in range(200)]
+        [
+            Merger(tv, get_merge_method("dare_linear", drop_rate=0.5, seed=s)).merge(torch.tensor([1.0], dtype=D))["w"]
+            for s in range(200)
+        ]
     ).mean(0)
     assert (mean - tau).abs().mean().item() < 0.06 * tau.abs().mean().item()
 
@@ -114,7 +121,12 @@ def test_della_is_unbiased_and_keeps_large_entries_more_often():
     tau = torch.randn(4, 2_000, dtype=D)
     tv = TaskVectors({"w": torch.zeros(4, 2_000, dtype=D)}, [{"w": tau}])
     outs = torch.stack(
-        [Merger(tv, get_merge_method("della", density=0.5, epsilon=0.3, seed=s)).merge(torch.tensor([1.0], dtype=D))["w"] for s in range(100)]
+        [
+            Merger(tv, get_merge_method("della", density=0.5, epsilon=0.3, seed=s)).merge(torch.tensor([1.0], dtype=D))[
+                "w"
+            ]
+            for s in range(100)
+        ]
     )
     keep_rate = (outs != 0).double().mean(0)
     magnitude = tau.abs()

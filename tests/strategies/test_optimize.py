@@ -25,7 +25,7 @@ def test_optimize_on_a_known_front():
     result = optimize(problem, "sobol", budget=64, batch_size=8, seed=0, progress=False)
     assert result.X.shape == (64, 2) and result.Y.shape == (64, 2)
     history = result.hypervolume_history
-    assert len(history) == 64 and all(b >= a for a, b in zip(history, history[1:]))
+    assert len(history) == 64 and all(b >= a for a, b in zip(history, history[1:], strict=True))
     assert 0.5 * problem.max_hv < history[-1] <= problem.max_hv
     torch.testing.assert_close(result.pareto_Y_user, -result.pareto_Y)
 
@@ -41,8 +41,12 @@ def test_failed_evaluations_are_recorded_and_never_reach_the_model():
             raise RuntimeError(f"evaluator crashed at w={w:.3f}")
         return {"a": w, "b": -w if w > -0.3 else float("nan")}
 
-    problem = MergeProblem(Merger(tv, get_merge_method("task_arithmetic")), MergeSpace.model_wise(tv, 2), evaluator,
-                           [Objective(name="a"), Objective(name="b")])
+    problem = MergeProblem(
+        Merger(tv, get_merge_method("task_arithmetic")),
+        MergeSpace.model_wise(tv, 2),
+        evaluator,
+        [Objective(name="a"), Objective(name="b")],
+    )
     strategy = SobolSearch(problem, seed=0)
     result = optimize(problem, strategy, budget=20, batch_size=4, progress=False)
     assert result.X.shape[0] == 20
