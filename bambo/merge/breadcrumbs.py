@@ -10,7 +10,7 @@ from torch import Tensor
 
 from bambo.errors import ConfigError
 from bambo.merge.base import MergeMethod
-from bambo.merge.ops import mask_outliers, weighted_sum
+from bambo.merge.ops import add_weighted_sum, mask_outliers
 
 
 class Breadcrumbs(MergeMethod):
@@ -39,4 +39,4 @@ class Breadcrumbs(MergeMethod):
         return torch.stack([mask_outliers(v, self.density, self.gamma) for v in vectors])
 
     def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor) -> Tensor:
-        return base + weighted_sum(vectors, coefficients)
+        return add_weighted_sum(base, vectors, coefficients)

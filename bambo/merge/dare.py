@@ -9,7 +9,7 @@ from pydantic import Field
 from torch import Tensor
 
 from bambo.merge.base import MergeMethod
-from bambo.merge.ops import Normalize, drop_random, sign_consensus, tensor_generator, weighted_sum
+from bambo.merge.ops import Normalize, add_weighted_sum, drop_random, sign_consensus, tensor_generator
 
 
 class _Dare(MergeMethod):
@@ -34,7 +34,7 @@ class DareLinear(_Dare):
     name: ClassVar[str] = "dare_linear"
 
     def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor) -> Tensor:
-        return base + weighted_sum(vectors, coefficients)
+        return add_weighted_sum(base, vectors, coefficients)
 
 
 class DareTies(_Dare):

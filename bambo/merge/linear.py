@@ -7,7 +7,7 @@ from typing import ClassVar
 from torch import Tensor
 
 from bambo.merge.base import MergeMethod
-from bambo.merge.ops import weighted_sum
+from bambo.merge.ops import add_weighted_sum
 
 
 class TaskArithmetic(MergeMethod):
@@ -20,7 +20,7 @@ class TaskArithmetic(MergeMethod):
     name: ClassVar[str] = "task_arithmetic"
 
     def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor) -> Tensor:
-        return base + weighted_sum(vectors, coefficients)
+        return add_weighted_sum(base, vectors, coefficients)
 
 
 class Linear(MergeMethod):
@@ -36,4 +36,4 @@ class Linear(MergeMethod):
         total = float(coefficients.sum())
         if total == 0.0:
             return base.clone()
-        return base + weighted_sum(vectors, coefficients / total)
+        return add_weighted_sum(base, vectors, coefficients / total)

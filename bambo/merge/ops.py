@@ -37,7 +37,27 @@ def weighted_sum(vectors: Tensor, coefficients: Tensor) -> Tensor:
     Returns:
         Shape ``shape``.
     """
-    return torch.tensordot(coefficients.to(vectors), vectors, dims=1)
+    flat = vectors.reshape(vectors.shape[0], -1)
+    return torch.mv(flat.t(), coefficients.to(vectors)).view(vectors.shape[1:])
+
+
+def add_weighted_sum(base: Tensor, vectors: Tensor, coefficients: Tensor) -> Tensor:
+    """``base + sum_i c_i v_i`` in one pass that allocates only the output.
+
+    A BLAS ``addmv`` over the column-major view of the stacked vectors streams each
+    vector once; measured at about 2.3x ``base + tensordot(c, V)`` and 0.75x a
+    plain copy of the same bytes (``benchmarks/merge_throughput.py``).
+
+    Args:
+        base: Shape ``shape``.
+        vectors: Shape ``(N, *shape)``.
+        coefficients: Shape ``(N,)``.
+
+    Returns:
+        A new tensor of shape ``shape``.
+    """
+    flat = vectors.reshape(vectors.shape[0], -1)
+    return torch.addmv(base.reshape(-1), flat.t(), coefficients.to(vectors)).view(base.shape)
 
 
 def _keep_count(numel: int, density: float) -> int:
@@ -109,7 +129,7 @@ def sign_consensus(vectors: Tensor, coefficients: Tensor, normalize: Normalize) 
     """TIES "elect sign" and "disjoint merge" on coefficient-weighted task vectors.
 
     With ``w_i = c_i v_i``, the elected sign is ``sign(sum_i w_i)`` per entry
-    (TIES Eq. in Sec. 3, the "mass" election). Entries of ``w_i`` that are non-zero
+    (TIES Sec. 3, the "mass" election). Entries of ``w_i`` that are non-zero
     and agree with it are combined:
 
     - ``"count"``: their mean over the experts that contribute (TIES's disjoint
@@ -119,7 +139,8 @@ def sign_consensus(vectors: Tensor, coefficients: Tensor, normalize: Normalize) 
     - ``"none"``: their sum (disjoint sum).
 
     Experts with ``c_i = 0`` never contribute, so ``c = e_i`` gives expert i's
-    (prepared) task vector.
+    (prepared) task vector. The work runs over cache-sized chunks of the
+    flattened tensor, so its temporaries stay small whatever the tensor size.
 
     Args:
         vectors: Shape ``(N, *shape)``.
@@ -127,20 +148,41 @@ def sign_consensus(vectors: Tensor, coefficients: Tensor, normalize: Normalize) 
         normalize: One of ``"count"``, ``"weights"``, ``"none"``.
 
     Returns:
-        The merged delta, shape ``shape``.
+        The merged delta, a new tensor of shape ``shape``.
     """
-    elected = torch.sign(weighted_sum(vectors, coefficients))
-    total = torch.zeros_like(elected)
-    denom = torch.zeros_like(elected) if normalize != "none" else None
-    for i, c in enumerate(coefficients.tolist()):
-        if c == 0.0:
-            continue
-        weighted = vectors[i] * c
-        agree = (torch.sign(weighted) == elected) & (weighted != 0)
-        total.add_(torch.where(agree, weighted, torch.zeros_like(weighted)))
-        if denom is not None:
-            denom.add_(agree.to(denom.dtype), alpha=1.0 if normalize == "count" else c)
-    if denom is None:
-        return total
-    safe = torch.where(denom != 0, denom, torch.ones_like(denom))
-    return torch.where(denom != 0, total / safe, torch.zeros_like(total))
+    flat = vectors.reshape(vectors.shape[0], -1)
+    out = torch.empty(flat.shape[1], dtype=vectors.dtype, device=vectors.device)
+    weights = [(i, c) for i, c in enumerate(coefficients.tolist()) if c != 0.0]
+    for start in range(0, flat.shape[1], _CHUNK):
+        stop = min(start + _CHUNK, flat.shape[1])
+        _sign_consensus_chunk(flat[:, start:stop], weights, normalize, out[start:stop])
+    return out.view(vectors.shape[1:])
+
+
+_CHUNK = 1 << 18
+
+
+def _sign_consensus_chunk(flat: Tensor, weights: list[tuple[int, float]], normalize: Normalize, out: Tensor) -> None:
+    # With w_i = c_i v_i, P = sum_i max(w_i, 0) and Q = sum_i max(-w_i, 0) are the agreeing
+    # sums for either elected sign, and sum_i w_i = P - Q decides the election.
+    positive = torch.zeros_like(out)
+    negative = torch.zeros_like(out)
+    n_pos = torch.zeros_like(out)
+    n_neg = torch.zeros_like(out)
+    for i, c in weights:
+        weighted = flat[i] * c
+        positive.add_(weighted.clamp(min=0.0))
+        negative.sub_(weighted.clamp(max=0.0))
+        if normalize != "none":
+            alpha = 1.0 if normalize == "count" else c
+            n_pos.add_((weighted > 0).to(out.dtype), alpha=alpha)
+            n_neg.add_((weighted < 0).to(out.dtype), alpha=alpha)
+    elect_pos = positive > negative
+    elect_neg = negative > positive
+    zero = torch.zeros_like(out)
+    total = torch.where(elect_pos, positive, torch.where(elect_neg, -negative, zero))
+    if normalize == "none":
+        out.copy_(total)
+        return
+    denom = torch.where(elect_pos, n_pos, torch.where(elect_neg, n_neg, zero))
+    out.copy_(torch.where(denom != 0, total / torch.where(denom != 0, denom, torch.ones_like(denom)), zero))

@@ -15,6 +15,7 @@ def models(dtype=torch.float32):
         "layers.0.bias": torch.randn(4, generator=g, dtype=dtype),
         "pos_ids": torch.arange(6),
         "bn.running_mean": torch.randn(4, generator=g, dtype=dtype),
+        "logit_scale": torch.tensor(2.5, dtype=dtype),
     }
     experts = []
     for _ in range(2):

@@ -1,0 +1,1 @@
+"""bambo's benchmark runners; results are written to benchmarks/results/."""
