@@ -100,6 +100,24 @@ def demo(
     console.print("wrote " + ", ".join(str(p) for p in paths))
 
 
+@app.command()
+def digits(
+    seed: Annotated[int, typer.Option(help="Seed of the benchmark's split, initialisation and training.")] = 0,
+    split: Annotated[str, typer.Option(help="Split to score on: train, val or test.")] = "val",
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Cache folder for the trained digits models (default ~/.cache/bambo).")
+    ] = None,
+) -> None:
+    """Build (or load) the digits benchmark and print base, experts and a few merges on every task."""
+    from bambo.benchmarks.digits import DigitsBenchmark, DigitsConfig, describe
+
+    if split not in ("train", "val", "test"):
+        console.print(f"[red]error:[/red] unknown split {split!r}; valid: train, val, test")
+        raise typer.Exit(code=2)
+    benchmark = DigitsBenchmark.build(DigitsConfig(seed=seed), cache_dir=cache_dir and cache_dir / "digits")
+    typer.echo(describe(benchmark, split))  # type: ignore[arg-type]
+
+
 def _print_anchors(benchmark: object, tasks: tuple[str, ...]) -> None:
     summary = benchmark.summary()  # type: ignore[attr-defined]
     ratios = dict(zip(benchmark.tasks, benchmark.task_vectors().l1_ratio(), strict=True))  # type: ignore[attr-defined]

@@ -10,7 +10,7 @@ from bambo.cli import app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("args", [["--help"], ["demo", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["demo", "--help"], ["digits", "--help"]])
 def test_help(args):
     result = runner.invoke(app, args)
     assert result.exit_code == 0
@@ -37,3 +37,10 @@ def test_demo_reports_bad_input_clearly(tmp_path):
     )
     assert result.exit_code == 2
     assert "unknown merge method 'tie'" in result.output
+
+
+def test_digits_report_shows_base_experts_and_merges(tmp_path):
+    result = runner.invoke(app, ["digits", "--cache-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    for row in ("base", "noisy", "TA all c=0.3", "task vector L1 ratio"):
+        assert row in result.output

@@ -19,7 +19,6 @@ safetensors, keyed by a hash of the :class:`DigitsConfig`.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -347,8 +346,26 @@ class DigitsBenchmark:
         return {name: {t: self.evaluate(sd, split)[f"acc/{t}"] for t in self.tasks} for name, sd in rows.items()}
 
 
-def describe(benchmark: DigitsBenchmark) -> str:
-    """A short report: task-vector ratios and the accuracy table (as JSON lines)."""
+def describe(benchmark: DigitsBenchmark, split: Split = "val") -> str:
+    """A plain-text report: task-vector ratios, then the accuracy of the base, each
+    expert and a few task-arithmetic merges on every task (the trade-offs merging makes)."""
     tv = benchmark.task_vectors()
-    ratios = dict(zip(tv.expert_names, (round(r, 4) for r in tv.l1_ratio()), strict=True))
-    return json.dumps({"tv_l1_ratio": ratios, "val_accuracy": benchmark.summary()}, indent=1)
+    merger = Merger(tv, get_merge_method("task_arithmetic"))
+    n = tv.n_experts
+    rows: dict[str, Mapping[str, Tensor]] = {"base": benchmark.base, **benchmark.experts}
+    for scale in (0.3, 0.6, 1.0):
+        rows[f"TA all c={scale}"] = merger.merge(torch.full((n,), scale))
+    for i in range(min(n - 1, 2)):
+        c = torch.zeros(n)
+        c[i] = c[i + 1] = 0.5
+        rows[f"TA {tv.expert_names[i]}+{tv.expert_names[i + 1]} c=0.5"] = merger.merge(c)
+    width = max(map(len, rows)) + 2
+    lines = [
+        "task vector L1 ratio ||tau||/||base||: "
+        + ", ".join(f"{t} {r:.4f}" for t, r in zip(tv.expert_names, tv.l1_ratio(), strict=True)),
+        f"{split} accuracy".ljust(width) + "".join(t.rjust(12) for t in benchmark.tasks),
+    ]
+    for name, state_dict in rows.items():
+        metrics = benchmark.evaluate(state_dict, split)
+        lines.append(name.ljust(width) + "".join(f"{metrics[f'acc/{t}']:12.4f}" for t in benchmark.tasks))
+    return "\n".join(lines)
