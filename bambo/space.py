@@ -10,8 +10,9 @@ Granularities (BAMBO Sec. 3.1-3.2, Eq. 3):
 Layer indices are parsed from parameter names (``layers.{i}.``, ``layer.{i}.``,
 ``h.{i}.``, ``blocks.{i}.``, ``block.{i}.``, or a regex of the user's). Tensors
 without a layer index are "embed" if they come before the first layered tensor
-(or their name mentions an embedding) and "head" otherwise (final norm,
-``lm_head``, classifier, pooler).
+and "head" after it; names that mention an embedding (``embed``, ``wte``) or a
+head (``lm_head``, ``head.``, ``pooler``, ``classifier``, ``ln_f``) are placed by
+name whatever their order, so alphabetically sorted checkpoints parse too.
 
 The decision vector is group-major: ``x[g * n + i]`` is coefficient ``i`` of group ``g``.
 """
@@ -29,6 +30,7 @@ from bambo.errors import BoundsError, ConfigError, ModelMismatchError
 
 DEFAULT_LAYER_PATTERN = r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)\."
 _EMBED_HINT = re.compile(r"embed|(?:^|\.)wte\.|(?:^|\.)wpe\.|cls_token|pos_token", re.IGNORECASE)
+_HEAD_HINT = re.compile(r"lm_head|(?:^|\.)head\.|pooler|classifier|(?:^|\.)score\.|ln_f|final_norm", re.IGNORECASE)
 
 GRANULARITIES = ("model", "layer", "block")
 
@@ -87,10 +89,12 @@ class LayerLayout:
             index = parse_layer_index(name, layer_pattern)
             if index is not None:
                 by_layer.setdefault(index, []).append(name)
-            elif not by_layer or _EMBED_HINT.search(name):
+            elif _EMBED_HINT.search(name):
                 embed.append(name)
-            else:
+            elif _HEAD_HINT.search(name) or by_layer:
                 head.append(name)
+            else:
+                embed.append(name)
         if not by_layer:
             raise ConfigError(
                 f"no layer index found in {len(names)} tensor names with pattern {layer_pattern!r} "
@@ -178,7 +182,7 @@ class MergeSpace:
     def model_wise(
         cls,
         tensors: Mapping[str, Tensor] | Sequence[str] | object,
-        n_coefficients: int,
+        n_coefficients: int | None = None,
         bounds: tuple[float, float] | Tensor = (0.0, 1.0),
         coefficient_labels: Sequence[str] | None = None,
     ) -> MergeSpace:
@@ -188,6 +192,7 @@ class MergeSpace:
             tensors: A :class:`~bambo.merge.TaskVectors`, a state dict (its floating
                 tensors) or a list of tensor names.
         """
+        n_coefficients, coefficient_labels = _coefficient_defaults(tensors, n_coefficients, coefficient_labels)
         names = _names_of(tensors)
         return cls([TensorGroup("model", tuple(names))], n_coefficients, bounds, coefficient_labels, "model")
 
@@ -195,12 +200,13 @@ class MergeSpace:
     def layer_wise(
         cls,
         tensors: Mapping[str, Tensor] | Sequence[str] | object,
-        n_coefficients: int,
+        n_coefficients: int | None = None,
         bounds: tuple[float, float] | Tensor = (0.0, 1.0),
         coefficient_labels: Sequence[str] | None = None,
         layer_pattern: str = DEFAULT_LAYER_PATTERN,
     ) -> MergeSpace:
         """One group per layer, plus embed and head groups where present."""
+        n_coefficients, coefficient_labels = _coefficient_defaults(tensors, n_coefficients, coefficient_labels)
         layout = LayerLayout.from_names(_names_of(tensors), layer_pattern)
         partition = [range(i, i + 1) for i in range(layout.n_layers)]
         groups = _groups_from(layout, partition, "layer")
@@ -211,18 +217,29 @@ class MergeSpace:
         cls,
         tensors: Mapping[str, Tensor] | Sequence[str] | object,
         partition: Sequence[Sequence[int]] | int,
-        n_coefficients: int,
+        n_coefficients: int | None = None,
         bounds: tuple[float, float] | Tensor = (0.0, 1.0),
         coefficient_labels: Sequence[str] | None = None,
         layer_pattern: str = DEFAULT_LAYER_PATTERN,
+        embed_block: bool = True,
+        head_block: bool = True,
     ) -> MergeSpace:
         """One group per block of contiguous layers, plus embed and head groups.
 
         Args:
-            partition: Blocks as sequences of layer indices (e.g. ``[range(0, 2),
-                range(2, 6)]``) covering every layer once, in order; or an int K for
+            tensors: A :class:`~bambo.merge.TaskVectors`, a state dict or tensor names.
+            partition: Blocks as sequences of layer indices (e.g. a
+                :class:`bambo.partition.Partition`, or ``[range(0, 2), range(2, 6)]``)
+                covering every layer once, in order; or an int K for
                 :func:`uniform_partition` into K blocks.
+            n_coefficients: Coefficients per group; defaults to the number of experts
+                of a ``TaskVectors``.
+            embed_block: Give the embeddings their own group (BAMBO); else they
+                share the first block's coefficients.
+            head_block: Give the head / final norm their own group; else they share
+                the last block's.
         """
+        n_coefficients, coefficient_labels = _coefficient_defaults(tensors, n_coefficients, coefficient_labels)
         layout = LayerLayout.from_names(_names_of(tensors), layer_pattern)
         if isinstance(partition, int):
             blocks = uniform_partition(layout.n_layers, partition)
@@ -234,7 +251,8 @@ class MergeSpace:
                     f"partition must list layers 0..{layout.n_layers - 1} once each, in contiguous "
                     f"non-empty blocks; got {[list(b) for b in blocks]}"
                 )
-        return cls(_groups_from(layout, blocks, "block"), n_coefficients, bounds, coefficient_labels, "block")
+        groups = _groups_from(layout, blocks, "block", embed_block, head_block)
+        return cls(groups, n_coefficients, bounds, coefficient_labels, "block")
 
     # -- properties ---------------------------------------------------------------------
 
@@ -313,15 +331,32 @@ class MergeSpace:
         )
 
 
-def _groups_from(layout: LayerLayout, blocks: Sequence[Sequence[int]], kind: str) -> list[TensorGroup]:
+def _groups_from(
+    layout: LayerLayout, blocks: Sequence[Sequence[int]], kind: str, embed_block: bool = True, head_block: bool = True
+) -> list[TensorGroup]:
     groups = []
-    if layout.embed:
+    if layout.embed and embed_block:
         groups.append(TensorGroup("embed", layout.embed))
     for k, block in enumerate(blocks):
         tensors = tuple(t for i in block for t in layout.layers[i])
+        if k == 0 and not embed_block:
+            tensors = layout.embed + tensors
+        if k == len(blocks) - 1 and not head_block:
+            tensors = tensors + layout.head
         layers = list(block)
         label = f"layer.{layers[0]}" if kind == "layer" else f"block.{k}[{layers[0]}-{layers[-1]}]"
         groups.append(TensorGroup(label, tensors))
-    if layout.head:
+    if layout.head and head_block:
         groups.append(TensorGroup("head", layout.head))
     return groups
+
+
+def _coefficient_defaults(
+    tensors: object, n_coefficients: int | None, labels: Sequence[str] | None
+) -> tuple[int, Sequence[str] | None]:
+    if n_coefficients is not None:
+        return n_coefficients, labels
+    n_experts = getattr(tensors, "n_experts", None)
+    if n_experts is None:
+        raise ConfigError("n_coefficients is required unless the models are given as TaskVectors")
+    return n_experts, labels if labels is not None else getattr(tensors, "expert_names", None)

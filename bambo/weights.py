@@ -1,0 +1,104 @@
+"""Loading model weights from disk, lazily where the format allows it.
+
+:func:`load_state_dict` takes a ``.safetensors`` file, a ``.bin``/``.pt``
+PyTorch checkpoint, or a folder as Hugging Face ``save_pretrained`` writes it
+(``model.safetensors``, a sharded ``model.safetensors.index.json``, or
+``pytorch_model.bin``). Safetensors are opened with ``safe_open`` and each
+tensor is read only when it is accessed, so code that walks a model tensor by
+tensor (layer differences, streaming merges) holds one tensor at a time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch import Tensor
+
+from bambo.errors import ConfigError
+
+
+class LazySafetensors(Mapping[str, Tensor]):
+    """A read-only state dict over one or more safetensors files; tensors load on access.
+
+    Args:
+        files: The files (shards) holding the tensors.
+    """
+
+    def __init__(self, files: list[Path]) -> None:
+        self._where: dict[str, Path] = {}
+        self._handles: dict[Path, object] = {}
+        for file in files:
+            handle = safe_open(str(file), framework="pt")
+            self._handles[file] = handle
+            for key in handle.keys():  # noqa: SIM118 - safe_open is not a Mapping
+                if key in self._where:
+                    raise ConfigError(f"tensor {key!r} appears in both {self._where[key]} and {file}")
+                self._where[key] = file
+
+    def __getitem__(self, key: str) -> Tensor:
+        try:
+            file = self._where[key]
+        except KeyError:
+            raise KeyError(key) from None
+        return self._handles[file].get_tensor(key)  # type: ignore[attr-defined]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+
+def _from_folder(folder: Path) -> Mapping[str, Tensor]:
+    single = folder / "model.safetensors"
+    if single.exists():
+        return LazySafetensors([single])
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        weight_map = json.loads(index.read_text()).get("weight_map", {})
+        shards = sorted({folder / name for name in weight_map.values()})
+        return LazySafetensors(shards)
+    for name in ("pytorch_model.bin", "model.pt"):
+        if (folder / name).exists():
+            return _torch_file(folder / name)
+    others = sorted(p.name for p in folder.glob("*.safetensors"))
+    if len(others) == 1:
+        return LazySafetensors([folder / others[0]])
+    raise ConfigError(
+        f"no weights found in {folder}: expected model.safetensors, model.safetensors.index.json "
+        f"or pytorch_model.bin (found {sorted(p.name for p in folder.iterdir())[:10]})"
+    )
+
+
+def _torch_file(path: Path) -> dict[str, Tensor]:
+    state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ConfigError(f"{path} does not hold a state dict of tensors")
+    return state
+
+
+def load_state_dict(path: str | Path) -> Mapping[str, Tensor]:
+    """Open a model's weights as a (lazy where possible) state dict.
+
+    Args:
+        path: A ``.safetensors`` file, a ``.bin``/``.pt`` checkpoint, or a folder.
+
+    Raises:
+        ConfigError: The path does not exist or holds no recognised weights.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"model path {path} does not exist")
+    if path.is_dir():
+        return _from_folder(path)
+    if path.suffix == ".safetensors":
+        return LazySafetensors([path])
+    if path.suffix in (".bin", ".pt", ".pth"):
+        return _torch_file(path)
+    raise ConfigError(f"unrecognised weights file {path}: expected .safetensors, .bin, .pt or a folder")
