@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.bambo-installed
 
-.PHONY: demo test lint bench-merge clean
+.PHONY: demo test lint bench-merge bench-partition clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ lint: $(STAMP)
 
 bench-merge: $(STAMP)
 	$(BIN)/python -m benchmarks.merge_throughput
+
+bench-partition: $(STAMP)
+	$(BIN)/python -m benchmarks.partition
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -118,6 +118,106 @@ def digits(
     typer.echo(describe(benchmark, split))  # type: ignore[arg-type]
 
 
+@app.command()
+def partition(
+    models: Annotated[
+        list[Path] | None,
+        typer.Argument(help="BASE EXPERT [EXPERT ...]: safetensors files, .bin files or Hugging Face folders."),
+    ] = None,
+    benchmark: Annotated[str | None, typer.Option(help="Use a built-in benchmark's models instead: digits.")] = None,
+    blocks: Annotated[int, typer.Option("--blocks", "-k", help="Number of layer blocks K.")] = 3,
+    p: Annotated[int, typer.Option(help="Norm of the layer differences: 1 or 2.")] = 1,
+    lam: Annotated[float, typer.Option(help="Dimensionless lambda of the hybrid partitioner.")] = 1.0,
+    method: Annotated[
+        str, typer.Option(help="Partition to report as chosen: hybrid, variance, balance, uniform.")
+    ] = "hybrid",
+    layer_pattern: Annotated[str | None, typer.Option(help="Regex whose first group is the layer index.")] = None,
+    out: Annotated[Path, typer.Option(help="Path of the Fig. 2-style PNG.")] = Path("partition.png"),
+) -> None:
+    """Partition a model's layers into K blocks by task-vector differences (BAMBO) and plot them.
+
+    Prints the per-layer differences and the blocks chosen by every partitioner
+    (hybrid, variance-only, balance-only, uniform), and writes the plot and a JSON
+    file beside it with the blocks.
+    """
+    import json
+
+    from bambo.partition import (
+        PARTITIONERS,
+        compare_partitioners,
+        layer_differences,
+        partition_terms,
+        plot_partitions,
+    )
+    from bambo.space import DEFAULT_LAYER_PATTERN
+    from bambo.weights import load_state_dict
+
+    try:
+        if method not in PARTITIONERS:
+            raise BamboError(f"unknown partitioner {method!r}; valid names: {', '.join(PARTITIONERS)}")
+        if p not in (1, 2):
+            raise BamboError(f"--p must be 1 or 2, got {p}")
+        if benchmark is not None:
+            if models:
+                raise BamboError("give either model paths or --benchmark, not both")
+            if benchmark != "digits":
+                raise BamboError(f"unknown benchmark {benchmark!r}; valid names: digits")
+            from bambo.benchmarks.digits import DigitsBenchmark
+
+            bench = DigitsBenchmark.build()
+            base, experts, names = bench.base, [bench.experts[t] for t in bench.tasks], list(bench.tasks)
+        else:
+            if not models or len(models) < 2:
+                raise BamboError("give a base and at least one expert (BASE EXPERT ...), or --benchmark digits")
+            base = load_state_dict(models[0])
+            experts = [load_state_dict(path) for path in models[1:]]
+            names = [path.stem if path.is_file() else path.name for path in models[1:]]
+        diffs = layer_differences(base, experts, names, layer_pattern or DEFAULT_LAYER_PATTERN)
+        partitions = compare_partitioners(diffs.diff(p), blocks, lam)
+    except BamboError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=2) from None
+
+    layers = Table(title=f"Layer differences ({len(experts)} experts, {diffs.n_layers} layers)")
+    layers.add_column("layer", justify="right")
+    layers.add_column("Diff p=1", justify="right")
+    layers.add_column("Diff p=2", justify="right")
+    for name in names:
+        layers.add_column(f"TV{p} {name}", justify="right")
+    norms = diffs.expert_l1 if p == 1 else diffs.expert_l2
+    for layer in range(diffs.n_layers):
+        cells = [
+            f"{diffs.l1[layer]:.4g}",
+            f"{diffs.l2[layer]:.4g}",
+            *(f"{norms[i, layer]:.4g}" for i in range(len(names))),
+        ]
+        layers.add_row(str(layer), *cells)
+    console.print(layers)
+    table = Table(title=f"K={blocks} blocks of layers (p={p}, lambda~={lam}); embeddings and head are separate blocks")
+    table.add_column("partitioner")
+    table.add_column("blocks")
+    table.add_column("variance left", justify="right")
+    table.add_column("mass deviation", justify="right")
+    for name, part in partitions.items():
+        style = "bold green" if name == method else None
+        share, deviation = partition_terms(diffs.diff(p), list(part))
+        label = name + (" (chosen)" if name == method else "")
+        table.add_row(label, part.describe(), f"{share:.3f}", f"{deviation:.3f}", style=style)
+    console.print(table)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot_partitions(diffs, partitions, out, title=f"layer differences and K={blocks} blocks (p={p})")
+    summary = {
+        "chosen": method,
+        "blocks": {name: [[b.start, b.stop - 1] for b in part] for name, part in partitions.items()},
+        "diff_l1": diffs.l1.tolist(),
+        "diff_l2": diffs.l2.tolist(),
+        "p": p,
+        "lambda_tilde": lam,
+    }
+    out.with_suffix(".json").write_text(json.dumps(summary, indent=1))
+    console.print(f"wrote {out} and {out.with_suffix('.json')}")
+
+
 def _print_anchors(benchmark: object, tasks: tuple[str, ...]) -> None:
     summary = benchmark.summary()  # type: ignore[attr-defined]
     ratios = dict(zip(benchmark.tasks, benchmark.task_vectors().l1_ratio(), strict=True))  # type: ignore[attr-defined]

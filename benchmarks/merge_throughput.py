@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument("--params", type=float, default=1e8, help="approximate parameter count")
     parser.add_argument("--experts", type=int, default=2)
     parser.add_argument("--blocks", type=int, default=4, help="uniform blocks for block granularity")
+    parser.add_argument("--hidden", type=int, default=768, help="hidden size of the synthetic model")
+    parser.add_argument("--vocab", type=int, default=32_000, help="vocabulary size of the synthetic model")
     parser.add_argument("--methods", default="task_arithmetic,ties,dare_linear", help="comma-separated methods")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
@@ -61,7 +63,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    base = synthetic_llama(args.params)
+    base = synthetic_llama(args.params, hidden=args.hidden, vocab=args.vocab)
     n_params = sum(v.numel() for v in base.values())
     n_bytes = sum(v.numel() * v.element_size() for v in base.values())
     g = torch.Generator().manual_seed(1)

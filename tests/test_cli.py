@@ -44,3 +44,46 @@ def test_digits_report_shows_base_experts_and_merges(tmp_path):
     assert result.exit_code == 0, result.output
     for row in ("base", "noisy", "TA all c=0.3", "task vector L1 ratio"):
         assert row in result.output
+
+
+def test_partition_on_hf_folders(tmp_path):
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    base = BertModel(
+        BertConfig(hidden_size=16, num_hidden_layers=4, num_attention_heads=2, intermediate_size=32, vocab_size=60)
+    )
+    base.save_pretrained(tmp_path / "base")
+    for i in range(2):
+        expert = BertModel(base.config)
+        expert.load_state_dict(
+            {
+                k: v + 0.01 * (k.count("layer.3") * 4 + 1) * torch.randn_like(v) if v.is_floating_point() else v
+                for k, v in base.state_dict().items()
+            }
+        )
+        expert.save_pretrained(tmp_path / f"expert{i}")
+    out = tmp_path / "fig" / "partition.png"
+    args = [
+        "partition",
+        str(tmp_path / "base"),
+        str(tmp_path / "expert0"),
+        str(tmp_path / "expert1"),
+        "-k",
+        "2",
+        "--out",
+        str(out),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "hybrid (chosen)" in result.output and out.stat().st_size > 0
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert summary["blocks"]["variance"] == [[0, 2], [3, 3]]  # the heavily changed last layer stands alone
+
+
+def test_partition_errors(tmp_path):
+    result = runner.invoke(app, ["partition", "--benchmark", "digits", "-k", "9", "--out", str(tmp_path / "p.png")])
+    assert result.exit_code == 2 and "K=9 exceeds the number of layers L=6" in result.output
+    result = runner.invoke(app, ["partition", str(tmp_path)])
+    assert result.exit_code == 2 and "at least one expert" in result.output

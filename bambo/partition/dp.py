@@ -207,3 +207,25 @@ def partition_layers(
         blocks = tuple(uniform_partition(len(values), k))
         return Partition(blocks, "uniform", block_cost(values, blocks, raw), raw)
     raise UnknownNameError("partitioner", str(method), PARTITIONERS)
+
+
+def compare_partitioners(d: Sequence[float] | np.ndarray, k: int, lam: float = DEFAULT_LAMBDA) -> dict[str, Partition]:
+    """Every partitioner on the same differences: ``{method: partition}`` (BAMBO Fig. 2's rows)."""
+    return {method: partition_layers(d, k, method, lam) for method in PARTITIONERS}
+
+
+def partition_terms(d: Sequence[float] | np.ndarray, blocks: Sequence[range]) -> tuple[float, float]:
+    """The two dimensionless terms of the scale-free objective for given blocks.
+
+    Returns:
+        ``(variance share, mass deviation)``: the within-block sum of squares over
+        that of one block (0 = perfectly homogeneous blocks), and the mean squared
+        relative deviation of block masses from ``S/K`` (0 = perfectly balanced).
+    """
+    values = np.asarray(d, dtype=np.float64)
+    total = float(((values - values.mean()) ** 2).sum())
+    within = block_cost(values, blocks, lam=0.0)
+    share = values.sum() / len(blocks)
+    masses = np.array([values[b.start : b.stop].sum() for b in blocks])
+    deviation = float((((masses - share) / share) ** 2).mean()) if share != 0 else 0.0
+    return (within / total if total > 0 else 0.0), deviation

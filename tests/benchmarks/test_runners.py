@@ -1,0 +1,27 @@
+"""Smoke tests of the benchmark runners (the full runs live in benchmarks/)."""
+
+import sys
+
+import numpy as np
+
+from benchmarks import merge_throughput, partition
+
+
+def test_merge_throughput_runs_on_a_small_model(monkeypatch, capsys):
+    argv = ["merge_throughput", "--params", "3e5", "--hidden", "32", "--vocab", "100", "--repeats", "1"]
+    argv += ["--methods", "task_arithmetic,ties", "--no-write"]
+    monkeypatch.setattr(sys, "argv", argv)
+    merge_throughput.main()
+    out = capsys.readouterr().out
+    assert "torch clone (ceiling)" in out and "| ties | block (K=4) |" in out
+
+
+def test_synthetic_llama_size_and_layout():
+    sd = merge_throughput.synthetic_llama(2e6, hidden=32, vocab=100)
+    n = sum(v.numel() for v in sd.values())
+    assert 1e6 < n < 3e6 and "lm_head.weight" in sd and "model.layers.0.self_attn.q_proj.weight" in sd
+
+
+def test_dp_speed_reports_every_partitioner():
+    speed = partition.dp_speed(L=20, K=4, repeats=2)
+    assert set(speed) == {"hybrid", "variance", "balance"} and all(np.isfinite(v) and v > 0 for v in speed.values())
