@@ -20,22 +20,29 @@ from torch import Tensor
 from bambo.errors import ConfigError
 
 
-def _as_points(Y: Tensor, name: str = "Y") -> Tensor:
+def _as_points(Y: Tensor, name: str = "Y", nonempty: bool = False) -> Tensor:
     Y = torch.as_tensor(Y, dtype=torch.float64)
-    if Y.dim() != 2:
-        raise ConfigError(f"{name} must have shape (n, m), got {tuple(Y.shape)}")
+    if Y.dim() != 2 or Y.shape[1] == 0:
+        raise ConfigError(f"{name} must have shape (n, m) with m >= 1, got {tuple(Y.shape)}")
+    if nonempty and Y.shape[0] == 0:
+        raise ConfigError(f"{name} is empty")
     if not torch.isfinite(Y).all():
         raise ConfigError(f"{name} contains non-finite values")
     return Y
 
 
-def pareto_mask(Y: Tensor) -> Tensor:
-    """Boolean mask of the non-dominated rows of ``Y`` (maximisation).
+def _same_objectives(A: Tensor, B: Tensor, names: str) -> None:
+    if A.shape[1] != B.shape[1]:
+        raise ConfigError(f"{names} have {A.shape[1]} and {B.shape[1]} objectives")
 
-    Duplicated non-dominated points are kept once (the first).
+
+def pareto_mask(Y: Tensor, deduplicate: bool = True) -> Tensor:
+    """Boolean mask of the non-dominated rows of ``Y`` (maximisation).
 
     Args:
         Y: Shape ``(n, m)``.
+        deduplicate: Keep only the first of identical non-dominated rows; with
+            ``False`` every row attaining a non-dominated value is kept.
 
     Returns:
         Shape ``(n,)``, dtype bool.
@@ -43,7 +50,7 @@ def pareto_mask(Y: Tensor) -> Tensor:
     Y = _as_points(Y)
     if Y.shape[0] == 0:
         return torch.zeros(0, dtype=torch.bool)
-    return is_non_dominated(Y, deduplicate=True)
+    return is_non_dominated(Y, deduplicate=deduplicate)
 
 
 def pareto_front(Y: Tensor) -> Tensor:
@@ -68,6 +75,8 @@ def hypervolume(Y: Tensor, ref_point: Tensor) -> float:
     Y = Y[(Y > ref).all(dim=-1)]
     if Y.shape[0] == 0:
         return 0.0
+    if Y.shape[1] == 1:
+        return float((Y.max() - ref[0]).item())
     return float(DominatedPartitioning(ref_point=ref, Y=pareto_front(Y)).compute_hypervolume())
 
 
@@ -77,12 +86,16 @@ def _mean_min_distance(from_points: Tensor, to_points: Tensor) -> float:
 
 def generational_distance(Y: Tensor, reference_front: Tensor) -> float:
     """GD: mean distance from each point of ``Y`` to its nearest reference point."""
-    return _mean_min_distance(_as_points(Y), _as_points(reference_front, "reference_front"))
+    A, R = _as_points(Y, nonempty=True), _as_points(reference_front, "reference_front", nonempty=True)
+    _same_objectives(A, R, "Y and reference_front")
+    return _mean_min_distance(A, R)
 
 
 def inverted_generational_distance(Y: Tensor, reference_front: Tensor) -> float:
     """IGD: mean distance from each reference point to its nearest point of ``Y``."""
-    return _mean_min_distance(_as_points(reference_front, "reference_front"), _as_points(Y))
+    A, R = _as_points(Y, nonempty=True), _as_points(reference_front, "reference_front", nonempty=True)
+    _same_objectives(A, R, "Y and reference_front")
+    return _mean_min_distance(R, A)
 
 
 def win_rate(Y_a: Tensor, Y_b: Tensor) -> float:
@@ -91,9 +104,8 @@ def win_rate(Y_a: Tensor, Y_b: Tensor) -> float:
     The share of all ``(i, j, n)`` with ``Y_a[i, n] > Y_b[j, n]`` over the
     ``|A| |B| m`` comparisons (maximisation).
     """
-    A, B = _as_points(Y_a, "Y_a"), _as_points(Y_b, "Y_b")
-    if A.shape[1] != B.shape[1]:
-        raise ConfigError(f"fronts have {A.shape[1]} and {B.shape[1]} objectives")
+    A, B = _as_points(Y_a, "Y_a", nonempty=True), _as_points(Y_b, "Y_b", nonempty=True)
+    _same_objectives(A, B, "the fronts")
     return float((A[:, None, :] > B[None, :, :]).double().mean())
 
 

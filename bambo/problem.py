@@ -185,7 +185,7 @@ class MergeProblem(Problem):
                 f"space has {space.n_coefficients} coefficients per group but merge method "
                 f"{merger.method.name!r} needs {merger.n_coefficients}"
             )
-        space.check_covers(merger.task_vectors.merged_names)
+        space.check_covers(merger.task_vectors.merged_names, list(merger.task_vectors.base))
         if not objectives:
             raise ConfigError("a problem needs at least one objective")
         names = [o.name for o in objectives]
@@ -214,7 +214,17 @@ class MergeProblem(Problem):
             raise
         except Exception as exc:  # noqa: BLE001 - a user evaluator may raise anything
             raise EvaluationError(f"evaluator raised {type(exc).__name__}: {exc}") from exc
-        return {k: float(v) for k, v in result.items()}
+        if not isinstance(result, Mapping):
+            raise EvaluationError(
+                f"the evaluator must return a mapping of metric names to numbers, got {type(result).__name__}"
+            )
+        metrics = {}
+        for name, value in result.items():
+            try:
+                metrics[str(name)] = float(value)
+            except (TypeError, ValueError):
+                raise EvaluationError(f"metric {name!r} is not a number: {value!r}") from None
+        return metrics
 
     def evaluate_one(self, x: Tensor) -> Tensor:
         metrics = self.metrics(x)
@@ -245,12 +255,17 @@ class SyntheticProblem(Problem):
         if name not in self.FUNCTIONS:
             raise UnknownNameError("synthetic problem", name, self.FUNCTIONS)
         cls = self.FUNCTIONS[name]
-        if name == "branin_currin":
-            fn = cls(negate=True)
-        elif name == "dtlz2":
-            fn = cls(dim=dim or num_objectives + 4, num_objectives=num_objectives, negate=True)
-        else:
-            fn = cls(dim=dim or 6, negate=True)
+        try:
+            if name == "branin_currin":
+                fn = cls(negate=True)
+            elif name == "dtlz2":
+                fn = cls(dim=dim or num_objectives + 4, num_objectives=num_objectives, negate=True)
+            else:
+                fn = cls(dim=dim or 6, negate=True)
+        except ValueError as exc:
+            raise ConfigError(
+                f"synthetic problem {name!r} with dim={dim}, num_objectives={num_objectives}: {exc}"
+            ) from None
         self.name = name
         self.function = fn.to(torch.float64)
         self.bounds = self.function.bounds.clone()

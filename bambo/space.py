@@ -19,6 +19,7 @@ The decision vector is group-major: ``x[g * n + i]`` is coefficient ``i`` of gro
 
 from __future__ import annotations
 
+import numbers
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,8 +30,11 @@ from torch import Tensor
 from bambo.errors import BoundsError, ConfigError, ModelMismatchError
 
 DEFAULT_LAYER_PATTERN = r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)\."
-_EMBED_HINT = re.compile(r"embed|(?:^|\.)wte\.|(?:^|\.)wpe\.|cls_token|pos_token", re.IGNORECASE)
-_HEAD_HINT = re.compile(r"lm_head|(?:^|\.)head\.|pooler|classifier|(?:^|\.)score\.|ln_f|final_norm", re.IGNORECASE)
+_EMBED_HINT = re.compile(r"embed|(?:^|\.)wte\.|(?:^|\.)wpe\.|(?:^|\.)shared\.|cls_token|pos_token", re.IGNORECASE)
+_HEAD_HINT = re.compile(
+    r"lm_head|embed_out|(?:^|\.)head\.|pooler|classifier|(?:^|\.)score\.|(?:^|\.)ln_f\.|norm_f\.|final_?layer_?norm|final_norm",
+    re.IGNORECASE,
+)
 
 GRANULARITIES = ("model", "layer", "block")
 
@@ -44,7 +48,7 @@ def parse_layer_index(name: str, pattern: str = DEFAULT_LAYER_PATTERN) -> int | 
         name: A state-dict key, e.g. ``model.layers.11.self_attn.q_proj.weight``.
         pattern: A regex whose first group captures the index.
     """
-    match = re.search(pattern, name)
+    match = _compile_layer_pattern(pattern).search(name)
     return int(match.group(1)) if match else None
 
 
@@ -79,31 +83,52 @@ class LayerLayout:
     def from_names(cls, names: Sequence[str], layer_pattern: str = DEFAULT_LAYER_PATTERN) -> LayerLayout:
         """Parse tensor names into a layout.
 
+        Models with several layer stacks (an encoder and a decoder, a vision and a
+        text tower) have one stack per distinct name prefix before the index
+        (``encoder.block.``, ``decoder.block.``); stacks are numbered one after the
+        other, decoder stacks last, so layer ``i`` of the second stack gets index
+        ``L_1 + i``.
+
         Raises:
-            ConfigError: No name has a layer index, or the indices are not 0..L-1.
+            ConfigError: The pattern is invalid or has no capture group, no name has a
+                layer index, or a stack's indices are not 0..L-1.
         """
-        by_layer: dict[int, list[str]] = {}
+        pattern = _compile_layer_pattern(layer_pattern)
+        stacks: dict[str, dict[int, list[str]]] = {}
         embed: list[str] = []
         head: list[str] = []
         for name in names:
-            index = parse_layer_index(name, layer_pattern)
-            if index is not None:
-                by_layer.setdefault(index, []).append(name)
-            elif _EMBED_HINT.search(name):
-                embed.append(name)
-            elif _HEAD_HINT.search(name) or by_layer:
+            match = pattern.search(name)
+            if match is not None:
+                stacks.setdefault(name[: match.start(1)], {}).setdefault(int(match.group(1)), []).append(name)
+            elif _HEAD_HINT.search(name):
                 head.append(name)
-            else:
+            elif _EMBED_HINT.search(name) or not stacks:
                 embed.append(name)
-        if not by_layer:
+            else:
+                head.append(name)
+        if not stacks:
             raise ConfigError(
                 f"no layer index found in {len(names)} tensor names with pattern {layer_pattern!r} "
                 f"(e.g. {list(names)[:3]}); pass layer_pattern"
             )
-        indices = sorted(by_layer)
-        if indices != list(range(len(indices))):
-            raise ConfigError(f"layer indices must be 0..L-1, found {indices}")
-        return cls(tuple(embed), tuple(tuple(by_layer[i]) for i in indices), tuple(head))
+        layers: list[tuple[str, ...]] = []
+        for prefix in sorted(stacks, key=lambda p: "decoder" in p.lower()):  # stable: first-seen order otherwise
+            indices = sorted(stacks[prefix])
+            if indices != list(range(len(indices))):
+                raise ConfigError(f"layer indices of {prefix!r} must be 0..L-1, found {indices}")
+            layers.extend(tuple(stacks[prefix][i]) for i in indices)
+        return cls(tuple(embed), tuple(layers), tuple(head))
+
+
+def _compile_layer_pattern(layer_pattern: str) -> re.Pattern[str]:
+    try:
+        pattern = re.compile(layer_pattern)
+    except re.error as exc:
+        raise ConfigError(f"layer_pattern {layer_pattern!r} is not a valid regex: {exc}") from None
+    if pattern.groups < 1:
+        raise ConfigError(f"layer_pattern {layer_pattern!r} needs a capture group for the layer index")
+    return pattern
 
 
 def uniform_partition(n_layers: int, n_blocks: int) -> list[range]:
@@ -168,8 +193,11 @@ class MergeSpace:
             if b.shape != (2, d):
                 raise ConfigError(f"bounds must have shape (2, {d}), got {tuple(b.shape)}")
         else:
-            lower, upper = bounds
-            b = torch.tensor([[float(lower)] * d, [float(upper)] * d], dtype=torch.float64)
+            try:
+                lower, upper = (float(v) for v in bounds)
+            except (TypeError, ValueError):
+                raise ConfigError(f"bounds must be (lower, upper) or a (2, {d}) tensor, got {bounds!r}") from None
+            b = torch.tensor([[lower] * d, [upper] * d], dtype=torch.float64)
         bad = (b[0] >= b[1]).nonzero().flatten().tolist()
         if bad:
             i = bad[0]
@@ -241,8 +269,8 @@ class MergeSpace:
         """
         n_coefficients, coefficient_labels = _coefficient_defaults(tensors, n_coefficients, coefficient_labels)
         layout = LayerLayout.from_names(_names_of(tensors), layer_pattern)
-        if isinstance(partition, int):
-            blocks = uniform_partition(layout.n_layers, partition)
+        if isinstance(partition, numbers.Integral):
+            blocks = uniform_partition(layout.n_layers, int(partition))
         else:
             blocks = [list(block) for block in partition]
             flat = [i for block in blocks for i in block]
@@ -314,11 +342,17 @@ class MergeSpace:
             raise BoundsError(f"coefficients have shape {tuple(c.shape)}, expected ({self.n_coefficients},)")
         return c.repeat(len(self.groups))
 
-    def check_covers(self, tensor_names: Sequence[str]) -> None:
-        """Raise if some merged tensor is in no group or a group names an unknown tensor."""
+    def check_covers(self, tensor_names: Sequence[str], all_names: Sequence[str] | None = None) -> None:
+        """Raise if a merged tensor is in no group, or a group names a tensor the model lacks.
+
+        Args:
+            tensor_names: The merged tensors.
+            all_names: Every tensor of the model (default: ``tensor_names``); grouped
+                tensors that exist but are not merged (frozen buffers) are ignored.
+        """
         grouped = {t for g in self.groups for t in g.tensors}
         missing = [t for t in tensor_names if t not in grouped]
-        unknown = sorted(grouped - set(tensor_names))
+        unknown = sorted(grouped - set(all_names if all_names is not None else tensor_names))
         if missing:
             raise ModelMismatchError(f"tensors in no group of the space: {missing[:5]}")
         if unknown:

@@ -1,8 +1,22 @@
 """Decision vector -> per-tensor coefficients, and layer parsing on real HF-style names."""
 
+import numpy as np
 import pytest
 import torch
-from transformers import BertConfig, BertModel, GPT2Config, GPT2Model, LlamaConfig, LlamaForCausalLM
+from transformers import (
+    BertConfig,
+    BertModel,
+    GPT2Config,
+    GPT2Model,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PhiConfig,
+    PhiForCausalLM,
+    T5Config,
+    T5ForConditionalGeneration,
+)
 
 from bambo.errors import BoundsError, ConfigError
 from bambo.space import LayerLayout, MergeSpace, parse_layer_index, uniform_partition
@@ -68,6 +82,37 @@ def tiny(model_cls, config):
             "model.embed_tokens.weight",
             "lm_head.weight",
         ),
+        (
+            lambda: tiny(
+                GPTNeoXForCausalLM,
+                GPTNeoXConfig(
+                    hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, vocab_size=50
+                ),
+            ),
+            2,
+            "gpt_neox.embed_in.weight",
+            "gpt_neox.final_layer_norm.weight",
+        ),
+        (
+            lambda: tiny(
+                PhiForCausalLM,
+                PhiConfig(
+                    hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, vocab_size=50
+                ),
+            ),
+            2,
+            "model.embed_tokens.weight",
+            "model.final_layernorm.weight",
+        ),
+        (
+            lambda: tiny(
+                T5ForConditionalGeneration,
+                T5Config(d_model=16, d_kv=8, d_ff=32, num_layers=2, num_decoder_layers=3, num_heads=2, vocab_size=50),
+            ),
+            5,
+            "shared.weight",
+            "decoder.final_layer_norm.weight",
+        ),
     ],
 )
 @pytest.mark.parametrize("order", ["module", "sorted"])
@@ -80,8 +125,10 @@ def test_layout_of_real_transformers_state_dicts(names, n_layers, embed_hint, he
     assert embed_hint in layout.embed
     assert head_hint in layout.head
     assert sum(map(len, layout.layers)) + len(layout.embed) + len(layout.head) == len(names)
-    for i, layer in enumerate(layout.layers):
-        assert all(parse_layer_index(n) == i for n in layer)
+    for layer in layout.layers:  # each layer is one index of one stack
+        assert len({(n[: n.index(f".{parse_layer_index(n)}.")], parse_layer_index(n)) for n in layer}) == 1
+    if "decoder.final_layer_norm.weight" in names:  # T5: encoder layers first, then decoder layers
+        assert layout.layers[0][0].startswith("encoder.") and layout.layers[-1][0].startswith("decoder.")
 
 
 NAMES = [
@@ -182,3 +229,24 @@ def test_broadcasting_model_coefficients_into_a_fine_space():
     assert all(
         torch.allclose(c, torch.tensor([0.3, 0.8], dtype=torch.float64)) for c in space.to_coefficients(x).values()
     )
+
+
+def test_bad_layer_patterns_bounds_and_partitions():
+    with pytest.raises(ConfigError, match="needs a capture group"):
+        MergeSpace.layer_wise(NAMES, 1, layer_pattern=r"layers\.\d+\.")
+    with pytest.raises(ConfigError, match="not a valid regex"):
+        MergeSpace.layer_wise(NAMES, 1, layer_pattern=r"layers\.(\d+")
+    with pytest.raises(ConfigError, match=r"bounds must be \(lower, upper\)"):
+        MergeSpace.model_wise(NAMES, 2, bounds=(0.0, 0.5, 1.0))
+    assert MergeSpace.block_wise(NAMES, np.int64(2), 1).dim == 4
+    with pytest.raises(ConfigError, match="n_coefficients is required"):
+        MergeSpace.model_wise(NAMES)
+
+
+def test_older_checkpoint_head_names_sorted_first():
+    # Pythia checkpoints store the output head as embed_out, which sorts before the layers
+    names = sorted(
+        ["gpt_neox.embed_in.weight", "embed_out.weight", "gpt_neox.layers.0.mlp.w", "gpt_neox.layers.1.mlp.w"]
+    )
+    layout = LayerLayout.from_names(names)
+    assert layout.embed == ("gpt_neox.embed_in.weight",) and layout.head == ("embed_out.weight",)

@@ -44,4 +44,4 @@ class DareTies(_Dare):
     normalize: Normalize = "count"
 
     def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor) -> Tensor:
-        return base + sign_consensus(vectors, coefficients, self.normalize)
+        return sign_consensus(vectors, coefficients, self.normalize, base=base)

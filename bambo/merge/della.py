@@ -52,4 +52,4 @@ class Della(MergeMethod):
         )
 
     def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor) -> Tensor:
-        return base + sign_consensus(vectors, coefficients, self.normalize)
+        return sign_consensus(vectors, coefficients, self.normalize, base=base)

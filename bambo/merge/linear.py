@@ -6,6 +6,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
+from bambo.errors import BoundsError
 from bambo.merge.base import MergeMethod
 from bambo.merge.ops import add_weighted_sum
 
@@ -26,13 +27,19 @@ class TaskArithmetic(MergeMethod):
 class Linear(MergeMethod):
     """Weighted average of the experts: ``theta = sum_i w_i theta_i / sum_i w_i``.
 
-    Equals task arithmetic with coefficients normalised to sum to one. All-zero
-    weights give the base model.
+    Equals task arithmetic with coefficients normalised to sum to one. Weights
+    must be non-negative; all-zero weights give the base model (the average is
+    undefined there, so the merge is discontinuous at zero).
+
+    Raises:
+        BoundsError: A weight is negative.
     """
 
     name: ClassVar[str] = "linear"
 
     def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor) -> Tensor:
+        if (coefficients < 0).any():
+            raise BoundsError(f"linear merging needs non-negative weights, got {coefficients.tolist()}")
         total = float(coefficients.sum())
         if total == 0.0:
             return base.clone()

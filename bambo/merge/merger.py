@@ -20,9 +20,10 @@ class Merger:
     """Merges a fixed base and experts with one method for many coefficient settings.
 
     The method's coefficient-independent work (:meth:`MergeMethod.prepare`) is
-    done once here; each :meth:`merge` then allocates only its output (plus
-    per-tensor temporaries). Half-precision tensors are combined in float32 and
-    cast back.
+    done once here; each :meth:`merge` then allocates its output and, for TIES-like
+    methods, a few cache-sized temporaries. Half-precision models are combined in
+    float32 and cast back: their prepared task vectors are kept in float32 (twice
+    their size) so no merge re-casts them.
 
     Args:
         task_vectors: Base and stacked task vectors.
@@ -34,19 +35,23 @@ class Merger:
         self.task_vectors = task_vectors
         self.method = method
         self.n_coefficients = method.n_coefficients(task_vectors.n_experts)
-        self._prepared: dict[str, Tensor] = {
-            key: method.prepare(key, vectors) for key, vectors in task_vectors.vectors.items()
-        }
+        self._prepared: dict[str, Tensor] = {}
+        for key, vectors in task_vectors.vectors.items():
+            prepared = method.prepare(key, vectors)
+            self._prepared[key] = prepared.float() if prepared.dtype in _LOW_PRECISION else prepared
 
     def _coefficients_for(self, coefficients: Coefficients, key: str) -> Tensor:
-        if isinstance(coefficients, Tensor):
-            c = coefficients
-        else:
+        if isinstance(coefficients, Mapping):
             try:
                 c = coefficients[key]
             except KeyError:
                 raise BoundsError(f"no coefficients given for tensor {key!r}") from None
-        c = torch.as_tensor(c, dtype=torch.float64)
+        else:
+            c = coefficients
+        try:
+            c = torch.as_tensor(c, dtype=torch.float64)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise BoundsError(f"coefficients for tensor {key!r} are not numbers: {exc}") from None
         if c.shape != (self.n_coefficients,):
             raise BoundsError(
                 f"coefficients for tensor {key!r} have shape {tuple(c.shape)}, "
@@ -77,7 +82,7 @@ class Merger:
                 continue
             c = self._coefficients_for(coefficients, key)
             if tensor.dtype in _LOW_PRECISION:
-                merged = self.method.merge_tensor(tensor.float(), prepared.float(), c.float())
+                merged = self.method.merge_tensor(tensor.float(), prepared, c.float())
                 out[key] = merged.to(tensor.dtype)
             else:
                 out[key] = self.method.merge_tensor(tensor, prepared, c.to(tensor.dtype))

@@ -125,7 +125,7 @@ def magprune(vector: Tensor, density: float, epsilon: float, generator: torch.Ge
     return kept.view_as(vector)
 
 
-def sign_consensus(vectors: Tensor, coefficients: Tensor, normalize: Normalize) -> Tensor:
+def sign_consensus(vectors: Tensor, coefficients: Tensor, normalize: Normalize, base: Tensor | None = None) -> Tensor:
     """TIES "elect sign" and "disjoint merge" on coefficient-weighted task vectors.
 
     With ``w_i = c_i v_i``, the elected sign is ``sign(sum_i w_i)`` per entry
@@ -134,7 +134,7 @@ def sign_consensus(vectors: Tensor, coefficients: Tensor, normalize: Normalize) 
 
     - ``"count"``: their mean over the experts that contribute (TIES's disjoint
       mean; with all ``c_i = 1`` it is exactly TIES with ``lambda = 1``);
-    - ``"weights"``: their sum divided by the sum of the agreeing ``c_i``
+    - ``"weights"``: their sum divided by the sum of the agreeing ``|c_i|``
       (mergekit's normalisation, scale-free in ``c``);
     - ``"none"``: their sum (disjoint sum).
 
@@ -146,16 +146,22 @@ def sign_consensus(vectors: Tensor, coefficients: Tensor, normalize: Normalize) 
         vectors: Shape ``(N, *shape)``.
         coefficients: Shape ``(N,)``.
         normalize: One of ``"count"``, ``"weights"``, ``"none"``.
+        base: If given (shape ``shape``), it is added to the result chunk by chunk,
+            so merging allocates only the output.
 
     Returns:
-        The merged delta, a new tensor of shape ``shape``.
+        The merged delta (plus ``base``), a new tensor of shape ``shape``.
     """
     flat = vectors.reshape(vectors.shape[0], -1)
+    base_flat = base.reshape(-1) if base is not None else None
     out = torch.empty(flat.shape[1], dtype=vectors.dtype, device=vectors.device)
     weights = [(i, c) for i, c in enumerate(coefficients.tolist()) if c != 0.0]
     for start in range(0, flat.shape[1], _CHUNK):
         stop = min(start + _CHUNK, flat.shape[1])
-        _sign_consensus_chunk(flat[:, start:stop], weights, normalize, out[start:stop])
+        chunk = out[start:stop]
+        _sign_consensus_chunk(flat[:, start:stop], weights, normalize, chunk)
+        if base_flat is not None:
+            chunk.add_(base_flat[start:stop])
     return out.view(vectors.shape[1:])
 
 
@@ -174,7 +180,7 @@ def _sign_consensus_chunk(flat: Tensor, weights: list[tuple[int, float]], normal
         positive.add_(weighted.clamp(min=0.0))
         negative.sub_(weighted.clamp(max=0.0))
         if normalize != "none":
-            alpha = 1.0 if normalize == "count" else c
+            alpha = 1.0 if normalize == "count" else abs(c)
             n_pos.add_((weighted > 0).to(out.dtype), alpha=alpha)
             n_neg.add_((weighted < 0).to(out.dtype), alpha=alpha)
     elect_pos = positive > negative

@@ -37,16 +37,22 @@ class Slerp(MergeMethod):
             raise ConfigError(f"slerp merges exactly 2 experts, got {n_experts}")
 
     def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor) -> Tensor:
+        # v_i = base + tau_i is never materialised: norms and the dot product come from
+        # dot products of base and task vectors, and the result is one fused addmv.
         t = float(coefficients[0])
-        v0 = base + vectors[0]
-        v1 = base + vectors[1]
-        n0, n1 = float(v0.norm()), float(v1.norm())
-        if n0 == 0.0 or n1 == 0.0:
-            return torch.lerp(v0, v1, t)
-        cos = max(-1.0, min(1.0, float(torch.dot(v0.reshape(-1), v1.reshape(-1))) / (n0 * n1)))
-        if abs(cos) > self.colinear_threshold:
-            return torch.lerp(v0, v1, t)
-        omega = math.acos(cos)
-        sin_omega = math.sin(omega)
-        v0.mul_(math.sin((1.0 - t) * omega) / sin_omega)
-        return v0.add_(v1, alpha=math.sin(t * omega) / sin_omega)
+        b, t0, t1 = base.reshape(-1), vectors[0].reshape(-1), vectors[1].reshape(-1)
+        bb, b0, b1 = float(torch.dot(b, b)), float(torch.dot(b, t0)), float(torch.dot(b, t1))
+        n0_sq = bb + 2.0 * b0 + float(torch.dot(t0, t0))
+        n1_sq = bb + 2.0 * b1 + float(torch.dot(t1, t1))
+        dot = bb + b0 + b1 + float(torch.dot(t0, t1))
+        s0, s1 = 1.0 - t, t
+        if n0_sq > 0.0 and n1_sq > 0.0:
+            cos = max(-1.0, min(1.0, dot / math.sqrt(n0_sq * n1_sq)))
+            if abs(cos) <= self.colinear_threshold:
+                omega = math.acos(cos)
+                s0 = math.sin((1.0 - t) * omega) / math.sin(omega)
+                s1 = math.sin(t * omega) / math.sin(omega)
+        # s0 (base + tau0) + s1 (base + tau1) = (s0 + s1) base + s0 tau0 + s1 tau1
+        weights = torch.tensor([s0, s1], dtype=vectors.dtype, device=vectors.device)
+        flat = vectors.reshape(2, -1)
+        return torch.addmv(b, flat.t(), weights, beta=s0 + s1).view(base.shape)

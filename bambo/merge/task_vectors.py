@@ -111,6 +111,11 @@ class TaskVectors:
     def l1_ratio(self) -> list[float]:
         """Per expert, ``||tau_i||_1 / ||theta_base||_1`` over merged tensors (MAP Table 1)."""
         base_l1 = sum(float(self.base[k].abs().sum()) for k in self.vectors)
+        if base_l1 == 0.0:
+            return [
+                float("inf") if any(float(v[i].abs().sum()) for v in self.vectors.values()) else 0.0
+                for i in range(self.n_experts)
+            ]
         return [sum(float(v[i].abs().sum()) for v in self.vectors.values()) / base_l1 for i in range(self.n_experts)]
 
 

@@ -34,4 +34,4 @@ class Ties(MergeMethod):
         return torch.stack([trim_magnitude(v, self.density) for v in vectors])
 
     def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor) -> Tensor:
-        return base + sign_consensus(vectors, coefficients, self.normalize)
+        return sign_consensus(vectors, coefficients, self.normalize, base=base)

@@ -52,7 +52,9 @@ class ParetoResult:
         mask = torch.zeros(self.Y.shape[0], dtype=torch.bool)
         ok = self.ok
         if ok.any():
-            mask[ok.nonzero().flatten()] = pareto_mask(self.Y[ok])
+            # every evaluated x attaining a non-dominated value is reported (ties are common
+            # for discrete metrics such as accuracy)
+            mask[ok.nonzero().flatten()] = pareto_mask(self.Y[ok], deduplicate=False)
         return mask
 
     @property
@@ -109,18 +111,22 @@ class Strategy(ABC):
             Y: Shape ``(n, m)``, maximisation form; NaN rows are failures.
             errors: ``{row within X: error text}`` for failed rows.
         """
-        X = torch.as_tensor(X, dtype=torch.float64)
-        Y = torch.as_tensor(Y, dtype=torch.float64)
+        X = torch.as_tensor(X, dtype=torch.float64).clone()
+        Y = torch.as_tensor(Y, dtype=torch.float64).clone()
         if X.dim() != 2 or X.shape[1] != self.problem.dim:
             raise ConfigError(f"X must have shape (n, {self.problem.dim}), got {tuple(X.shape)}")
         if Y.shape != (X.shape[0], self.problem.num_objectives):
             raise ConfigError(f"Y must have shape ({X.shape[0]}, {self.problem.num_objectives}), got {tuple(Y.shape)}")
-        offset = self.X.shape[0]
-        for row, text in (errors or {}).items():
-            self.errors[offset + row] = text
+        errors = dict(errors or {})
+        bad_rows = [row for row in errors if not 0 <= row < X.shape[0]]
+        if bad_rows:
+            raise ConfigError(f"error rows {bad_rows} are outside the batch of {X.shape[0]} points")
         for row in (~torch.isfinite(Y).all(dim=-1)).nonzero().flatten().tolist():
-            self.errors.setdefault(offset + row, "non-finite objective")
+            errors.setdefault(row, "non-finite objective")
+        offset = self.X.shape[0]
+        for row, text in errors.items():
             Y[row] = float("nan")
+            self.errors[offset + row] = text
         self.X = torch.cat([self.X, X])
         self.Y = torch.cat([self.Y, Y])
 
@@ -135,8 +141,9 @@ class Strategy(ABC):
 
         Args:
             ref_point: Hypervolume reference (maximisation form). Defaults to the
-                problem's, else to the worst completed value per objective minus
-                10% of its range (fixed over the whole history).
+                problem's (fixed, so runs are comparable), else to the worst
+                completed value per objective minus 10% of its range (fixed over
+                this run's history only).
         """
         result = ParetoResult(
             X=self.X.clone(),
@@ -154,11 +161,25 @@ class Strategy(ABC):
             ref = Yc.min(0).values - 0.1 * span
         result.ref_point = ref
         if ref is not None:
-            result.hypervolume_history = [
-                hypervolume(self.Y[: i + 1][ok[: i + 1]], ref) if ok[: i + 1].any() else 0.0
-                for i in range(self.Y.shape[0])
-            ]
+            result.hypervolume_history = _hypervolume_history(self.Y, ref)
         return result
+
+
+def _hypervolume_history(Y: Tensor, ref: Tensor) -> list[float]:
+    """Hypervolume after each evaluation; recomputed only when a point enters the front."""
+    history: list[float] = []
+    front = torch.empty(0, Y.shape[1], dtype=torch.float64)
+    value = 0.0
+    for y in Y:
+        improves = bool(torch.isfinite(y).all()) and bool((y > ref).all())
+        if improves and front.shape[0] > 0:
+            improves = not bool(((front >= y).all(dim=-1)).any())
+        if improves:
+            front = torch.cat([front, y.unsqueeze(0)])
+            front = front[pareto_mask(front)]
+            value = hypervolume(front, ref)
+        history.append(value)
+    return history
 
 
 def _parameter_names(problem: Problem) -> list[str]:

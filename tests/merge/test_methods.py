@@ -90,7 +90,7 @@ def test_dare_rescales_survivors_and_is_unbiased():
 
 
 def test_dare_is_deterministic_per_seed():
-    tau = torch.randn(500, dtype=D)
+    tau = torch.randn(500, dtype=D, generator=torch.Generator().manual_seed(0))
     tv = TaskVectors({"w": torch.zeros(500, dtype=D)}, [{"w": tau}])
     c = torch.tensor([1.0], dtype=D)
     a = Merger(tv, get_merge_method("dare_ties", drop_rate=0.5, seed=1)).merge(c)["w"]
@@ -148,3 +148,41 @@ def test_slerp_endpoints_midpoint_and_colinear_fallback():
     assert merge("slerp", base, experts, [0.3]).norm().item() == pytest.approx(1.0)
     # colinear experts: linear interpolation
     torch.testing.assert_close(merge("slerp", base, [[1.0, 1.0], [2.0, 2.0]], [0.5]), torch.tensor([1.5, 1.5], dtype=D))
+
+
+def test_ties_weights_normalisation_uses_absolute_coefficients():
+    # weighted: 1 * 2 = 2 and -0.999 * -2 = 1.998 agree (positive): (2 + 1.998) / (1 + 0.999)
+    out = merge("ties", [0.0], [[2.0], [-2.0]], [1.0, -0.999], density=1.0, normalize="weights")
+    assert out.item() == pytest.approx(3.998 / 1.999)
+    # negating every coefficient negates the merge rather than cancelling out
+    neg = merge("ties", [0.0], [[2.0], [-2.0]], [-1.0, 0.0], density=1.0, normalize="weights")
+    assert neg.item() == pytest.approx(-2.0)
+
+
+def test_linear_rejects_negative_weights():
+    from bambo.errors import BoundsError
+
+    with pytest.raises(BoundsError, match="non-negative"):
+        merge("linear", [0.0], [[1.0], [2.0]], [1.0, -0.5])
+
+
+def test_coefficients_as_a_list():
+    tv = TaskVectors({"w": torch.zeros(2, dtype=D)}, [{"w": torch.ones(2, dtype=D)}, {"w": -torch.ones(2, dtype=D)}])
+    out = Merger(tv, get_merge_method("task_arithmetic")).merge([0.5, 0.25])
+    torch.testing.assert_close(out["w"], torch.full((2,), 0.25, dtype=D))
+
+
+def reference_slerp(v0, v1, t):
+    a, b = v0.reshape(-1), v1.reshape(-1)
+    omega = torch.arccos((a @ b) / (a.norm() * b.norm()))
+    return (torch.sin((1 - t) * omega) * v0 + torch.sin(t * omega) * v1) / torch.sin(omega)
+
+
+def test_slerp_matches_a_direct_implementation_on_matrices():
+    g = torch.Generator().manual_seed(5)
+    base = torch.randn(7, 3, generator=g, dtype=D)
+    e0, e1 = base + torch.randn(7, 3, generator=g, dtype=D), base + torch.randn(7, 3, generator=g, dtype=D)
+    tv = TaskVectors({"w": base}, [{"w": e0}, {"w": e1}])
+    merger = Merger(tv, get_merge_method("slerp"))
+    for t in (0.0, 0.25, 0.7, 1.0):
+        torch.testing.assert_close(merger.merge(torch.tensor([t], dtype=D))["w"], reference_slerp(e0, e1, t))
