@@ -114,7 +114,11 @@ def digits(
     if split not in ("train", "val", "test"):
         console.print(f"[red]error:[/red] unknown split {split!r}; valid: train, val, test")
         raise typer.Exit(code=2)
-    benchmark = DigitsBenchmark.build(DigitsConfig(seed=seed), cache_dir=cache_dir and cache_dir / "digits")
+    try:
+        benchmark = DigitsBenchmark.build(DigitsConfig(seed=seed), cache_dir=cache_dir and cache_dir / "digits")
+    except BamboError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=2) from None
     typer.echo(describe(benchmark, split))  # type: ignore[arg-type]
 
 

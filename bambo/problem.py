@@ -175,10 +175,18 @@ class MergeProblem(Problem):
             merger's tensors and use its number of coefficients.
         evaluator: Takes a merged state dict, returns named metrics.
         objectives: Objectives computed from those metrics.
+        ref_point: Hypervolume reference in the objectives' own directions, shape
+            ``(m,)`` (e.g. chance-level accuracy). A fixed reference makes
+            hypervolumes comparable across runs and strategies.
     """
 
     def __init__(
-        self, merger: Merger, space: MergeSpace, evaluator: Evaluator, objectives: Sequence[Objective]
+        self,
+        merger: Merger,
+        space: MergeSpace,
+        evaluator: Evaluator,
+        objectives: Sequence[Objective],
+        ref_point: Sequence[float] | Tensor | None = None,
     ) -> None:
         if space.n_coefficients != merger.n_coefficients:
             raise ConfigError(
@@ -196,6 +204,11 @@ class MergeProblem(Problem):
         self.evaluator = evaluator
         self.objectives = list(objectives)
         self.bounds = space.bounds
+        if ref_point is not None:
+            ref = torch.as_tensor(ref_point, dtype=torch.float64)
+            if ref.shape != (len(self.objectives),):
+                raise ConfigError(f"ref_point has shape {tuple(ref.shape)}, expected ({len(self.objectives)},)")
+            self.ref_point = self.to_max(ref)
 
     def merge(self, x: Tensor) -> StateDict:
         """The merged state dict for decision vector ``x`` (shape ``(d,)``)."""

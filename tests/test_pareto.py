@@ -26,9 +26,10 @@ def random_front(m, n, seed):
 
 @pytest.mark.parametrize("m", [2, 3, 4])
 @pytest.mark.parametrize("seed", range(5))
-def test_hypervolume_equals_pymoo(m, seed):
+@pytest.mark.parametrize("ref_value", [-0.1, 0.3])  # below every point, and inside the cloud
+def test_hypervolume_equals_pymoo(m, seed, ref_value):
     Y = random_front(m, 30, seed)
-    ref = torch.full((m,), -0.1, dtype=torch.float64)
+    ref = torch.full((m,), ref_value, dtype=torch.float64)
     ours = hypervolume(Y, ref)
     theirs = HV(ref_point=(-ref).numpy())(-Y.numpy())  # pymoo minimises
     assert ours == pytest.approx(theirs, abs=1e-9)
@@ -56,6 +57,17 @@ def test_hypervolume_known_value_and_points_below_reference():
     # Staircase of three unit-offset rectangles: 3 + 2 + 1 = 6 above (0, 0); the last point is ignored.
     assert hypervolume(Y, torch.zeros(2, dtype=torch.float64)) == pytest.approx(6.0)
     assert hypervolume(Y[3:], torch.zeros(2, dtype=torch.float64)) == 0.0
+
+
+def test_single_objective_hypervolume_and_bad_shapes():
+    Y = torch.tensor([[0.2], [0.7], [0.5]], dtype=torch.float64)
+    assert hypervolume(Y, torch.tensor([0.1], dtype=torch.float64)) == pytest.approx(0.6)
+    with pytest.raises(ConfigError, match="empty"):
+        inverted_generational_distance(torch.empty(0, 2), torch.ones(3, 2))
+    with pytest.raises(ConfigError, match="2 and 3 objectives"):
+        generational_distance(torch.ones(2, 2), torch.ones(3, 3))
+    with pytest.raises(ConfigError, match="empty"):
+        win_rate(torch.empty(0, 2), torch.ones(3, 2))
 
 
 def test_win_rate_counts_pairwise_objective_wins():

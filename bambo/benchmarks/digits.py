@@ -12,16 +12,21 @@ of every task so it is fair at each; each expert is fine-tuned from it on its ow
 task with small SGD steps, so task vectors stay small (a few percent of the base's
 L1 norm; MAP Assumption 1) and merges trade one task against another.
 
-Training is seeded, takes a few seconds on 2 cores, and is cached on disk in
-safetensors, keyed by a hash of the :class:`DigitsConfig`.
+Training is seeded and runs on one thread (float reductions depend on the thread
+count, and the weights must not depend on the machine); it takes about a second
+and is cached on disk in safetensors, keyed by a hash of the :class:`DigitsConfig`
+and :data:`RECIPE_VERSION`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -40,6 +45,11 @@ from bambo.problem import MergeProblem, Objective
 from bambo.space import MergeSpace
 
 TASKS = ("rotated", "inverted", "flipped", "noisy", "transposed")
+# Bump when the training code changes in a way that changes the weights (invalidates caches).
+RECIPE_VERSION = 2
+# Training runs on one thread: float reductions differ with the thread count, and the
+# weights must not depend on the machine.
+TRAIN_THREADS = 1
 Split = Literal["train", "val", "test"]
 
 
@@ -62,7 +72,7 @@ class DigitsConfig(FrozenConfig):
     tasks: tuple[str, ...] = ("rotated", "inverted", "flipped", "noisy")
     width: int = Field(64, ge=4)
     depth: int = Field(6, ge=1)
-    pretrain_steps: int = Field(600, ge=1)
+    pretrain_steps: int = Field(300, ge=1)
     pretrain_lr: float = Field(1e-3, gt=0)
     finetune_steps: int = Field(300, ge=1)
     finetune_lr: float = Field(0.01, gt=0)
@@ -71,8 +81,9 @@ class DigitsConfig(FrozenConfig):
     seed: int = 0
 
     def key(self) -> str:
-        """A short hash of the settings, used as the cache key."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+        """A short hash of the settings and the recipe version, used as the cache key."""
+        payload = f"{RECIPE_VERSION}:{self.model_dump_json()}"
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 class DigitsMLP(nn.Module):
@@ -180,6 +191,15 @@ def train_digits_models(
     Returns:
         ``(base state dict, {task: expert state dict})``.
     """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(TRAIN_THREADS)
+    try:
+        return _train_all(config, data)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_all(config: DigitsConfig, data: DigitsData) -> tuple[dict[str, Tensor], dict[str, dict[str, Tensor]]]:
     generator = torch.Generator().manual_seed(config.seed)
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
@@ -211,6 +231,19 @@ def train_digits_models(
             generator,
         )
         experts[task] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return base, experts
+
+
+def _read_cache(path: Path, tasks: Sequence[str]) -> tuple[dict[str, Tensor], dict[str, dict[str, Tensor]]] | None:
+    """The cached models, or ``None`` if the file is unreadable or incomplete (then it is rebuilt)."""
+    try:
+        flat = load_file(str(path))
+    except Exception:  # noqa: BLE001 - a corrupt cache is rebuilt, not fatal
+        return None
+    base = {k[len("base/") :]: v for k, v in flat.items() if k.startswith("base/")}
+    experts = {t: {k[len(t) + 1 :]: v for k, v in flat.items() if k.startswith(f"{t}/")} for t in tasks}
+    if not base or any(set(sd) != set(base) for sd in experts.values()):
+        return None
     return base, experts
 
 
@@ -256,19 +289,19 @@ class DigitsBenchmark:
         data = load_digits_tasks(config)
         path = Path(cache_dir or default_cache_dir() / "digits") / f"{config.key()}.safetensors"
         if use_cache and path.exists():
-            flat = load_file(str(path))
-            base = {k[len("base/") :]: v for k, v in flat.items() if k.startswith("base/")}
-            experts = {t: {k[len(t) + 1 :]: v for k, v in flat.items() if k.startswith(f"{t}/")} for t in config.tasks}
-            return cls(config, base, experts, data)
+            cached = _read_cache(path, config.tasks)
+            if cached is not None:
+                return cls(config, cached[0], cached[1], data)
         base, experts = train_digits_models(config, data)
         if use_cache:
             path.parent.mkdir(parents=True, exist_ok=True)
             flat = {f"base/{k}": v.contiguous() for k, v in base.items()}
             for task, sd in experts.items():
                 flat.update({f"{task}/{k}": v.contiguous() for k, v in sd.items()})
-            tmp = path.with_suffix(".tmp")
-            save_file(flat, str(tmp), metadata={"config": config.model_dump_json()})
-            tmp.replace(path)
+            handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+            os.close(handle)
+            save_file(flat, tmp, metadata={"config": config.model_dump_json()})
+            os.replace(tmp, path)  # atomic: concurrent builders never see a partial file
         return cls(config, base, experts, data)
 
     @property
@@ -338,7 +371,10 @@ class DigitsBenchmark:
             raise UnknownNameError("granularity", str(granularity), ("model", "layer", "block"))
         direction = "maximize" if metric == "acc" else "minimize"
         objectives = [Objective(name=f"{metric}/{t}", direction=direction) for t in tasks]
-        return MergeProblem(merger, space, lambda sd: self.evaluate(sd, split, tasks), objectives)
+        # Hypervolume reference: chance level (accuracy 0.1, cross-entropy ln 10) on every task.
+        chance = 0.1 if metric == "acc" else math.log(10.0)
+        evaluator = partial(self.evaluate, split=split, tasks=tasks)
+        return MergeProblem(merger, space, evaluator, objectives, ref_point=[chance] * len(tasks))
 
     def summary(self, split: Split = "val") -> dict[str, dict[str, float]]:
         """Accuracy of the base and each expert on every task: ``{model: {task: acc}}``."""

@@ -23,6 +23,29 @@ def test_same_seed_same_weights_and_other_seed_differs():
     assert not same_weights(a, c)
 
 
+def test_weights_do_not_depend_on_the_thread_count():
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = DigitsBenchmark.build(SMALL, use_cache=False)
+        torch.set_num_threads(2)
+        two = DigitsBenchmark.build(SMALL, use_cache=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert same_weights(one, two)
+    assert torch.get_num_threads() == threads
+
+
+def test_incomplete_cache_is_rebuilt(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    trained = DigitsBenchmark.build(SMALL, cache_dir=tmp_path)
+    path = tmp_path / f"{SMALL.key()}.safetensors"
+    flat = load_file(str(path))
+    save_file({k: v for k, v in flat.items() if not k.startswith("noisy/")}, str(path))
+    assert same_weights(trained, DigitsBenchmark.build(SMALL, cache_dir=tmp_path))
+
+
 def test_cache_round_trip(tmp_path):
     trained = DigitsBenchmark.build(SMALL, cache_dir=tmp_path)
     files = list(tmp_path.glob("*.safetensors"))
@@ -49,8 +72,8 @@ def test_default_benchmark_has_small_task_vectors_and_real_experts(default_bench
     assert all(0.001 < r < 0.10 for r in ratios), ratios
     summary = default_benchmark.summary()
     for task in default_benchmark.tasks:
-        assert summary["base"][task] > 0.6, (task, summary["base"])  # the base is fair at every task
-        assert summary[task][task] >= summary["base"][task] + 0.005, (task, summary)  # each expert is better at its own
+        assert summary["base"][task] > 0.5, (task, summary["base"])  # the base is fair at every task
+        assert summary[task][task] >= summary["base"][task] + 0.03, (task, summary)  # each expert is better at its own
 
 
 def test_merging_trades_one_task_against_another(default_benchmark):
@@ -67,6 +90,9 @@ def test_problem_granularities_and_errors(default_benchmark):
     assert default_benchmark.problem(["rotated", "noisy"], granularity="block", n_blocks=3).dim == 2 * (3 + 2)
     loss = default_benchmark.problem(["rotated"], metric="loss")
     assert loss.objectives[0].direction == "minimize"
+    assert torch.allclose(loss.to_user(loss.ref_point), torch.tensor([2.302585], dtype=torch.float64))
+    acc = default_benchmark.problem(["rotated", "noisy"])
+    assert torch.allclose(acc.ref_point, torch.full((2,), 0.1, dtype=torch.float64))
     with pytest.raises(UnknownNameError, match="valid names"):
         default_benchmark.problem(["rotatd"])
     with pytest.raises(ConfigError, match="width"):

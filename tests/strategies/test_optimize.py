@@ -68,3 +68,32 @@ def test_bad_arguments():
         optimize(problem, budget=0, progress=False)
     with pytest.raises(ConfigError, match=r"Y must have shape \(1, 2\)"):
         SobolSearch(problem).tell(torch.zeros(1, 2), torch.zeros(1, 3))
+
+
+def test_tell_validates_error_rows_and_does_not_touch_the_callers_tensors():
+    problem = SyntheticProblem("branin_currin")
+    strategy = SobolSearch(problem)
+    X = strategy.ask(2)
+    Y = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64)
+    with pytest.raises(ConfigError, match=r"error rows \[5\] are outside the batch of 2"):
+        strategy.tell(X, Y, {5: "boom"})
+    strategy.tell(X, Y, {1: "evaluator crashed"})
+    assert torch.equal(Y, torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64))
+    assert torch.isnan(strategy.Y[1]).all() and strategy.errors == {1: "evaluator crashed"}
+    assert strategy.result().pareto_mask.tolist() == [True, False]
+
+
+def test_an_evaluator_returning_garbage_is_a_recorded_failure():
+    base = {"layers.0.w": torch.zeros(1, dtype=torch.float64)}
+    tv = TaskVectors(base, [{"layers.0.w": torch.ones(1, dtype=torch.float64)}])
+    answers = iter([{"a": 1.0}, 0.5, {"a": "n/a"}, {"a": 2.0}])
+    problem = MergeProblem(
+        Merger(tv, get_merge_method("task_arithmetic")),
+        MergeSpace.model_wise(tv, 1),
+        lambda sd: next(answers),
+        [Objective(name="a")],
+    )
+    result = optimize(problem, SobolSearch(problem), budget=4, batch_size=2, progress=False)
+    assert sorted(result.errors) == [1, 2]
+    assert "must return a mapping" in result.errors[1] and "metric 'a' is not a number" in result.errors[2]
+    assert result.pareto_Y.tolist() == [[2.0]]
