@@ -50,14 +50,16 @@ class MergeMethod(FrozenConfig, ABC):
         return vectors
 
     @abstractmethod
-    def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor) -> Tensor:
+    def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor, out: Tensor | None = None) -> Tensor:
         """Merge one tensor.
 
         Args:
             base: The base tensor, shape ``shape``.
             vectors: Prepared task vectors, shape ``(N, *shape)``.
             coefficients: Coefficients for this tensor, shape ``(n_coefficients,)``.
+            out: Optional buffer of shape ``shape`` and the computation's dtype to
+                write the result into (then nothing of that size is allocated).
 
         Returns:
-            A newly allocated merged tensor of shape ``shape``.
+            The merged tensor of shape ``shape``: ``out`` if given, else a new tensor.
         """

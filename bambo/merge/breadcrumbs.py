@@ -38,5 +38,5 @@ class Breadcrumbs(MergeMethod):
     def prepare(self, key: str, vectors: Tensor) -> Tensor:
         return torch.stack([mask_outliers(v, self.density, self.gamma) for v in vectors])
 
-    def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor) -> Tensor:
-        return add_weighted_sum(base, vectors, coefficients)
+    def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor, out: Tensor | None = None) -> Tensor:
+        return add_weighted_sum(base, vectors, coefficients, out=out)

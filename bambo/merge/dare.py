@@ -33,8 +33,8 @@ class DareLinear(_Dare):
 
     name: ClassVar[str] = "dare_linear"
 
-    def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor) -> Tensor:
-        return add_weighted_sum(base, vectors, coefficients)
+    def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor, out: Tensor | None = None) -> Tensor:
+        return add_weighted_sum(base, vectors, coefficients, out=out)
 
 
 class DareTies(_Dare):
@@ -43,5 +43,5 @@ class DareTies(_Dare):
     name: ClassVar[str] = "dare_ties"
     normalize: Normalize = "count"
 
-    def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor) -> Tensor:
-        return sign_consensus(vectors, coefficients, self.normalize, base=base)
+    def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor, out: Tensor | None = None) -> Tensor:
+        return sign_consensus(vectors, coefficients, self.normalize, base=base, out=out)

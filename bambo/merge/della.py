@@ -51,5 +51,5 @@ class Della(MergeMethod):
             ]
         )
 
-    def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor) -> Tensor:
-        return sign_consensus(vectors, coefficients, self.normalize, base=base)
+    def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor, out: Tensor | None = None) -> Tensor:
+        return sign_consensus(vectors, coefficients, self.normalize, base=base, out=out)

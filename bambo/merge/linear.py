@@ -20,8 +20,8 @@ class TaskArithmetic(MergeMethod):
 
     name: ClassVar[str] = "task_arithmetic"
 
-    def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor) -> Tensor:
-        return add_weighted_sum(base, vectors, coefficients)
+    def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor, out: Tensor | None = None) -> Tensor:
+        return add_weighted_sum(base, vectors, coefficients, out=out)
 
 
 class Linear(MergeMethod):
@@ -37,10 +37,10 @@ class Linear(MergeMethod):
 
     name: ClassVar[str] = "linear"
 
-    def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor) -> Tensor:
+    def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor, out: Tensor | None = None) -> Tensor:
         if (coefficients < 0).any():
             raise BoundsError(f"linear merging needs non-negative weights, got {coefficients.tolist()}")
         total = float(coefficients.sum())
         if total == 0.0:
-            return base.clone()
-        return add_weighted_sum(base, vectors, coefficients / total)
+            return base.clone() if out is None else out.copy_(base)
+        return add_weighted_sum(base, vectors, coefficients / total, out=out)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 
 import torch
 from torch import Tensor
@@ -61,7 +61,7 @@ class Merger:
             raise BoundsError(f"coefficients for tensor {key!r} are not finite: {c.tolist()}")
         return c
 
-    def merge(self, coefficients: Coefficients) -> dict[str, Tensor]:
+    def merge(self, coefficients: Coefficients, out: MutableMapping[str, Tensor] | None = None) -> dict[str, Tensor]:
         """Merge the models.
 
         Args:
@@ -69,21 +69,49 @@ class Merger:
                 every tensor (model level), or a mapping from every merged tensor
                 name to its own ``(n_coefficients,)`` tensor (layer or block level,
                 see :class:`bambo.space.MergeSpace`).
+            out: Optional buffers to merge into, e.g. the state dict a previous call
+                returned (from :meth:`new_buffers`): same keys, shapes and dtypes as
+                the base. Reusing them avoids allocating (and page-faulting) a whole
+                model per merge; only do so when nothing still reads the old weights.
 
         Returns:
-            A new state dict with the base's keys, dtypes and order.
+            A state dict with the base's keys, dtypes and order (``out`` if given).
         """
         base = self.task_vectors.base
-        out: dict[str, Tensor] = {}
+        if out is not None:
+            self._check_buffers(out)
+        result: dict[str, Tensor] = {}
         for key, tensor in base.items():
+            target = out[key] if out is not None else None
             prepared = self._prepared.get(key)
             if prepared is None:
-                out[key] = tensor.clone()
+                result[key] = tensor.clone() if target is None else target.copy_(tensor)
                 continue
             c = self._coefficients_for(coefficients, key)
             if tensor.dtype in _LOW_PRECISION:
                 merged = self.method.merge_tensor(tensor.float(), prepared, c.float())
-                out[key] = merged.to(tensor.dtype)
+                result[key] = merged.to(tensor.dtype) if target is None else target.copy_(merged)
             else:
-                out[key] = self.method.merge_tensor(tensor, prepared, c.to(tensor.dtype))
-        return out
+                result[key] = self.method.merge_tensor(tensor, prepared, c.to(tensor.dtype), out=target)
+        if out is not None:
+            out.update(result)
+            return dict(out)
+        return result
+
+    def new_buffers(self) -> dict[str, Tensor]:
+        """Uninitialised output buffers (the base's keys, shapes, dtypes) for ``merge(..., out=)``."""
+        return {
+            key: torch.empty_like(tensor, memory_format=torch.contiguous_format)
+            for key, tensor in self.task_vectors.base.items()
+        }
+
+    def _check_buffers(self, out: Mapping[str, Tensor]) -> None:
+        for key, tensor in self.task_vectors.base.items():
+            buffer = out.get(key)
+            if buffer is None:
+                raise BoundsError(f"output buffers lack tensor {key!r}")
+            if buffer.shape != tensor.shape or buffer.dtype != tensor.dtype or not buffer.is_contiguous():
+                raise BoundsError(
+                    f"output buffer {key!r} must be contiguous with shape {tuple(tensor.shape)} and dtype "
+                    f"{tensor.dtype}, got {tuple(buffer.shape)} {buffer.dtype}"
+                )

@@ -41,7 +41,7 @@ def weighted_sum(vectors: Tensor, coefficients: Tensor) -> Tensor:
     return torch.mv(flat.t(), coefficients.to(vectors)).view(vectors.shape[1:])
 
 
-def add_weighted_sum(base: Tensor, vectors: Tensor, coefficients: Tensor) -> Tensor:
+def add_weighted_sum(base: Tensor, vectors: Tensor, coefficients: Tensor, out: Tensor | None = None) -> Tensor:
     """``base + sum_i c_i v_i`` in one pass that allocates only the output.
 
     A BLAS ``addmv`` over the column-major view of the stacked vectors streams each
@@ -52,12 +52,16 @@ def add_weighted_sum(base: Tensor, vectors: Tensor, coefficients: Tensor) -> Ten
         base: Shape ``shape``.
         vectors: Shape ``(N, *shape)``.
         coefficients: Shape ``(N,)``.
+        out: Optional contiguous buffer of shape ``shape`` for the result.
 
     Returns:
-        A new tensor of shape ``shape``.
+        ``out``, or a new tensor of shape ``shape``.
     """
     flat = vectors.reshape(vectors.shape[0], -1)
-    return torch.addmv(base.reshape(-1), flat.t(), coefficients.to(vectors)).view(base.shape)
+    if out is None:
+        return torch.addmv(base.reshape(-1), flat.t(), coefficients.to(vectors)).view(base.shape)
+    torch.addmv(base.reshape(-1), flat.t(), coefficients.to(vectors), out=out.view(-1))
+    return out
 
 
 def _keep_count(numel: int, density: float) -> int:
@@ -125,7 +129,9 @@ def magprune(vector: Tensor, density: float, epsilon: float, generator: torch.Ge
     return kept.view_as(vector)
 
 
-def sign_consensus(vectors: Tensor, coefficients: Tensor, normalize: Normalize, base: Tensor | None = None) -> Tensor:
+def sign_consensus(
+    vectors: Tensor, coefficients: Tensor, normalize: Normalize, base: Tensor | None = None, out: Tensor | None = None
+) -> Tensor:
     """TIES "elect sign" and "disjoint merge" on coefficient-weighted task vectors.
 
     With ``w_i = c_i v_i``, the elected sign is ``sign(sum_i w_i)`` per entry
@@ -148,21 +154,23 @@ def sign_consensus(vectors: Tensor, coefficients: Tensor, normalize: Normalize, 
         normalize: One of ``"count"``, ``"weights"``, ``"none"``.
         base: If given (shape ``shape``), it is added to the result chunk by chunk,
             so merging allocates only the output.
+        out: Optional contiguous buffer of shape ``shape`` for the result.
 
     Returns:
-        The merged delta (plus ``base``), a new tensor of shape ``shape``.
+        The merged delta (plus ``base``): ``out``, or a new tensor of shape ``shape``.
     """
     flat = vectors.reshape(vectors.shape[0], -1)
     base_flat = base.reshape(-1) if base is not None else None
-    out = torch.empty(flat.shape[1], dtype=vectors.dtype, device=vectors.device)
+    result = out if out is not None else torch.empty(vectors.shape[1:], dtype=vectors.dtype, device=vectors.device)
+    out_flat = result.view(-1)
     weights = [(i, c) for i, c in enumerate(coefficients.tolist()) if c != 0.0]
     for start in range(0, flat.shape[1], _CHUNK):
         stop = min(start + _CHUNK, flat.shape[1])
-        chunk = out[start:stop]
+        chunk = out_flat[start:stop]
         _sign_consensus_chunk(flat[:, start:stop], weights, normalize, chunk)
         if base_flat is not None:
             chunk.add_(base_flat[start:stop])
-    return out.view(vectors.shape[1:])
+    return result
 
 
 _CHUNK = 1 << 18

@@ -36,7 +36,7 @@ class Slerp(MergeMethod):
         if n_experts != 2:
             raise ConfigError(f"slerp merges exactly 2 experts, got {n_experts}")
 
-    def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor) -> Tensor:
+    def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor, out: Tensor | None = None) -> Tensor:
         # v_i = base + tau_i is never materialised: norms and the dot product come from
         # dot products of base and task vectors, and the result is one fused addmv.
         t = float(coefficients[0])
@@ -55,4 +55,7 @@ class Slerp(MergeMethod):
         # s0 (base + tau0) + s1 (base + tau1) = (s0 + s1) base + s0 tau0 + s1 tau1
         weights = torch.tensor([s0, s1], dtype=vectors.dtype, device=vectors.device)
         flat = vectors.reshape(2, -1)
-        return torch.addmv(b, flat.t(), weights, beta=s0 + s1).view(base.shape)
+        if out is None:
+            return torch.addmv(b, flat.t(), weights, beta=s0 + s1).view(base.shape)
+        torch.addmv(b, flat.t(), weights, beta=s0 + s1, out=out.view(-1))
+        return out

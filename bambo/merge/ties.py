@@ -33,5 +33,5 @@ class Ties(MergeMethod):
     def prepare(self, key: str, vectors: Tensor) -> Tensor:
         return torch.stack([trim_magnitude(v, self.density) for v in vectors])
 
-    def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor) -> Tensor:
-        return sign_consensus(vectors, coefficients, self.normalize, base=base)
+    def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor, out: Tensor | None = None) -> Tensor:
+        return sign_consensus(vectors, coefficients, self.normalize, base=base, out=out)

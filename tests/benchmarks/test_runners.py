@@ -13,7 +13,7 @@ def test_merge_throughput_runs_on_a_small_model(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", argv)
     merge_throughput.main()
     out = capsys.readouterr().out
-    assert "torch clone (ceiling)" in out and "| ties | block (K=4) |" in out
+    assert "torch clone (ceiling)" in out and "| ties | block (K=4) | reused |" in out
 
 
 def test_synthetic_llama_size_and_layout():

@@ -65,6 +65,19 @@ class TestMergeMethodContract:
         for key in base:
             torch.testing.assert_close(out[key], target[key])
 
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+    def test_merging_into_reused_buffers_gives_the_same_result(self, name, dtype):
+        base, experts = models(dtype)
+        merger = Merger(TaskVectors(base, experts), get_merge_method(name))
+        buffers = merger.new_buffers()
+        pointers = {k: v.data_ptr() for k, v in buffers.items()}
+        for value in (0.3, 0.8):
+            fresh = merger.merge(coefficients(merger, value))
+            reused = merger.merge(coefficients(merger, value), out=buffers)
+            for key in base:
+                assert torch.equal(reused[key], fresh[key]), key
+                assert reused[key].data_ptr() == pointers[key]
+
     def test_bfloat16_models(self, name):
         base, experts = models(torch.bfloat16)
         merger = Merger(TaskVectors(base, experts), get_merge_method(name))
@@ -156,3 +169,16 @@ def test_per_tensor_coefficients_and_their_errors():
         merger.merge(torch.ones(3))
     with pytest.raises(BoundsError, match="not finite"):
         merger.merge(torch.tensor([float("nan"), 1.0]))
+
+
+def test_bad_output_buffers():
+    base, experts = models()
+    merger = Merger(TaskVectors(base, experts), get_merge_method("task_arithmetic"))
+    buffers = merger.new_buffers()
+    del buffers["emb.weight"]
+    with pytest.raises(BoundsError, match="lack tensor 'emb.weight'"):
+        merger.merge(coefficients(merger), out=buffers)
+    buffers = merger.new_buffers()
+    buffers["layers.0.weight"] = torch.zeros(4, 4, dtype=torch.float64)
+    with pytest.raises(BoundsError, match="'layers.0.weight' must be contiguous with shape"):
+        merger.merge(coefficients(merger), out=buffers)
