@@ -178,6 +178,9 @@ class MergeProblem(Problem):
         ref_point: Hypervolume reference in the objectives' own directions, shape
             ``(m,)`` (e.g. chance-level accuracy). A fixed reference makes
             hypervolumes comparable across runs and strategies.
+        reuse_buffers: Merge every candidate into the same output buffers (about
+            2.5x faster merges on large models, see ``benchmarks/merge_throughput.py``).
+            Only safe if the evaluator keeps no reference to the state dict it is given.
     """
 
     def __init__(
@@ -187,6 +190,7 @@ class MergeProblem(Problem):
         evaluator: Evaluator,
         objectives: Sequence[Objective],
         ref_point: Sequence[float] | Tensor | None = None,
+        reuse_buffers: bool = False,
     ) -> None:
         if space.n_coefficients != merger.n_coefficients:
             raise ConfigError(
@@ -204,6 +208,7 @@ class MergeProblem(Problem):
         self.evaluator = evaluator
         self.objectives = list(objectives)
         self.bounds = space.bounds
+        self._buffers = merger.new_buffers() if reuse_buffers else None
         if ref_point is not None:
             ref = torch.as_tensor(ref_point, dtype=torch.float64)
             if ref.shape != (len(self.objectives),):
@@ -212,7 +217,7 @@ class MergeProblem(Problem):
 
     def merge(self, x: Tensor) -> StateDict:
         """The merged state dict for decision vector ``x`` (shape ``(d,)``)."""
-        return self.merger.merge(self.space.to_coefficients(x))
+        return self.merger.merge(self.space.to_coefficients(x), out=self._buffers)
 
     def metrics(self, x: Tensor) -> dict[str, float]:
         """The evaluator's raw metrics for ``x``.

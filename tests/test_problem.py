@@ -115,3 +115,19 @@ def test_synthetic_problem_directions_and_errors():
         problem.pareto_front(10)
     with pytest.raises(ConfigError, match=r"shape \(n, 2\)"):
         problem.evaluate(torch.zeros(3))
+
+
+def test_reused_buffers_give_the_same_objectives():
+    seen = []
+
+    def evaluator(sd):
+        seen.append(sd["layers.0.w"].data_ptr())
+        return {"acc": float(sd["layers.0.w"][0]), "other": float(sd["layers.0.w"][1])}
+
+    objectives = [Objective(name="acc"), Objective(name="other")]
+    plain = toy_problem(evaluator, objectives)
+    reused = MergeProblem(plain.merger, plain.space, evaluator, objectives, reuse_buffers=True)
+    X = torch.tensor([[0.3, 0.5], [1.0, 0.0], [0.2, 0.9]], dtype=torch.float64)
+    seen.clear()
+    torch.testing.assert_close(reused.evaluate(X), plain.evaluate(X))
+    assert len(set(seen[:3])) == 1  # the reusing problem handed out one buffer three times
