@@ -33,9 +33,12 @@ squared *relative* deviation of the block masses from the ideal share ``S/K``.
 Both are dimensionless, so ``lam~`` means the same for any model, depth and K;
 it is converted to the raw ``lam = lam~ * T * K / S^2`` of Eq. 5. The default
 ``lam~ = 1`` weighs "all of the variance left inside blocks" the same as "every
-block off its mass share by 100%": on the digits and MiniLM differences it keeps
-the low-difference early layers together while splitting the high-difference
-late layers, as BAMBO Fig. 2 shows.
+block off its mass share by 100%", so neither term dominates: high-difference
+layers get small blocks and low-difference layers share large ones (BAMBO
+Fig. 2). On the digits benchmark (K = 3, differences falling with depth) the
+variance-only partition ``0 | 1 | 2-5`` leaves 5.9% of the variance inside blocks
+but its block masses deviate by 13.4%; the hybrid ``0 | 1-2 | 3-5`` leaves 6.9%
+with a 1.1% deviation (``benchmarks/results/partition.md``).
 """
 
 from __future__ import annotations
