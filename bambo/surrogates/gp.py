@@ -1,0 +1,110 @@
+"""Gaussian-process surrogates: BAMBO's GP and a GP with a quadratic prior mean.
+
+``fit_gp`` (BAMBO App. B): one ``SingleTaskGP`` per objective with a constant
+mean and a Matern-5/2 ARD kernel (BoTorch's dimension-scaled lengthscale prior,
+Hvarfner et al. 2024), inputs normalised to the unit cube, outcomes
+standardised, hyperparameters fitted by marginal likelihood; several objectives
+form a ``ModelListGP``.
+
+``fit_quadratic_mean_gp``: the same GP whose prior mean is MAP's quadratic in the
+normalised inputs, its coefficients learned jointly with the kernel
+hyperparameters by marginal likelihood (initialised at the ridge solution, with a
+Gaussian prior on them). The idea: the quadratic's data efficiency at 10-30
+points (MAP), with the GP's flexibility for what the quadratic misses.
+"""
+
+from __future__ import annotations
+
+import torch
+from botorch.fit import fit_gpytorch_mll
+from botorch.models import ModelListGP, SingleTaskGP
+from botorch.models.transforms.input import Normalize
+from botorch.models.transforms.outcome import Standardize
+from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
+from gpytorch.means import Mean
+from gpytorch.mlls import ExactMarginalLogLikelihood
+from gpytorch.priors import NormalPrior
+from torch import Tensor
+
+from bambo.surrogates.data import check_training_data, resolve_bounds
+from bambo.surrogates.quadratic import quadratic_features
+
+
+class QuadraticMean(Mean):
+    """A learnable quadratic prior mean ``w^T C(z)`` on (normalised) inputs ``z``.
+
+    Args:
+        dim: Input dimension d.
+        init: Initial coefficients, shape ``((d + 1)(d + 2) / 2,)``.
+        prior_std: Standard deviation of the Gaussian prior on the coefficients
+            (outcomes are standardised, so 3 is weak).
+    """
+
+    def __init__(self, dim: int, init: Tensor | None = None, prior_std: float = 3.0) -> None:
+        super().__init__()
+        p = (dim + 1) * (dim + 2) // 2
+        start = init if init is not None else torch.zeros(p, dtype=torch.float64)
+        self.register_parameter("weights", torch.nn.Parameter(start.clone()))
+        self.register_prior("weights_prior", NormalPrior(0.0, prior_std), lambda m: m.weights)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return quadratic_features(x) @ self.weights.to(x)
+
+
+def _single_gp(X: Tensor, y: Tensor, bounds: Tensor, mean_module: Mean | None = None) -> SingleTaskGP:
+    d = X.shape[1]
+    return SingleTaskGP(
+        X,
+        y,
+        covar_module=get_covar_module_with_dim_scaled_prior(ard_num_dims=d, use_rbf_kernel=False),
+        mean_module=mean_module,
+        input_transform=Normalize(d, bounds=bounds),
+        outcome_transform=Standardize(1),
+    )
+
+
+def _fit(model: SingleTaskGP) -> SingleTaskGP:
+    fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+    model.eval()
+    return model
+
+
+def fit_gp(train_X: Tensor, train_Y: Tensor, bounds: Tensor | None = None) -> ModelListGP:
+    """Fit BAMBO's GP surrogate: one Matern-5/2 ARD ``SingleTaskGP`` per output.
+
+    Args:
+        train_X: Shape ``(n, d)``.
+        train_Y: Shape ``(n, m)``.
+        bounds: Input bounds ``(2, d)`` (default: the data's range).
+    """
+    X, Y = check_training_data(train_X, train_Y)
+    b = resolve_bounds(X, bounds)
+    return ModelListGP(*[_fit(_single_gp(X, Y[:, j : j + 1], b)) for j in range(Y.shape[1])])
+
+
+def _ridge_init(X: Tensor, y: Tensor, bounds: Tensor) -> Tensor:
+    Phi = quadratic_features((X - bounds[0]) / (bounds[1] - bounds[0]))
+    ys = (y - y.mean()) / (y.std() if y.numel() > 1 and y.std() > 0 else 1.0)
+    p = Phi.shape[1]
+    return torch.linalg.solve(Phi.T @ Phi + 1e-2 * torch.eye(p, dtype=Phi.dtype), Phi.T @ ys)
+
+
+def fit_quadratic_mean_gp(
+    train_X: Tensor, train_Y: Tensor, bounds: Tensor | None = None, prior_std: float = 3.0
+) -> ModelListGP:
+    """Fit GPs whose prior mean is a learned quadratic, one per output.
+
+    Args:
+        train_X: Shape ``(n, d)``.
+        train_Y: Shape ``(n, m)``.
+        bounds: Input bounds ``(2, d)`` (default: the data's range).
+        prior_std: Prior standard deviation of the quadratic coefficients
+            (in standardised outcome units, on unit-cube inputs).
+    """
+    X, Y = check_training_data(train_X, train_Y)
+    b = resolve_bounds(X, bounds)
+    models = []
+    for j in range(Y.shape[1]):
+        mean = QuadraticMean(X.shape[1], _ridge_init(X, Y[:, j], b), prior_std)
+        models.append(_fit(_single_gp(X, Y[:, j : j + 1], b, mean_module=mean)))
+    return ModelListGP(*models)

@@ -1,0 +1,317 @@
+"""MAP's quadratic surrogate as a BoTorch ``Model`` (MAP Sec. 3.1, Eq. 3-5, Corollary 1).
+
+Each output is ``M(c) = link(eta(c))`` with ``eta(c) = 1/2 c^T A c + b^T c + e``,
+i.e. a linear model on the features ``C(c) = (c_i^2, c_i c_j (i < j), c_i, 1)``
+((d + 1)(d + 2)/2 of them). Inputs are scaled to the unit cube by ``bounds``
+first (this only reparametrises the quadratic).
+
+- ``link="identity"`` (MAP Case 1, unbounded metric): Bayesian linear regression
+  with prior ``w ~ N(0, alpha^-1 I)`` and noise precision ``beta`` on
+  standardised outputs. ``alpha`` and ``beta`` maximise the evidence (MacKay's
+  fixed-point updates), so with little data the prior keeps the fit sane (fewer
+  points than coefficients is fine) and with exact quadratic data the posterior
+  mean is Corollary 1's least-squares solution. The posterior over ``M`` at a
+  q-batch is Gaussian with full joint covariance ``Phi S Phi^T``.
+- ``link="sigmoid"`` (Case 2, metric in ``[l, u]``): ``M = l + (u - l) sigmoid(eta)``;
+  ``link="softplus"`` (Case 3, metric in ``[l, inf)``): ``M = l + softplus(eta)``.
+  ``w`` minimises the MSE of Eq. 5 (plus a tiny ridge) by L-BFGS. The posterior is a
+  Laplace approximation: ``w ~ N(w_hat, H^-1)`` with the Gauss-Newton Hessian
+  ``H = J^T J / s^2 + I / 100`` (``s^2`` the residual variance, ``J`` the Jacobian of
+  the predictions), pushed through the link: samples are exact transforms of
+  Gaussian ``eta`` samples, and the mean and variance are computed by 32-point
+  Gauss-Hermite quadrature. Predictions stay inside ``[l, u]`` / ``[l, inf)``.
+
+Written here because BoTorch has no Bayesian polynomial regression model; a
+``SingleTaskGP`` with a degree-2 polynomial kernel is the same Gaussian model in
+theory but was singular and slow in practice (``shared/notes``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from botorch.models.model import Model
+from botorch.posteriors.gpytorch import GPyTorchPosterior
+from botorch.posteriors.posterior import Posterior
+from botorch.posteriors.transformed import TransformedPosterior
+from gpytorch.distributions import MultitaskMultivariateNormal, MultivariateNormal
+from torch import Tensor
+
+from bambo.errors import ConfigError
+from bambo.surrogates.data import check_training_data, resolve_bounds
+
+Link = Literal["identity", "sigmoid", "softplus"]
+_JITTER = 1e-9
+_PRIOR_PRECISION_LINK = 1e-2
+_HERMITE_X, _HERMITE_W = (torch.as_tensor(a, dtype=torch.float64) for a in np.polynomial.hermite.hermgauss(32))
+
+
+def quadratic_features(Z: Tensor) -> Tensor:
+    """MAP's features ``(z_i^2, z_i z_j for i < j, z_i, 1)``.
+
+    Args:
+        Z: Shape ``(..., d)``.
+
+    Returns:
+        Shape ``(..., (d + 1)(d + 2) / 2)``.
+    """
+    d = Z.shape[-1]
+    i, j = torch.triu_indices(d, d, offset=1, device=Z.device)
+    return torch.cat([Z * Z, Z[..., i] * Z[..., j], Z, torch.ones_like(Z[..., :1])], dim=-1)
+
+
+def _evidence_fit(Phi: Tensor, y: Tensor, iterations: int = 200) -> tuple[Tensor, Tensor, float]:
+    """Bayesian linear regression with evidence-optimal ``alpha``, ``beta``.
+
+    Returns:
+        ``(posterior mean (p,), posterior covariance (p, p), noise variance)``.
+    """
+    n, p = Phi.shape
+    eigvals, eigvecs = torch.linalg.eigh(Phi.T @ Phi)
+    eigvals = eigvals.clamp_min(0.0)
+    Phi_y = Phi.T @ y
+    alpha, beta = 1.0, 1.0 / max(float(y.var()) if n > 1 else 1.0, 1e-6)
+    for _ in range(iterations):
+        # m = beta (alpha I + beta Phi^T Phi)^-1 Phi^T y, in the eigenbasis
+        m = eigvecs @ ((beta * (eigvecs.T @ Phi_y)) / (alpha + beta * eigvals))
+        gamma = float((beta * eigvals / (alpha + beta * eigvals)).sum())
+        residual = float(((y - Phi @ m) ** 2).sum())
+        new_alpha = min(max(gamma / max(float(m @ m), 1e-12), 1e-8), 1e8)
+        new_beta = min(max((n - gamma) / max(residual, 1e-300), 1e-8), 1e12)
+        converged = abs(math.log(new_alpha / alpha)) < 1e-7 and abs(math.log(new_beta / beta)) < 1e-7
+        alpha, beta = new_alpha, new_beta
+        if converged:
+            break
+    m = eigvecs @ ((beta * (eigvecs.T @ Phi_y)) / (alpha + beta * eigvals))
+    cov = eigvecs @ torch.diag(1.0 / (alpha + beta * eigvals)) @ eigvecs.T
+    return m, cov, 1.0 / beta
+
+
+def _link_fns(link: Link, lower: float, upper: float) -> tuple[Any, Any, Any]:
+    """(g, g', g^-1) of a link, on tensors."""
+    if link == "sigmoid":
+        scale = upper - lower
+        return (
+            lambda eta: lower + scale * torch.sigmoid(eta),
+            lambda eta: scale * torch.sigmoid(eta) * (1.0 - torch.sigmoid(eta)),
+            lambda y: torch.logit(((y - lower) / scale).clamp(1e-4, 1.0 - 1e-4)),
+        )
+    if link == "softplus":
+        return (
+            lambda eta: lower + torch.nn.functional.softplus(eta),
+            lambda eta: torch.sigmoid(eta),
+            lambda y: torch.log(torch.expm1((y - lower).clamp_min(1e-4))),
+        )
+    raise ConfigError(f"unknown link {link!r}; valid: identity, sigmoid, softplus")
+
+
+def _link_fit(Phi: Tensor, y: Tensor, link: Link, lower: float, upper: float) -> tuple[Tensor, Tensor, float]:
+    """L-BFGS on the MSE of MAP Eq. 5 and a Laplace (Gauss-Newton) covariance."""
+    g, dg, g_inv = _link_fns(link, lower, upper)
+    n, p = Phi.shape
+    ridge = 1e-6
+    target = g_inv(y)
+    A = Phi.T @ Phi + ridge * n * torch.eye(p, dtype=Phi.dtype)
+    w0 = torch.linalg.solve(A, Phi.T @ target)
+    w = w0.clone().requires_grad_(True)
+    optimizer = torch.optim.LBFGS(
+        [w], lr=1.0, max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-15, line_search_fn="strong_wolfe"
+    )
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        loss = ((g(Phi @ w) - y) ** 2).mean() + ridge * (w @ w)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    w = w.detach()
+    residual = float(((g(Phi @ w) - y) ** 2).mean())
+    noise = max(residual * n / max(n - min(p, n - 1), 1), 1e-10 * max(float(y.var()) if n > 1 else 1.0, 1e-6))
+    J = dg(Phi @ w).unsqueeze(-1) * Phi
+    H = J.T @ J / noise + _PRIOR_PRECISION_LINK * torch.eye(p, dtype=Phi.dtype)
+    return w, torch.linalg.inv(H), noise
+
+
+class QuadraticSurrogate(Model):
+    """One quadratic per output with a Gaussian (or Laplace) posterior; see the module docstring.
+
+    Args:
+        train_X: Shape ``(n, d)``.
+        train_Y: Shape ``(n, m)``.
+        bounds: Input bounds ``(2, d)`` (default: the data's range).
+        link: ``"identity"``, ``"sigmoid"`` or ``"softplus"``.
+        lower: ``l`` of the links (a float or one per output).
+        upper: ``u`` of the sigmoid link (a float or one per output).
+    """
+
+    _is_ensemble = False
+
+    def __init__(
+        self,
+        train_X: Tensor,
+        train_Y: Tensor,
+        bounds: Tensor | None = None,
+        link: Link = "identity",
+        lower: float | Sequence[float] = 0.0,
+        upper: float | Sequence[float] = 1.0,
+    ) -> None:
+        super().__init__()
+        X, Y = check_training_data(train_X, train_Y)
+        m = Y.shape[1]
+        self.link = link
+        self.register_buffer("bounds", resolve_bounds(X, bounds))
+        self.register_buffer("train_inputs_", X)
+        self.register_buffer("train_targets_", Y)
+        lows = _per_output(lower, m, "lower")
+        ups = _per_output(upper, m, "upper")
+        self.lower, self.upper = lows, ups
+        Phi = quadratic_features(self._normalize(X))
+        means, covs, noises = [], [], []
+        if link == "identity":
+            self.register_buffer("y_mean", Y.mean(dim=0))
+            std = Y.std(dim=0) if Y.shape[0] > 1 else torch.ones(m, dtype=Y.dtype)
+            self.register_buffer("y_std", torch.where(std > 0, std, torch.ones_like(std)))
+            Ys = (Y - self.y_mean) / self.y_std
+            for j in range(m):
+                w, S, noise = _evidence_fit(Phi, Ys[:, j])
+                means.append(w), covs.append(S), noises.append(noise)
+        else:
+            _link_fns(link, 0.0, 1.0)  # validates the name
+            for j in range(m):
+                y = Y[:, j]
+                if (y < lows[j]).any() or (link == "sigmoid" and (y > ups[j]).any()):
+                    rng = f"[{lows[j]}, {ups[j]}]" if link == "sigmoid" else f"[{lows[j]}, inf)"
+                    raise ConfigError(f"train_Y[:, {j}] has values outside the link's range {rng}")
+                w, S, noise = _link_fit(Phi, y, link, lows[j], ups[j])
+                means.append(w), covs.append(S), noises.append(noise)
+        self.register_buffer("weight_mean", torch.stack(means))  # (m, p)
+        self.register_buffer("weight_cov", torch.stack(covs))  # (m, p, p)
+        self.register_buffer("noise", torch.tensor(noises, dtype=torch.float64))  # (m,)
+
+    # -- BoTorch Model API ----------------------------------------------------------------------
+
+    @property
+    def num_outputs(self) -> int:
+        return self.weight_mean.shape[0]
+
+    @property
+    def batch_shape(self) -> torch.Size:
+        return torch.Size([])
+
+    def _normalize(self, X: Tensor) -> Tensor:
+        return (X - self.bounds[0]) / (self.bounds[1] - self.bounds[0])
+
+    def subset_output(self, idcs: list[int]) -> QuadraticSurrogate:
+        new = self.__class__.__new__(self.__class__)
+        Model.__init__(new)
+        new.link = self.link
+        new.lower = [self.lower[i] for i in idcs]
+        new.upper = [self.upper[i] for i in idcs]
+        for name in ("bounds", "train_inputs_"):
+            new.register_buffer(name, getattr(self, name))
+        new.register_buffer("train_targets_", self.train_targets_[:, idcs])
+        for name in ("weight_mean", "weight_cov", "noise", "y_mean", "y_std"):
+            if hasattr(self, name):
+                new.register_buffer(name, getattr(self, name)[idcs])
+        return new
+
+    def latent_mvns(self, X: Tensor, observation_noise: bool = False) -> list[MultivariateNormal]:
+        """Gaussian posteriors of ``eta`` (identity link: of the metric) per output.
+
+        Args:
+            X: Shape ``(..., q, d)``.
+        """
+        Phi = quadratic_features(self._normalize(X.to(self.weight_mean)))
+        q = Phi.shape[-2]
+        eye = torch.eye(q, dtype=Phi.dtype, device=Phi.device)
+        mvns = []
+        for j in range(self.num_outputs):
+            mean = Phi @ self.weight_mean[j]
+            cov = Phi @ self.weight_cov[j] @ Phi.transpose(-1, -2)
+            cov = cov + (_JITTER + (float(self.noise[j]) if observation_noise else 0.0)) * eye
+            if self.link == "identity":
+                mean = mean * self.y_std[j] + self.y_mean[j]
+                cov = cov * self.y_std[j] ** 2
+            mvns.append(MultivariateNormal(mean, cov))
+        return mvns
+
+    def posterior(
+        self,
+        X: Tensor,
+        output_indices: list[int] | None = None,
+        observation_noise: bool | Tensor = False,
+        posterior_transform: Any | None = None,
+        **kwargs: Any,
+    ) -> Posterior:
+        """Posterior at ``X`` (shape ``(..., q, d)``), event shape ``(..., q, m)``."""
+        model = self.subset_output(output_indices) if output_indices is not None else self
+        noise = bool(observation_noise) if not isinstance(observation_noise, Tensor) else True
+        mvns = model.latent_mvns(X, observation_noise=noise and model.link == "identity")
+        if len(mvns) == 1:
+            inner = GPyTorchPosterior(mvns[0])  # event shape (..., q, 1)
+        else:
+            inner = GPyTorchPosterior(MultitaskMultivariateNormal.from_independent_mvns(mvns))
+        posterior: Posterior = inner if model.link == "identity" else model._transformed(inner)
+        if posterior_transform is not None:
+            return posterior_transform(posterior)
+        return posterior
+
+    # -- links -------------------------------------------------------------------------------------
+
+    def _apply_link(self, eta: Tensor) -> Tensor:
+        outputs = [_link_fns(self.link, self.lower[j], self.upper[j])[0](eta[..., j]) for j in range(self.num_outputs)]
+        return torch.stack(outputs, dim=-1)
+
+    def _quadrature(self, mean: Tensor, variance: Tensor, power: int) -> Tensor:
+        nodes = _HERMITE_X.to(mean)
+        weights = _HERMITE_W.to(mean) / math.sqrt(math.pi)
+        eta = mean.unsqueeze(-1) + math.sqrt(2.0) * variance.clamp_min(0).sqrt().unsqueeze(-1) * nodes
+        values = self._apply_link(eta.movedim(-1, 0)).movedim(0, -1)
+        return (values**power * weights).sum(dim=-1)
+
+    def _transformed(self, inner: GPyTorchPosterior) -> TransformedPosterior:
+        def mean_transform(mean: Tensor, variance: Tensor) -> Tensor:
+            return self._quadrature(mean, variance, 1)
+
+        def variance_transform(mean: Tensor, variance: Tensor) -> Tensor:
+            first = self._quadrature(mean, variance, 1)
+            return (self._quadrature(mean, variance, 2) - first**2).clamp_min(0.0)
+
+        return TransformedPosterior(inner, self._apply_link, mean_transform, variance_transform)
+
+    # -- inspection ----------------------------------------------------------------------------------
+
+    def coefficients(self, output: int = 0) -> tuple[Tensor, Tensor, float]:
+        """``(A, b, e)`` of ``eta(x) = 1/2 x^T A x + b^T x + e`` in the original input space.
+
+        The posterior mean of ``eta`` is exactly quadratic in ``x``, so its
+        coefficients are recovered by solving the feature regression in ``x`` on
+        ``(d + 1)(d + 2)/2`` generic points.
+        """
+        d = self.bounds.shape[1]
+        p = (d + 1) * (d + 2) // 2
+        g = torch.Generator().manual_seed(0)
+        X = self.bounds[0] + (self.bounds[1] - self.bounds[0]) * torch.rand(3 * p, d, generator=g, dtype=torch.float64)
+        eta = quadratic_features(self._normalize(X)) @ self.weight_mean[output]
+        if self.link == "identity":
+            eta = eta * self.y_std[output] + self.y_mean[output]
+        w = torch.linalg.lstsq(quadratic_features(X), eta.unsqueeze(-1)).solution.squeeze(-1)
+        i, j = torch.triu_indices(d, d, offset=1)
+        A = torch.diag(2.0 * w[:d])
+        A[i, j] = w[d : d + len(i)]
+        A[j, i] = w[d : d + len(i)]
+        return A, w[d + len(i) : d + len(i) + d], float(w[-1])
+
+
+def _per_output(value: float | Sequence[float], m: int, name: str) -> list[float]:
+    if isinstance(value, (int, float)):
+        return [float(value)] * m
+    values = [float(v) for v in value]
+    if len(values) != m:
+        raise ConfigError(f"{name} has {len(values)} values for {m} outputs")
+    return values
