@@ -96,7 +96,7 @@ def _link_fns(link: Link, lower: float, upper: float) -> tuple[Any, Any, Any]:
     if link == "sigmoid":
         scale = upper - lower
         return (
-            lambda eta: lower + scale * torch.sigmoid(eta),
+            lambda eta: (lower + scale * torch.sigmoid(eta)).clamp(lower, upper),  # exact range despite rounding
             lambda eta: scale * torch.sigmoid(eta) * (1.0 - torch.sigmoid(eta)),
             lambda y: torch.logit(((y - lower) / scale).clamp(1e-4, 1.0 - 1e-4)),
         )
@@ -113,10 +113,12 @@ def _link_fit(Phi: Tensor, y: Tensor, link: Link, lower: float, upper: float) ->
     """L-BFGS on the MSE of MAP Eq. 5 and a Laplace (Gauss-Newton) covariance."""
     g, dg, g_inv = _link_fns(link, lower, upper)
     n, p = Phi.shape
-    ridge = 1e-6
+    # Tiny, scale-relative ridges: they only pin down directions the data leaves flat (n < p)
+    # and must not bias an exact fit.
+    gram = Phi.T @ Phi
     target = g_inv(y)
-    A = Phi.T @ Phi + ridge * n * torch.eye(p, dtype=Phi.dtype)
-    w0 = torch.linalg.solve(A, Phi.T @ target)
+    w0 = torch.linalg.solve(gram + 1e-8 * float(gram.diagonal().mean()) * torch.eye(p, dtype=Phi.dtype), Phi.T @ target)
+    ridge = 1e-10 * float(y.var()) if n > 1 else 1e-10
     w = w0.clone().requires_grad_(True)
     optimizer = torch.optim.LBFGS(
         [w], lr=1.0, max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-15, line_search_fn="strong_wolfe"
@@ -275,8 +277,15 @@ class QuadraticSurrogate(Model):
         return (values**power * weights).sum(dim=-1)
 
     def _transformed(self, inner: GPyTorchPosterior) -> TransformedPosterior:
+        lower = torch.tensor(self.lower, dtype=torch.float64)
+        upper = torch.tensor(
+            self.upper if self.link == "sigmoid" else [math.inf] * len(self.lower), dtype=torch.float64
+        )
+
         def mean_transform(mean: Tensor, variance: Tensor) -> Tensor:
-            return self._quadrature(mean, variance, 1)
+            # quadrature weights sum to 1 only up to rounding: keep the mean exactly in range
+            value = self._quadrature(mean, variance, 1)
+            return torch.minimum(torch.maximum(value, lower.to(value)), upper.to(value))
 
         def variance_transform(mean: Tensor, variance: Tensor) -> Tensor:
             first = self._quadrature(mean, variance, 1)

@@ -1,0 +1,96 @@
+"""The quadratic surrogate: exact recovery, shrinking variance, links, few points."""
+
+import pytest
+import torch
+
+from bambo.errors import ConfigError
+from bambo.surrogates import QuadraticSurrogate, fit_surrogate, quadratic_features
+
+D = torch.float64
+A = torch.tensor([[2.0, 0.5, 0.0], [0.5, -1.0, 0.3], [0.0, 0.3, 1.5]], dtype=D)
+B = torch.tensor([0.3, -0.2, 1.0], dtype=D)
+E = 0.7
+
+
+def true_quadratic(X):
+    return 0.5 * ((X @ A) * X).sum(-1) + X @ B + E
+
+
+def sobol(n, d=3, seed=0, low=-1.0, high=2.0):
+    from torch.quasirandom import SobolEngine
+
+    return low + (high - low) * SobolEngine(d, scramble=True, seed=seed).draw(n, dtype=D)
+
+
+def test_features_follow_map_corollary_1_order():
+    z = torch.tensor([[2.0, 3.0]], dtype=D)
+    assert quadratic_features(z).tolist() == [[4.0, 9.0, 6.0, 2.0, 3.0, 1.0]]
+
+
+def test_recovers_an_exact_quadratic_outside_the_unit_cube():
+    X = sobol(40)
+    model = QuadraticSurrogate(
+        X, true_quadratic(X).unsqueeze(-1), bounds=torch.tensor([[-1.0] * 3, [2.0] * 3], dtype=D)
+    )
+    A_hat, b_hat, e_hat = model.coefficients()
+    assert (A_hat - A).abs().max() < 1e-6 and (b_hat - B).abs().max() < 1e-6 and abs(e_hat - E) < 1e-6
+    X_test = sobol(16, seed=1)
+    torch.testing.assert_close(model.posterior(X_test).mean.squeeze(-1), true_quadratic(X_test), atol=1e-6, rtol=0)
+
+
+def test_posterior_variance_shrinks_where_data_is_added():
+    g = torch.Generator().manual_seed(0)
+    X = sobol(12)
+    Y = (true_quadratic(X) + 0.05 * torch.randn(12, generator=g, dtype=D)).unsqueeze(-1)
+    point = torch.tensor([[1.5, 1.5, -0.5]], dtype=D)
+    before = QuadraticSurrogate(X, Y).posterior(point).variance.item()
+    X_more = torch.cat([X, point + 0.05 * torch.randn(6, 3, generator=g, dtype=D)])
+    Y_more = torch.cat([Y, (true_quadratic(X_more[12:]) + 0.05 * torch.randn(6, generator=g, dtype=D)).unsqueeze(-1)])
+    after = QuadraticSurrogate(X_more, Y_more, bounds=QuadraticSurrogate(X, Y).bounds).posterior(point).variance.item()
+    assert after < 0.5 * before
+
+
+def test_fewer_points_than_coefficients_is_handled_by_the_prior():
+    X = sobol(4)  # 10 coefficients in 3-D
+    model = QuadraticSurrogate(X, true_quadratic(X).unsqueeze(-1))
+    post = model.posterior(sobol(8, seed=2))
+    assert torch.isfinite(post.mean).all() and (post.variance > 0).all()
+
+
+@pytest.mark.parametrize(
+    ("spec", "lower", "upper"), [("quadratic-sigmoid", 0.2, 0.9), ("quadratic-softplus", 0.5, None)]
+)
+def test_links_keep_predictions_in_range(spec, lower, upper):
+    X = sobol(25)
+    raw = true_quadratic(X)
+    if upper is None:
+        Y = lower + torch.nn.functional.softplus(raw - 2.0)
+        options = {"lower": lower}
+    else:
+        Y = lower + (upper - lower) * torch.sigmoid(raw - 2.0)
+        options = {"lower": lower, "upper": upper}
+    model = fit_surrogate(spec, X, Y.unsqueeze(-1), **options)
+    far = sobol(64, seed=3, low=-6.0, high=8.0)  # far outside the data: extrapolation stresses the link
+    post = model.posterior(far)
+    samples = post.rsample(torch.Size([64]))
+    for values in (post.mean, samples):
+        assert (values >= lower).all()
+        if upper is not None:
+            assert (values <= upper).all()
+    inside = sobol(16, seed=4)
+    truth = lower + (
+        torch.nn.functional.softplus(true_quadratic(inside) - 2.0)
+        if upper is None
+        else (upper - lower) * torch.sigmoid(true_quadratic(inside) - 2.0)
+    )
+    torch.testing.assert_close(model.posterior(inside).mean.squeeze(-1), truth, atol=2e-3, rtol=0)
+
+
+def test_link_range_and_data_errors():
+    X = sobol(10)
+    with pytest.raises(ConfigError, match=r"outside the link's range \[0.0, 1.0\]"):
+        fit_surrogate("quadratic-sigmoid", X, torch.full((10, 1), 1.5, dtype=D))
+    with pytest.raises(ConfigError, match="non-finite"):
+        fit_surrogate("quadratic", X, torch.full((10, 1), float("nan"), dtype=D))
+    with pytest.raises(ConfigError, match="10 points but train_Y has 9"):
+        fit_surrogate("quadratic", X, torch.zeros(9, 1, dtype=D))

@@ -1,0 +1,99 @@
+"""The registry, the quadratic-mean GP and the parametric-task GP's transfer across tasks."""
+
+import math
+
+import pytest
+import torch
+from botorch.acquisition import UpperConfidenceBound
+from botorch.optim import optimize_acqf
+
+from bambo.errors import ConfigError, UnknownNameError
+from bambo.surrogates import (
+    ParametricTaskGP,
+    acquisition_for_task,
+    available_surrogates,
+    fit_gp,
+    fit_parametric_task_gp,
+    fit_quadratic_mean_gp,
+    fit_surrogate,
+)
+
+D = torch.float64
+
+
+def test_registry_errors_name_the_problem():
+    X, Y = torch.rand(6, 2, dtype=D), torch.rand(6, 1, dtype=D)
+    with pytest.raises(UnknownNameError, match="valid names: .*quadratic-mean-gp"):
+        fit_surrogate("kriging", X, Y)
+    with pytest.raises(ConfigError, match=r"no options \['lowr'\]; its options: lower, upper"):
+        fit_surrogate("quadratic-sigmoid", X, Y, lowr=0.0)
+    assert len(available_surrogates()) == 6
+
+
+def test_quadratic_mean_gp_learns_the_quadratic_from_few_points():
+    g = torch.Generator().manual_seed(0)
+    X = torch.rand(15, 2, generator=g, dtype=D)
+    f = lambda X: 3 * (X[:, 0] - 0.3) ** 2 - 2 * X[:, 0] * X[:, 1] + X[:, 1]  # noqa: E731
+    X_test = torch.rand(200, 2, generator=g, dtype=D)
+    errors = {}
+    for name, builder in (("gp", fit_gp), ("qm-gp", fit_quadratic_mean_gp)):
+        model = builder(X, f(X).unsqueeze(-1), bounds=torch.tensor([[0.0, 0.0], [1.0, 1.0]], dtype=D))
+        errors[name] = (model.posterior(X_test).mean.squeeze(-1) - f(X_test)).pow(2).mean().sqrt().item()
+    assert errors["qm-gp"] < 0.01  # the mean function captures it
+    assert errors["qm-gp"] < errors["gp"]
+
+
+def shifted_sphere(x, theta):
+    """A PMTO-style family: the optimum moves nonlinearly with theta."""
+    shift = (torch.sin(5 * (theta + 0.5)) + 1) / 2
+    return ((x - shift.unsqueeze(-1)) ** 2).sum(-1)
+
+
+def test_parametric_task_gp_transfers_to_a_held_out_task():
+    g = torch.Generator().manual_seed(1)
+    d = 2
+    thetas = torch.linspace(0.0, 1.0, 9, dtype=D)
+    X_tasks = [torch.rand(6, d, generator=g, dtype=D) for _ in thetas]
+    joint_X = torch.cat([torch.cat([x, t.expand(len(x), 1)], dim=-1) for x, t in zip(X_tasks, thetas, strict=True)])
+    joint_Y = shifted_sphere(joint_X[:, :d], joint_X[:, d]).unsqueeze(-1)
+    bounds = torch.tensor([[0.0] * (d + 1), [1.0] * (d + 1)], dtype=D)
+    joint = fit_parametric_task_gp(joint_X, joint_Y, task_dims=[d], bounds=bounds)
+
+    held_out = torch.tensor(0.5625, dtype=D)  # between two training tasks
+    few_X = torch.rand(3, d, generator=g, dtype=D)
+    alone = fit_gp(few_X, shifted_sphere(few_X, held_out).unsqueeze(-1), bounds=bounds[:, :d])
+    test_X = torch.rand(300, d, generator=g, dtype=D)
+    truth = shifted_sphere(test_X, held_out)
+    pred_joint = joint.posterior(torch.cat([test_X, held_out.expand(300, 1)], dim=-1)).mean.squeeze(-1)
+    pred_alone = alone.posterior(test_X).mean.squeeze(-1)
+    rmse = lambda p: math.sqrt(((p - truth) ** 2).mean().item())  # noqa: E731
+    assert rmse(pred_joint) < 0.5 * rmse(pred_alone)
+
+
+def test_fixed_task_acquisition_optimises_the_solution_only():
+    g = torch.Generator().manual_seed(2)
+    X = torch.rand(30, 3, generator=g, dtype=D)
+    Y = -shifted_sphere(X[:, :2], X[:, 2]).unsqueeze(-1)
+    model = ParametricTaskGP(X, Y, task_dims=[2])
+    from botorch.fit import fit_gpytorch_mll
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
+    ucb = UpperConfidenceBound(model, beta=0.1)
+    theta = 0.3
+    via_fixed, value_fixed = optimize_acqf(
+        ucb,
+        bounds=torch.tensor([[0.0] * 3, [1.0] * 3], dtype=D),
+        q=1,
+        num_restarts=4,
+        raw_samples=64,
+        fixed_features=model.fixed_features([theta]),
+    )
+    assert via_fixed[0, 2].item() == pytest.approx(theta)
+    wrapped = acquisition_for_task(ucb, [theta], task_dims=[2], d=3)
+    via_wrapper, value_wrapper = optimize_acqf(
+        wrapped, bounds=torch.tensor([[0.0] * 2, [1.0] * 2], dtype=D), q=1, num_restarts=4, raw_samples=64
+    )
+    assert value_wrapper.item() == pytest.approx(value_fixed.item(), rel=1e-3, abs=1e-4)
+    with pytest.raises(ConfigError, match="task_dims must name some but not all"):
+        ParametricTaskGP(X, Y, task_dims=[0, 1, 2])
