@@ -14,12 +14,16 @@ first (this only reparametrises the quadratic).
   q-batch is Gaussian with full joint covariance ``Phi S Phi^T``.
 - ``link="sigmoid"`` (Case 2, metric in ``[l, u]``): ``M = l + (u - l) sigmoid(eta)``;
   ``link="softplus"`` (Case 3, metric in ``[l, inf)``): ``M = l + softplus(eta)``.
-  ``w`` minimises the MSE of Eq. 5 (plus a tiny ridge) by L-BFGS. The posterior is a
-  Laplace approximation: ``w ~ N(w_hat, H^-1)`` with the Gauss-Newton Hessian
-  ``H = J^T J / s^2 + I / 100`` (``s^2`` the residual variance, ``J`` the Jacobian of
-  the predictions), pushed through the link: samples are exact transforms of
-  Gaussian ``eta`` samples, and the mean and variance are computed by 32-point
-  Gauss-Hermite quadrature. Predictions stay inside ``[l, u]`` / ``[l, inf)``.
+  ``w`` minimises the squared error of Eq. 5 plus a ridge ``r ||w||^2`` by L-BFGS,
+  where ``r`` is the prior-to-noise precision ratio that the evidence picks for the
+  linearised problem ``g^-1(y) ~ Phi w`` (so noise-free data is fitted exactly and
+  scarce data is regularised). The posterior is a Laplace approximation:
+  ``w ~ N(w_hat, H^-1)`` with the Gauss-Newton Hessian ``H = (J^T J + r I) / s^2``
+  (``s^2`` the residual variance, ``J`` the Jacobian of the predictions), pushed
+  through the link: samples are exact transforms of Gaussian ``eta`` samples, and
+  the mean and variance come from 32-point Gauss-Hermite quadrature. Predictions
+  stay inside ``[l, u]`` / ``[l, inf)``. With ``observation_noise=True`` the variance
+  (not the samples) includes ``s^2``.
 
 Written here because BoTorch has no Bayesian polynomial regression model; a
 ``SingleTaskGP`` with a degree-2 polynomial kernel is the same Gaussian model in
@@ -46,7 +50,6 @@ from bambo.surrogates.data import check_training_data, resolve_bounds
 
 Link = Literal["identity", "sigmoid", "softplus"]
 _JITTER = 1e-9
-_PRIOR_PRECISION_LINK = 1e-2
 _HERMITE_X, _HERMITE_W = (torch.as_tensor(a, dtype=torch.float64) for a in np.polynomial.hermite.hermgauss(32))
 
 
@@ -64,11 +67,11 @@ def quadratic_features(Z: Tensor) -> Tensor:
     return torch.cat([Z * Z, Z[..., i] * Z[..., j], Z, torch.ones_like(Z[..., :1])], dim=-1)
 
 
-def _evidence_fit(Phi: Tensor, y: Tensor, iterations: int = 200) -> tuple[Tensor, Tensor, float]:
+def _evidence_fit(Phi: Tensor, y: Tensor, iterations: int = 200) -> tuple[Tensor, Tensor, float, float]:
     """Bayesian linear regression with evidence-optimal ``alpha``, ``beta``.
 
     Returns:
-        ``(posterior mean (p,), posterior covariance (p, p), noise variance)``.
+        ``(posterior mean (p,), posterior covariance (p, p), noise variance 1/beta, prior precision alpha)``.
     """
     n, p = Phi.shape
     eigvals, eigvecs = torch.linalg.eigh(Phi.T @ Phi)
@@ -88,7 +91,7 @@ def _evidence_fit(Phi: Tensor, y: Tensor, iterations: int = 200) -> tuple[Tensor
             break
     m = eigvecs @ ((beta * (eigvecs.T @ Phi_y)) / (alpha + beta * eigvals))
     cov = eigvecs @ torch.diag(1.0 / (alpha + beta * eigvals)) @ eigvecs.T
-    return m, cov, 1.0 / beta
+    return m, cov, 1.0 / beta, alpha
 
 
 def _link_fns(link: Link, lower: float, upper: float) -> tuple[Any, Any, Any]:
@@ -110,15 +113,19 @@ def _link_fns(link: Link, lower: float, upper: float) -> tuple[Any, Any, Any]:
 
 
 def _link_fit(Phi: Tensor, y: Tensor, link: Link, lower: float, upper: float) -> tuple[Tensor, Tensor, float]:
-    """L-BFGS on the MSE of MAP Eq. 5 and a Laplace (Gauss-Newton) covariance."""
+    """MAP Eq. 5 by L-BFGS, regularised as the evidence suggests, with a Laplace covariance.
+
+    The evidence fit of the linearised problem (``g^-1(y) ~ Phi w``) gives the start
+    and the ratio ``alpha / beta`` of prior to noise precision; converted to output
+    units by the mean squared slope of the link, it is the ridge of the MSE. With
+    exact data ``beta`` is huge and the fit is exact; with fewer points than
+    coefficients the ridge keeps extrapolation in check.
+    """
     g, dg, g_inv = _link_fns(link, lower, upper)
     n, p = Phi.shape
-    # Tiny, scale-relative ridges: they only pin down directions the data leaves flat (n < p)
-    # and must not bias an exact fit.
-    gram = Phi.T @ Phi
-    target = g_inv(y)
-    w0 = torch.linalg.solve(gram + 1e-8 * float(gram.diagonal().mean()) * torch.eye(p, dtype=Phi.dtype), Phi.T @ target)
-    ridge = 1e-10 * float(y.var()) if n > 1 else 1e-10
+    w0, _, latent_noise, alpha = _evidence_fit(Phi, g_inv(y))
+    slope_sq = float((dg(Phi @ w0) ** 2).mean())
+    ridge = alpha * latent_noise * slope_sq  # alpha / beta in output units
     w = w0.clone().requires_grad_(True)
     optimizer = torch.optim.LBFGS(
         [w], lr=1.0, max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-15, line_search_fn="strong_wolfe"
@@ -126,16 +133,16 @@ def _link_fit(Phi: Tensor, y: Tensor, link: Link, lower: float, upper: float) ->
 
     def closure() -> Tensor:
         optimizer.zero_grad()
-        loss = ((g(Phi @ w) - y) ** 2).mean() + ridge * (w @ w)
+        loss = ((g(Phi @ w) - y) ** 2).sum() + ridge * (w @ w)
         loss.backward()
         return loss
 
     optimizer.step(closure)
     w = w.detach()
-    residual = float(((g(Phi @ w) - y) ** 2).mean())
-    noise = max(residual * n / max(n - min(p, n - 1), 1), 1e-10 * max(float(y.var()) if n > 1 else 1.0, 1e-6))
+    residual = float(((g(Phi @ w) - y) ** 2).sum())
+    noise = max(residual / max(n - min(p, n - 1), 1), 1e-12 * max(float(y.var()) if n > 1 else 1.0, 1e-6))
     J = dg(Phi @ w).unsqueeze(-1) * Phi
-    H = J.T @ J / noise + _PRIOR_PRECISION_LINK * torch.eye(p, dtype=Phi.dtype)
+    H = (J.T @ J + max(ridge, 1e-12) * torch.eye(p, dtype=Phi.dtype)) / noise
     return w, torch.linalg.inv(H), noise
 
 
@@ -180,7 +187,7 @@ class QuadraticSurrogate(Model):
             self.register_buffer("y_std", torch.where(std > 0, std, torch.ones_like(std)))
             Ys = (Y - self.y_mean) / self.y_std
             for j in range(m):
-                w, S, noise = _evidence_fit(Phi, Ys[:, j])
+                w, S, noise, _ = _evidence_fit(Phi, Ys[:, j])
                 means.append(w), covs.append(S), noises.append(noise)
         else:
             _link_fns(link, 0.0, 1.0)  # validates the name
@@ -258,7 +265,7 @@ class QuadraticSurrogate(Model):
             inner = GPyTorchPosterior(mvns[0])  # event shape (..., q, 1)
         else:
             inner = GPyTorchPosterior(MultitaskMultivariateNormal.from_independent_mvns(mvns))
-        posterior: Posterior = inner if model.link == "identity" else model._transformed(inner)
+        posterior: Posterior = inner if model.link == "identity" else model._transformed(inner, noise)
         if posterior_transform is not None:
             return posterior_transform(posterior)
         return posterior
@@ -276,7 +283,7 @@ class QuadraticSurrogate(Model):
         values = self._apply_link(eta.movedim(-1, 0)).movedim(0, -1)
         return (values**power * weights).sum(dim=-1)
 
-    def _transformed(self, inner: GPyTorchPosterior) -> TransformedPosterior:
+    def _transformed(self, inner: GPyTorchPosterior, observation_noise: bool = False) -> TransformedPosterior:
         lower = torch.tensor(self.lower, dtype=torch.float64)
         upper = torch.tensor(
             self.upper if self.link == "sigmoid" else [math.inf] * len(self.lower), dtype=torch.float64
@@ -287,9 +294,11 @@ class QuadraticSurrogate(Model):
             value = self._quadrature(mean, variance, 1)
             return torch.minimum(torch.maximum(value, lower.to(value)), upper.to(value))
 
+        extra = self.noise if observation_noise else torch.zeros_like(self.noise)
+
         def variance_transform(mean: Tensor, variance: Tensor) -> Tensor:
             first = self._quadrature(mean, variance, 1)
-            return (self._quadrature(mean, variance, 2) - first**2).clamp_min(0.0)
+            return (self._quadrature(mean, variance, 2) - first**2).clamp_min(0.0) + extra.to(mean)
 
         return TransformedPosterior(inner, self._apply_link, mean_transform, variance_transform)
 
