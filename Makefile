@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.bambo-installed
 
-.PHONY: demo test lint bench-merge bench-partition clean
+.PHONY: demo test lint bench-merge bench-partition bench-surrogates clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ bench-merge: $(STAMP)
 
 bench-partition: $(STAMP)
 	$(BIN)/python -m benchmarks.partition
+
+bench-surrogates: $(STAMP)
+	$(BIN)/python -m benchmarks.surrogates --suite full
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -222,6 +222,26 @@ def partition(
     console.print(f"wrote {out} and {out.with_suffix('.json')}")
 
 
+bench_app = typer.Typer(help="Benchmarks that ship with bambo.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("surrogates")
+def bench_surrogates(
+    suite: Annotated[str, typer.Option(help="quick (about 10 s) or full (several minutes).")] = "quick",
+    out: Annotated[Path, typer.Option(help="Folder for surrogates[_quick].md and .png.")] = Path("."),
+    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
+) -> None:
+    """Fit every surrogate on held-out-scored landscapes; report R^2, RMSE, NLPD, coverage, fit time."""
+    from bambo.benchmarks import surrogate_bench as sb
+
+    if suite not in sb.SUITES:
+        console.print(f"[red]error:[/red] unknown suite {suite!r}; valid: {', '.join(sorted(sb.SUITES))}")
+        raise typer.Exit(code=2)
+    report = sb.write_report(suite, out, threads=threads, echo=False)
+    console.print(f"wrote {report} and {report.with_suffix('.png')}")
+
+
 def _print_anchors(benchmark: object, tasks: tuple[str, ...]) -> None:
     summary = benchmark.summary()  # type: ignore[attr-defined]
     ratios = dict(zip(benchmark.tasks, benchmark.task_vectors().l1_ratio(), strict=True))  # type: ignore[attr-defined]

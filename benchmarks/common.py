@@ -1,13 +1,14 @@
-"""Helpers shared by benchmark runners: timing and a machine/version header."""
+"""Helpers shared by benchmark runners: timing, the results folder, the machine header."""
 
 from __future__ import annotations
 
-import os
-import platform
 import time
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+from bambo.benchmarks.environment import machine_header
+
+__all__ = ["RESULTS", "best_time", "machine_header"]
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -22,23 +23,3 @@ def best_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> fl
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
-
-
-def machine_header(packages: tuple[str, ...] = ("torch", "botorch", "bambo")) -> str:
-    """Markdown lines naming the machine and package versions."""
-    import torch
-
-    versions = []
-    for name in packages:
-        try:
-            versions.append(f"{name} {version(name)}")
-        except PackageNotFoundError:
-            versions.append(f"{name} (not installed)")
-    return "\n".join(
-        [
-            f"- machine: {platform.machine()}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
-            f"{platform.python_implementation()} {platform.python_version()}",
-            f"- versions: {', '.join(versions)}",
-            f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-        ]
-    )

@@ -27,7 +27,7 @@ from gpytorch.priors import NormalPrior
 from torch import Tensor
 
 from bambo.surrogates.data import check_training_data, resolve_bounds
-from bambo.surrogates.quadratic import quadratic_features
+from bambo.surrogates.quadratic import evidence_fit, quadratic_features
 
 
 class QuadraticMean(Mean):
@@ -37,15 +37,18 @@ class QuadraticMean(Mean):
         dim: Input dimension d.
         init: Initial coefficients, shape ``((d + 1)(d + 2) / 2,)``.
         prior_std: Standard deviation of the Gaussian prior on the coefficients
-            (outcomes are standardised, so 3 is weak).
+            (outcomes are standardised and inputs in the unit cube).
     """
 
-    def __init__(self, dim: int, init: Tensor | None = None, prior_std: float = 3.0) -> None:
+    def __init__(self, dim: int, init: Tensor | None = None, prior_std: float = 1.0, learn: bool = True) -> None:
         super().__init__()
         p = (dim + 1) * (dim + 2) // 2
         start = init if init is not None else torch.zeros(p, dtype=torch.float64)
-        self.register_parameter("weights", torch.nn.Parameter(start.clone()))
-        self.register_prior("weights_prior", NormalPrior(0.0, prior_std), lambda m: m.weights)
+        if learn:
+            self.register_parameter("weights", torch.nn.Parameter(start.clone()))
+            self.register_prior("weights_prior", NormalPrior(0.0, prior_std), lambda m: m.weights)
+        else:
+            self.register_buffer("weights", start.clone())
 
     def forward(self, x: Tensor) -> Tensor:
         return quadratic_features(x) @ self.weights.to(x)
@@ -82,15 +85,20 @@ def fit_gp(train_X: Tensor, train_Y: Tensor, bounds: Tensor | None = None) -> Mo
     return ModelListGP(*[_fit(_single_gp(X, Y[:, j : j + 1], b)) for j in range(Y.shape[1])])
 
 
-def _ridge_init(X: Tensor, y: Tensor, bounds: Tensor) -> Tensor:
+def _evidence_init(X: Tensor, y: Tensor, bounds: Tensor) -> tuple[Tensor, float]:
+    """Start and prior width of the quadratic mean from the Bayesian quadratic's evidence fit."""
     Phi = quadratic_features((X - bounds[0]) / (bounds[1] - bounds[0]))
     ys = (y - y.mean()) / (y.std() if y.numel() > 1 and y.std() > 0 else 1.0)
-    p = Phi.shape[1]
-    return torch.linalg.solve(Phi.T @ Phi + 1e-2 * torch.eye(p, dtype=Phi.dtype), Phi.T @ ys)
+    weights, _, _, alpha = evidence_fit(Phi, ys)
+    return weights, alpha**-0.5
 
 
 def fit_quadratic_mean_gp(
-    train_X: Tensor, train_Y: Tensor, bounds: Tensor | None = None, prior_std: float = 3.0
+    train_X: Tensor,
+    train_Y: Tensor,
+    bounds: Tensor | None = None,
+    prior_std: float | None = None,
+    learn_mean: bool = True,
 ) -> ModelListGP:
     """Fit GPs whose prior mean is a learned quadratic, one per output.
 
@@ -98,13 +106,19 @@ def fit_quadratic_mean_gp(
         train_X: Shape ``(n, d)``.
         train_Y: Shape ``(n, m)``.
         bounds: Input bounds ``(2, d)`` (default: the data's range).
-        prior_std: Prior standard deviation of the quadratic coefficients
-            (in standardised outcome units, on unit-cube inputs).
+        prior_std: Prior standard deviation of the quadratic coefficients (in
+            standardised outcome units, on unit-cube inputs). Default: empirical
+            Bayes, ``alpha^-1/2`` from the evidence fit of the Bayesian quadratic
+            (which also gives the starting coefficients). A fixed width is wrong
+            somewhere: on an exact quadratic from 15 points a width of 1 gave RMSE
+            0.116 and 3 gave 0.008, while 3 made 90% intervals cover 15% at 10
+            points on digits with 4 experts.
     """
     X, Y = check_training_data(train_X, train_Y)
     b = resolve_bounds(X, bounds)
     models = []
     for j in range(Y.shape[1]):
-        mean = QuadraticMean(X.shape[1], _ridge_init(X, Y[:, j], b), prior_std)
+        init, width = _evidence_init(X, Y[:, j], b)
+        mean = QuadraticMean(X.shape[1], init, prior_std if prior_std is not None else width, learn=learn_mean)
         models.append(_fit(_single_gp(X, Y[:, j : j + 1], b, mean_module=mean)))
     return ModelListGP(*models)

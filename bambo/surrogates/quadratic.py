@@ -67,8 +67,17 @@ def quadratic_features(Z: Tensor) -> Tensor:
     return torch.cat([Z * Z, Z[..., i] * Z[..., j], Z, torch.ones_like(Z[..., :1])], dim=-1)
 
 
-def _evidence_fit(Phi: Tensor, y: Tensor, iterations: int = 200) -> tuple[Tensor, Tensor, float, float]:
-    """Bayesian linear regression with evidence-optimal ``alpha``, ``beta``.
+def evidence_fit(Phi: Tensor, y: Tensor, iterations: int = 200) -> tuple[Tensor, Tensor, float, float]:
+    """Bayesian linear regression with evidence-optimal ``alpha``, ``beta`` (type-II ML).
+
+    MacKay's fixed-point updates can slide into the degenerate optimum "all is
+    noise" (``alpha -> inf``, ``w -> 0``) when started at a high noise level, so
+    they run from several starts (noise variance from 100% down to 0.01% of
+    ``var(y)``) and the result with the highest log evidence is kept.
+
+    Args:
+        Phi: Features, shape ``(n, p)``.
+        y: Targets, shape ``(n,)``.
 
     Returns:
         ``(posterior mean (p,), posterior covariance (p, p), noise variance 1/beta, prior precision alpha)``.
@@ -76,21 +85,30 @@ def _evidence_fit(Phi: Tensor, y: Tensor, iterations: int = 200) -> tuple[Tensor
     n, p = Phi.shape
     eigvals, eigvecs = torch.linalg.eigh(Phi.T @ Phi)
     eigvals = eigvals.clamp_min(0.0)
-    Phi_y = Phi.T @ y
-    alpha, beta = 1.0, 1.0 / max(float(y.var()) if n > 1 else 1.0, 1e-6)
-    for _ in range(iterations):
-        # m = beta (alpha I + beta Phi^T Phi)^-1 Phi^T y, in the eigenbasis
-        m = eigvecs @ ((beta * (eigvecs.T @ Phi_y)) / (alpha + beta * eigvals))
-        gamma = float((beta * eigvals / (alpha + beta * eigvals)).sum())
-        residual = float(((y - Phi @ m) ** 2).sum())
-        new_alpha = min(max(gamma / max(float(m @ m), 1e-12), 1e-8), 1e8)
-        new_beta = min(max((n - gamma) / max(residual, 1e-300), 1e-8), 1e12)
-        converged = abs(math.log(new_alpha / alpha)) < 1e-7 and abs(math.log(new_beta / beta)) < 1e-7
-        alpha, beta = new_alpha, new_beta
-        if converged:
-            break
-    m = eigvecs @ ((beta * (eigvecs.T @ Phi_y)) / (alpha + beta * eigvals))
-    cov = eigvecs @ torch.diag(1.0 / (alpha + beta * eigvals)) @ eigvecs.T
+    projected = eigvecs.T @ (Phi.T @ y)
+    scale = max(float(y.var()) if n > 1 else 1.0, 1e-12)
+    best: tuple[float, float, float] | None = None
+    for noise_share in (1.0, 1e-2, 1e-4):
+        alpha, beta = 1.0, 1.0 / (noise_share * scale)
+        for _ in range(iterations):
+            m = eigvecs @ (beta * projected / (alpha + beta * eigvals))
+            gamma = float((beta * eigvals / (alpha + beta * eigvals)).sum())
+            residual = float(((y - Phi @ m) ** 2).sum())
+            new_alpha = min(max(gamma / max(float(m @ m), 1e-12), 1e-8), 1e8)
+            new_beta = min(max((n - gamma) / max(residual, 1e-300), 1e-8), 1e12 / scale)
+            converged = abs(math.log(new_alpha / alpha)) < 1e-7 and abs(math.log(new_beta / beta)) < 1e-7
+            alpha, beta = new_alpha, new_beta
+            if converged:
+                break
+        m = eigvecs @ (beta * projected / (alpha + beta * eigvals))
+        misfit = beta * float(((y - Phi @ m) ** 2).sum()) + alpha * float(m @ m)
+        log_det = float(torch.log(alpha + beta * eigvals).sum())
+        evidence = 0.5 * (p * math.log(alpha) + n * math.log(beta) - misfit - log_det - n * math.log(2 * math.pi))
+        if best is None or evidence > best[0]:
+            best = (evidence, alpha, beta)
+    _, alpha, beta = best  # type: ignore[misc]
+    m = eigvecs @ (beta * projected / (alpha + beta * eigvals))
+    cov = (eigvecs / (alpha + beta * eigvals)) @ eigvecs.T
     return m, cov, 1.0 / beta, alpha
 
 
@@ -123,7 +141,13 @@ def _link_fit(Phi: Tensor, y: Tensor, link: Link, lower: float, upper: float) ->
     """
     g, dg, g_inv = _link_fns(link, lower, upper)
     n, p = Phi.shape
-    w0, _, latent_noise, alpha = _evidence_fit(Phi, g_inv(y))
+    # The prior is centred on the constant model eta = mean(g^-1(y)) (the last feature is
+    # the intercept), so scarce data shrinks towards the data's level, not towards g(0).
+    latent = g_inv(y)
+    centre = torch.zeros(p, dtype=Phi.dtype)
+    centre[-1] = latent.mean()
+    delta, _, latent_noise, alpha = evidence_fit(Phi, latent - centre[-1])
+    w0 = centre + delta
     slope_sq = float((dg(Phi @ w0) ** 2).mean())
     ridge = alpha * latent_noise * slope_sq  # alpha / beta in output units
     w = w0.clone().requires_grad_(True)
@@ -133,17 +157,30 @@ def _link_fit(Phi: Tensor, y: Tensor, link: Link, lower: float, upper: float) ->
 
     def closure() -> Tensor:
         optimizer.zero_grad()
-        loss = ((g(Phi @ w) - y) ** 2).sum() + ridge * (w @ w)
+        loss = ((g(Phi @ w) - y) ** 2).sum() + ridge * ((w - centre) @ (w - centre))
         loss.backward()
         return loss
 
     optimizer.step(closure)
     w = w.detach()
     residual = float(((g(Phi @ w) - y) ** 2).sum())
-    noise = max(residual / max(n - min(p, n - 1), 1), 1e-12 * max(float(y.var()) if n > 1 else 1.0, 1e-6))
+    # With n <= p the fit interpolates and the residual says nothing about the noise: the
+    # evidence's latent noise, in output units, is the floor (then the prior precision of
+    # the Laplace posterior below equals the evidence's alpha).
+    evidence_noise = latent_noise * slope_sq
+    noise = max(
+        residual / (n - p) if n > p else 0.0, evidence_noise, 1e-12 * max(float(y.var()) if n > 1 else 1.0, 1e-6)
+    )
     J = dg(Phi @ w).unsqueeze(-1) * Phi
     H = (J.T @ J + max(ridge, 1e-12) * torch.eye(p, dtype=Phi.dtype)) / noise
-    return w, torch.linalg.inv(H), noise
+    return w, _spd_inverse(H), noise
+
+
+def _spd_inverse(H: Tensor) -> Tensor:
+    """Inverse of a symmetric positive-definite matrix that stays symmetric PD in floating point."""
+    eigvals, eigvecs = torch.linalg.eigh(0.5 * (H + H.T))
+    eigvals = eigvals.clamp_min(float(eigvals.max()) * 1e-14)
+    return (eigvecs / eigvals) @ eigvecs.T
 
 
 class QuadraticSurrogate(Model):
@@ -187,7 +224,7 @@ class QuadraticSurrogate(Model):
             self.register_buffer("y_std", torch.where(std > 0, std, torch.ones_like(std)))
             Ys = (Y - self.y_mean) / self.y_std
             for j in range(m):
-                w, S, noise, _ = _evidence_fit(Phi, Ys[:, j])
+                w, S, noise, _ = evidence_fit(Phi, Ys[:, j])
                 means.append(w), covs.append(S), noises.append(noise)
         else:
             _link_fns(link, 0.0, 1.0)  # validates the name
@@ -242,7 +279,9 @@ class QuadraticSurrogate(Model):
         for j in range(self.num_outputs):
             mean = Phi @ self.weight_mean[j]
             cov = Phi @ self.weight_cov[j] @ Phi.transpose(-1, -2)
-            cov = cov + (_JITTER + (float(self.noise[j]) if observation_noise else 0.0)) * eye
+            cov = 0.5 * (cov + cov.transpose(-1, -2))
+            jitter = _JITTER * (1.0 + float(cov.diagonal(dim1=-2, dim2=-1).mean()))
+            cov = cov + (jitter + (float(self.noise[j]) if observation_noise else 0.0)) * eye
             if self.link == "identity":
                 mean = mean * self.y_std[j] + self.y_mean[j]
                 cov = cov * self.y_std[j] ** 2
