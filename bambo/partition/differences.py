@@ -22,7 +22,7 @@ from torch import Tensor
 
 from bambo.errors import ModelMismatchError
 from bambo.merge import TaskVectors
-from bambo.space import DEFAULT_LAYER_PATTERN, LayerLayout
+from bambo.space import DEFAULT_LAYER_PATTERN, LayerLayout, parse_layer_index
 
 
 @dataclass(frozen=True)
@@ -106,14 +106,20 @@ def layer_differences(
     Raises:
         ModelMismatchError: An expert lacks a layer tensor, has an extra one, or a shape differs.
     """
-    if not experts:
-        raise ModelMismatchError("layer differences need at least one expert")
+    if len(experts) < 2:
+        raise ModelMismatchError(
+            f"layer differences (BAMBO Eq. 4) compare experts: they need at least two, got {len(experts)} "
+            "(with one, every Diff_l is 0)"
+        )
     names = list(expert_names) if expert_names is not None else [f"expert{i}" for i in range(len(experts))]
     layout = LayerLayout.from_names(_float_names(base), layer_pattern)
     layered = {t for layer in layout.layers for t in layer}
+    if len(names) != len(experts):
+        raise ModelMismatchError(f"{len(names)} expert names for {len(experts)} experts")
     for label, expert in zip(names, experts, strict=True):
-        keys = {k for k in expert if k in layered or k not in base}
-        missing, extra = sorted(layered - keys), sorted(k for k in keys - layered)
+        # an expert may carry tensors of its own outside the layers (a task head): only layer tensors count
+        expert_layered = {k for k in expert if parse_layer_index(k, layer_pattern) is not None}
+        missing, extra = sorted(layered - expert_layered), sorted(expert_layered - layered)
         if missing or extra:
             raise ModelMismatchError(
                 f"expert {label!r} has other layer tensors than the base: missing {missing[:5]}, extra {extra[:5]}"

@@ -43,6 +43,7 @@ with a 1.1% deviation (``benchmarks/results/partition.md``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -93,7 +94,10 @@ def _check_inputs(d: Sequence[float] | np.ndarray, k: int) -> np.ndarray:
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
         raise ConfigError(f"layer difference d[{bad[0]}] is not finite: {values[bad[0]]}")
-    if not isinstance(k, (int, np.integer)) or k < 1:
+    negative = np.flatnonzero(values < 0)
+    if negative.size:
+        raise ConfigError(f"layer difference d[{negative[0]}] is negative: {values[negative[0]]} (norms are >= 0)")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ConfigError(f"number of blocks K must be an integer >= 1, got {k!r}")
     if k > values.size:
         raise ConfigError(f"number of blocks K={k} exceeds the number of layers L={values.size}")
@@ -103,13 +107,16 @@ def _check_inputs(d: Sequence[float] | np.ndarray, k: int) -> np.ndarray:
 def _cost_matrix(d: np.ndarray, k: int, w_var: float, lam: float) -> np.ndarray:
     """``C[i, j]`` = cost of block ``[i, j)`` for ``0 <= i < j <= L``; ``inf`` elsewhere."""
     s1 = np.concatenate([[0.0], np.cumsum(d)])
-    s2 = np.concatenate([[0.0], np.cumsum(d * d)])
+    centred = d - d.mean()  # the within-block sum of squares is shift-invariant: centring keeps it exact
+    c1 = np.concatenate([[0.0], np.cumsum(centred)])
+    c2 = np.concatenate([[0.0], np.cumsum(centred * centred)])
     i = np.arange(len(d) + 1)[:, None]
     j = np.arange(len(d) + 1)[None, :]
     n = (j - i).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         block_sum = s1[None, :] - s1[:, None]
-        sse = np.maximum((s2[None, :] - s2[:, None]) - block_sum**2 / n, 0.0)
+        centred_sum = c1[None, :] - c1[:, None]
+        sse = np.maximum((c2[None, :] - c2[:, None]) - centred_sum**2 / n, 0.0)
         dev = (block_sum - s1[-1] / k) ** 2
         cost = w_var * sse + lam * dev
     return np.where(j > i, cost, np.inf)
@@ -192,8 +199,13 @@ def partition_layers(
         UnknownNameError: Unknown method; the message lists the valid ones.
     """
     values = _check_inputs(d, k)
-    if lam < 0:
-        raise ConfigError(f"lambda must be >= 0, got {lam}")
+    if not math.isfinite(lam) or lam < 0:
+        raise ConfigError(f"lambda must be finite and >= 0, got {lam}")
+    if not values.any():
+        raise ConfigError(
+            "all layer differences are zero (one expert, or identical experts): every partition is equally "
+            "good; with one expert, partition by its task-vector norms instead"
+        )
     raw = scale_free_lambda(values, k, lam) if scale_free else float(lam)
     if method == "hybrid":
         blocks, cost = optimal_blocks(values, k, raw, 1.0)

@@ -42,10 +42,14 @@ class ParametricTaskGP(SingleTaskGP):
         self, train_X: Tensor, train_Y: Tensor, task_dims: Sequence[int], bounds: Tensor | None = None
     ) -> None:
         X, Y = check_training_data(train_X, train_Y)
+        if Y.shape[1] != 1:
+            raise ConfigError(f"a ParametricTaskGP models one output, got {Y.shape[1]} (use fit_parametric_task_gp)")
         d = X.shape[1]
-        task = sorted(set(int(i) for i in task_dims))
-        if not task or task[0] < 0 or task[-1] >= d or len(task) == d:
-            raise ConfigError(f"task_dims must name some but not all of the {d} input columns, got {list(task_dims)}")
+        task = [int(i) for i in task_dims]  # the caller's order: theta values follow it
+        if not task or len(set(task)) != len(task) or min(task) < 0 or max(task) >= d or len(task) == d:
+            raise ConfigError(
+                f"task_dims must name some but not all of the {d} input columns, once each; got {list(task_dims)}"
+            )
         solution = [i for i in range(d) if i not in task]
         covar = get_covar_module_with_dim_scaled_prior(
             ard_num_dims=len(solution), use_rbf_kernel=False, active_dims=solution

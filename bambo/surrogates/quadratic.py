@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from botorch.exceptions.errors import UnsupportedError
 from botorch.models.model import Model
 from botorch.posteriors.gpytorch import GPyTorchPosterior
 from botorch.posteriors.posterior import Posterior
@@ -73,7 +74,12 @@ def evidence_fit(Phi: Tensor, y: Tensor, iterations: int = 200) -> tuple[Tensor,
     MacKay's fixed-point updates can slide into the degenerate optimum "all is
     noise" (``alpha -> inf``, ``w -> 0``) when started at a high noise level, so
     they run from several starts (noise variance from 100% down to 0.01% of
-    ``var(y)``) and the result with the highest log evidence is kept.
+    ``var(y)``) and the result with the highest log evidence is kept. With very
+    few points the evidence itself prefers that optimum, and the posterior of
+    ``f`` would then claim certainty about a flat function, the worst belief to
+    start a search from; so ``alpha`` is capped at the mean of ``||phi(x_i)||^2``,
+    which keeps the prior standard deviation of ``f`` at about the data's own
+    spread (one standard deviation of ``y``) wherever the data cannot say more.
 
     Args:
         Phi: Features, shape ``(n, p)``.
@@ -87,14 +93,15 @@ def evidence_fit(Phi: Tensor, y: Tensor, iterations: int = 200) -> tuple[Tensor,
     eigvals = eigvals.clamp_min(0.0)
     projected = eigvecs.T @ (Phi.T @ y)
     scale = max(float(y.var()) if n > 1 else 1.0, 1e-12)
+    alpha_max = max(float((Phi * Phi).sum(dim=1).mean()) / scale, 1e-6)
     best: tuple[float, float, float] | None = None
     for noise_share in (1.0, 1e-2, 1e-4):
-        alpha, beta = 1.0, 1.0 / (noise_share * scale)
+        alpha, beta = min(1.0, alpha_max), 1.0 / (noise_share * scale)
         for _ in range(iterations):
             m = eigvecs @ (beta * projected / (alpha + beta * eigvals))
             gamma = float((beta * eigvals / (alpha + beta * eigvals)).sum())
             residual = float(((y - Phi @ m) ** 2).sum())
-            new_alpha = min(max(gamma / max(float(m @ m), 1e-12), 1e-8), 1e8)
+            new_alpha = min(max(gamma / max(float(m @ m), 1e-12), 1e-8), alpha_max)
             new_beta = min(max((n - gamma) / max(residual, 1e-300), 1e-8), 1e12 / scale)
             converged = abs(math.log(new_alpha / alpha)) < 1e-7 and abs(math.log(new_beta / beta)) < 1e-7
             alpha, beta = new_alpha, new_beta
@@ -112,6 +119,11 @@ def evidence_fit(Phi: Tensor, y: Tensor, iterations: int = 200) -> tuple[Tensor,
     return m, cov, 1.0 / beta, alpha
 
 
+def _inverse_softplus(v: Tensor) -> Tensor:
+    """``log(exp(v) - 1)`` without overflow: ``v + log(-expm1(-v))``."""
+    return v + torch.log(-torch.expm1(-v))
+
+
 def _link_fns(link: Link, lower: float, upper: float) -> tuple[Any, Any, Any]:
     """(g, g', g^-1) of a link, on tensors."""
     if link == "sigmoid":
@@ -125,7 +137,7 @@ def _link_fns(link: Link, lower: float, upper: float) -> tuple[Any, Any, Any]:
         return (
             lambda eta: lower + torch.nn.functional.softplus(eta),
             lambda eta: torch.sigmoid(eta),
-            lambda y: torch.log(torch.expm1((y - lower).clamp_min(1e-4))),
+            lambda y: _inverse_softplus((y - lower).clamp_min(1e-4)),
         )
     raise ConfigError(f"unknown link {link!r}; valid: identity, sigmoid, softplus")
 
@@ -266,12 +278,17 @@ class QuadraticSurrogate(Model):
                 new.register_buffer(name, getattr(self, name)[idcs])
         return new
 
-    def latent_mvns(self, X: Tensor, observation_noise: bool = False) -> list[MultivariateNormal]:
+    def latent_mvns(self, X: Tensor, observation_noise: bool | Tensor = False) -> list[MultivariateNormal]:
         """Gaussian posteriors of ``eta`` (identity link: of the metric) per output.
 
         Args:
             X: Shape ``(..., q, d)``.
+            observation_noise: Add the fitted noise variance (``True``), or a given
+                noise variance (a tensor broadcastable to ``(..., q)``).
         """
+        d = self.bounds.shape[1]
+        if X.dim() < 2 or X.shape[-1] != d:
+            raise ConfigError(f"X must have shape (..., q, {d}), got {tuple(X.shape)}")
         Phi = quadratic_features(self._normalize(X.to(self.weight_mean)))
         q = Phi.shape[-2]
         eye = torch.eye(q, dtype=Phi.dtype, device=Phi.device)
@@ -281,10 +298,15 @@ class QuadraticSurrogate(Model):
             cov = Phi @ self.weight_cov[j] @ Phi.transpose(-1, -2)
             cov = 0.5 * (cov + cov.transpose(-1, -2))
             jitter = _JITTER * (1.0 + float(cov.diagonal(dim1=-2, dim2=-1).mean()))
-            cov = cov + (jitter + (float(self.noise[j]) if observation_noise else 0.0)) * eye
+            fitted_noise = float(self.noise[j]) if observation_noise is True else 0.0
+            cov = cov + (jitter + fitted_noise) * eye
             if self.link == "identity":
                 mean = mean * self.y_std[j] + self.y_mean[j]
                 cov = cov * self.y_std[j] ** 2
+            if isinstance(observation_noise, Tensor):  # given noise variances, in output units
+                noise = observation_noise.to(cov)
+                noise = noise[..., j] if noise.dim() >= 1 and noise.shape[-1] == self.num_outputs else noise
+                cov = cov + torch.diag_embed(noise.expand(cov.shape[:-1]))
             mvns.append(MultivariateNormal(mean, cov))
         return mvns
 
@@ -297,15 +319,26 @@ class QuadraticSurrogate(Model):
         **kwargs: Any,
     ) -> Posterior:
         """Posterior at ``X`` (shape ``(..., q, d)``), event shape ``(..., q, m)``."""
+        if output_indices is not None:
+            bad = [i for i in output_indices if not 0 <= i < self.num_outputs]
+            if bad:
+                raise ConfigError(f"output_indices {bad} out of range for {self.num_outputs} outputs")
         model = self.subset_output(output_indices) if output_indices is not None else self
-        noise = bool(observation_noise) if not isinstance(observation_noise, Tensor) else True
-        mvns = model.latent_mvns(X, observation_noise=noise and model.link == "identity")
+        noise = observation_noise if model.link == "identity" else False
+        mvns = model.latent_mvns(X, observation_noise=noise)
         if len(mvns) == 1:
             inner = GPyTorchPosterior(mvns[0])  # event shape (..., q, 1)
         else:
             inner = GPyTorchPosterior(MultitaskMultivariateNormal.from_independent_mvns(mvns))
-        posterior: Posterior = inner if model.link == "identity" else model._transformed(inner, noise)
+        wants_noise = isinstance(observation_noise, Tensor) or bool(observation_noise)
+        posterior: Posterior = inner if model.link == "identity" else model._transformed(inner, wants_noise)
         if posterior_transform is not None:
+            if model.link != "identity":
+                raise UnsupportedError(
+                    f"a posterior_transform needs a Gaussian posterior; the {model.link} link's is not. "
+                    "Use a Monte-Carlo acquisition with an MC objective (e.g. qUpperConfidenceBound with "
+                    "LinearMCObjective), or a single output without a transform"
+                )
             return posterior_transform(posterior)
         return posterior
 

@@ -79,3 +79,11 @@ def test_experts_with_other_layer_sets_are_rejected():
     experts[0]["layers.0.w"] = torch.zeros(3)
     with pytest.raises(ModelMismatchError, match=r"'layers.0.w' has shape \(3,\) in expert 'expert0'"):
         layer_differences(base, experts)
+
+
+def test_expert_heads_outside_the_layers_are_allowed_and_one_expert_is_refused():
+    base, experts = tiny()
+    experts[0]["classifier.weight"] = torch.ones(2)  # a fine-tuned task head of its own
+    assert layer_differences(base, experts).n_layers == 2
+    with pytest.raises(ModelMismatchError, match="at least two"):
+        layer_differences(base, experts[:1])

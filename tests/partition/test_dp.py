@@ -23,7 +23,9 @@ def brute_force(d, K, lam, w_var=1.0):
     return min(block_cost(d, blocks, lam, w_var) for blocks in all_partitions(len(d), K))
 
 
-differences = st.lists(st.floats(0.0, 10.0, allow_nan=False, allow_infinity=False), min_size=1, max_size=12)
+differences = st.lists(st.floats(0.0, 10.0, allow_nan=False, allow_infinity=False, allow_subnormal=False), min_size=1, max_size=12).filter(
+    lambda d: any(v > 0 for v in d)  # all-zero differences are refused: every partition would tie
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -47,7 +49,7 @@ def test_balance_only_dp_equals_brute_force(d, data):
 
 @settings(max_examples=80, deadline=None)
 @given(
-    d=st.lists(st.floats(0.0, 100.0, allow_nan=False), min_size=3, max_size=12, unique=True),
+    d=st.lists(st.floats(0.0, 100.0, allow_nan=False, allow_subnormal=False), min_size=3, max_size=12, unique=True),
     data=st.data(),
 )
 def test_variance_only_is_fisher_jenks(d, data):
@@ -86,7 +88,7 @@ def test_hybrid_lambda_trades_homogeneity_for_balance():
 
 
 @settings(max_examples=40, deadline=None)
-@given(d=st.lists(st.floats(0.1, 10.0), min_size=2, max_size=12), scale=st.floats(1e-3, 1e3), data=st.data())
+@given(d=st.lists(st.floats(0.1, 10.0, allow_subnormal=False), min_size=2, max_size=12), scale=st.floats(1e-3, 1e3, allow_subnormal=False), data=st.data())
 def test_scale_free_lambda_is_invariant_to_scaling(d, scale, data):
     K = data.draw(st.integers(1, len(d)))
     a = partition_layers(np.array(d), K, "hybrid", lam=1.0)
@@ -115,8 +117,24 @@ def test_clear_errors(d, k, match):
         partition_layers(d, k)
 
 
-def test_unknown_method_and_negative_lambda():
+def test_unknown_method_and_bad_lambdas():
     with pytest.raises(UnknownNameError, match="valid names: balance, hybrid, uniform, variance"):
         partition_layers([1.0, 2.0], 1, "jenks")
-    with pytest.raises(ConfigError, match="lambda must be >= 0"):
-        partition_layers([1.0, 2.0], 1, lam=-1.0)
+    for lam in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ConfigError, match="lambda must be finite and >= 0"):
+            partition_layers([1.0, 2.0, 3.0, 4.0], 2, lam=lam)
+
+
+def test_degenerate_differences_are_refused():
+    with pytest.raises(ConfigError, match="all layer differences are zero"):
+        partition_layers([0.0] * 6, 3)
+    with pytest.raises(ConfigError, match="is negative"):
+        partition_layers([1.0, -2.0], 1)
+    with pytest.raises(ConfigError, match="K must be an integer"):
+        partition_layers([1.0, 2.0], True)
+
+
+def test_costs_stay_exact_under_a_large_offset():
+    d = np.array([1.0, 3.0, 2.0, 8.0, 9.0, 1.0]) + 1e7
+    partition = partition_layers(d, 3, "variance")
+    assert partition.cost == pytest.approx(block_cost(d, list(partition), 0.0), rel=1e-9)

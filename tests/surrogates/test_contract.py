@@ -69,3 +69,15 @@ def test_surrogate_contract(name, d):
         candidates, value = optimize_acqf(acqf, bounds=bounds, q=2, **OPTIMIZE)
         assert candidates.shape == (2, d) and torch.isfinite(value).all()
         assert ((candidates >= 0) & (candidates <= 1)).all()
+
+
+@pytest.mark.parametrize("name", available_surrogates())
+def test_analytic_ucb_on_one_output(name):
+    from botorch.acquisition.analytic import UpperConfidenceBound
+
+    X, Y = training_data(3, 14)
+    options = {"task_dims": [2]} if name == "parametric-task-gp" else {}
+    bounds = torch.stack([torch.zeros(3), torch.ones(3)]).double()
+    model = fit_surrogate(name, X, Y[:, :1], bounds=bounds, **options)
+    candidate, value = optimize_acqf(UpperConfidenceBound(model, beta=0.5), bounds=bounds, q=1, **OPTIMIZE)
+    assert candidate.shape == (1, 3) and torch.isfinite(value).all()

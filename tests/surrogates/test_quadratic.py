@@ -94,3 +94,40 @@ def test_link_range_and_data_errors():
         fit_surrogate("quadratic", X, torch.full((10, 1), float("nan"), dtype=D))
     with pytest.raises(ConfigError, match="10 points but train_Y has 9"):
         fit_surrogate("quadratic", X, torch.zeros(9, 1, dtype=D))
+
+
+def test_few_points_do_not_make_the_posterior_of_f_certain():
+    # 10 points for 45 coefficients in 8-D: the evidence alone would call everything noise
+    from torch.quasirandom import SobolEngine
+
+    X = SobolEngine(8, scramble=True, seed=0).draw(10, dtype=D)
+    X_test = SobolEngine(8, scramble=True, seed=1).draw(200, dtype=D)
+    f = lambda X: torch.exp(-((X - 0.4) ** 2).sum(-1))  # noqa: E731
+    post = QuadraticSurrogate(X, f(X).unsqueeze(-1), bounds=torch.stack([torch.zeros(8), torch.ones(8)]).double())
+    latent = post.posterior(X_test)
+    z = (f(X_test) - latent.mean.squeeze(-1)).abs() / latent.variance.squeeze(-1).sqrt()
+    assert (z <= 1.645).double().mean() > 0.6
+
+
+def test_input_width_noise_and_large_softplus_targets():
+    X = sobol(20)
+    model = QuadraticSurrogate(X, true_quadratic(X).unsqueeze(-1))
+    with pytest.raises(ConfigError, match=r"X must have shape \(\.\.\., q, 3\), got \(4, 1\)"):
+        model.posterior(torch.zeros(4, 1, dtype=D))
+    point = sobol(1, seed=5)
+    plain = model.posterior(point).variance.item()
+    given = model.posterior(point, observation_noise=torch.full((1,), 0.5, dtype=D)).variance.item()
+    assert given == pytest.approx(plain + 0.5)
+    big = fit_surrogate("quadratic-softplus", X, (900.0 + true_quadratic(X)).unsqueeze(-1), lower=0.0)
+    assert torch.isfinite(big.posterior(sobol(5, seed=6)).mean).all()
+
+
+def test_scalarising_a_link_posterior_is_refused_clearly():
+    from botorch.acquisition.objective import ScalarizedPosteriorTransform
+    from botorch.exceptions.errors import UnsupportedError
+
+    X = sobol(20, low=0.0, high=1.0)
+    Y = torch.stack([torch.sigmoid(true_quadratic(X) - 2), torch.sigmoid(1 - true_quadratic(X))], -1)
+    model = fit_surrogate("quadratic-sigmoid", X, Y)
+    with pytest.raises(UnsupportedError, match="MC objective"):
+        model.posterior(X[:2], posterior_transform=ScalarizedPosteriorTransform(torch.ones(2, dtype=D)))

@@ -97,3 +97,12 @@ def test_fixed_task_acquisition_optimises_the_solution_only():
     assert value_wrapper.item() == pytest.approx(value_fixed.item(), rel=1e-3, abs=1e-4)
     with pytest.raises(ConfigError, match="task_dims must name some but not all"):
         ParametricTaskGP(X, Y, task_dims=[0, 1, 2])
+
+
+def test_task_parameters_follow_the_callers_order():
+    g = torch.Generator().manual_seed(3)
+    X = torch.rand(20, 4, generator=g, dtype=D)
+    model = ParametricTaskGP(X, X.sum(-1, keepdim=True), task_dims=[3, 2])
+    assert model.fixed_features([0.1, 0.9]) == {3: 0.1, 2: 0.9}
+    with pytest.raises(ConfigError, match="models one output"):
+        ParametricTaskGP(X, X[:, :2], task_dims=[3])

@@ -59,12 +59,12 @@ class TextConfig(FrozenConfig):
 
     tasks: tuple[TextTaskSpec, ...] = DEFAULT_TASKS
     n_train: int = Field(600, ge=2)
-    n_val: int = Field(200, ge=2)
+    n_val: int = Field(300, ge=2)
     n_test: int = Field(300, ge=2)
     max_length: int = Field(64, ge=8)
-    finetune_steps: int = Field(150, ge=0)
+    finetune_steps: int = Field(200, ge=0)
     batch_size: int = Field(16, ge=1)
-    lr: float = Field(3e-5, gt=0)
+    lr: float = Field(1e-4, gt=0)
     seed: int = 0
 
     def key(self) -> str:
