@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.bambo-installed
 
-.PHONY: demo test lint bench-merge bench-partition bench-surrogates clean
+.PHONY: demo test lint bench-merge bench-partition bench-surrogates bench-text clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ bench-partition: $(STAMP)
 
 bench-surrogates: $(STAMP)
 	$(BIN)/python -m benchmarks.surrogates --suite full
+
+bench-text: $(STAMP)
+	$(BIN)/python -m benchmarks.text
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

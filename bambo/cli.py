@@ -35,7 +35,7 @@ def main(
     """bambo: find the Pareto set of merged neural networks with few evaluations."""
 
 
-DEMO_DEFAULTS = {"digits": ("inverted,noisy", 32), "text": ("movie,tweets3", 12)}
+DEMO_DEFAULTS = {"digits": ("inverted,noisy", 32), "text": ("amazon,tweets3", 12)}
 
 
 def _load_benchmark(name: str, seed: int, cache_dir: Path | None) -> object:
@@ -60,7 +60,7 @@ def demo(
     ] = "digits",
     tasks: Annotated[
         str | None,
-        typer.Option(help="Comma-separated tasks to merge (digits: inverted,noisy; text: movie,tweets3 by default)."),
+        typer.Option(help="Comma-separated tasks to merge (digits: inverted,noisy; text: amazon,tweets3 by default)."),
     ] = None,
     method: Annotated[
         str,

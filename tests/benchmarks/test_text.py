@@ -91,3 +91,18 @@ def test_merge_problem_over_the_encoder(tiny):
     assert torch.allclose(problem.ref_point, torch.tensor([0.5, 1 / 3], dtype=torch.float64))
     base_scores = tiny.evaluate(None, heads="base")
     assert set(base_scores) == {f"acc/{t}" for t in tiny.task_names}
+
+
+def test_a_missing_source_names_the_pip_command(tmp_path, monkeypatch):
+    import subprocess
+
+    from bambo.benchmarks.text import data
+
+    def failing_run(cmd, **kwargs):
+        return subprocess.CompletedProcess(cmd, 1, stdout="", stderr="ERROR: no network")
+
+    monkeypatch.setattr(data.subprocess, "run", failing_run)
+    with pytest.raises(
+        ConfigError, match=r"run `.* -m pip download --no-binary :all: --no-deps .*vadersentiment==3.3.2`"
+    ):
+        vader_folder(tmp_path)

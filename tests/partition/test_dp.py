@@ -23,7 +23,9 @@ def brute_force(d, K, lam, w_var=1.0):
     return min(block_cost(d, blocks, lam, w_var) for blocks in all_partitions(len(d), K))
 
 
-differences = st.lists(st.floats(0.0, 10.0, allow_nan=False, allow_infinity=False, allow_subnormal=False), min_size=1, max_size=12).filter(
+differences = st.lists(
+    st.floats(0.0, 10.0, allow_nan=False, allow_infinity=False, allow_subnormal=False), min_size=1, max_size=12
+).filter(
     lambda d: any(v > 0 for v in d)  # all-zero differences are refused: every partition would tie
 )
 
@@ -88,7 +90,11 @@ def test_hybrid_lambda_trades_homogeneity_for_balance():
 
 
 @settings(max_examples=40, deadline=None)
-@given(d=st.lists(st.floats(0.1, 10.0, allow_subnormal=False), min_size=2, max_size=12), scale=st.floats(1e-3, 1e3, allow_subnormal=False), data=st.data())
+@given(
+    d=st.lists(st.floats(0.1, 10.0, allow_subnormal=False), min_size=2, max_size=12),
+    scale=st.floats(1e-3, 1e3, allow_subnormal=False),
+    data=st.data(),
+)
 def test_scale_free_lambda_is_invariant_to_scaling(d, scale, data):
     K = data.draw(st.integers(1, len(d)))
     a = partition_layers(np.array(d), K, "hybrid", lam=1.0)
