@@ -297,7 +297,7 @@ class QuadraticSurrogate(Model):
             mean = Phi @ self.weight_mean[j]
             cov = Phi @ self.weight_cov[j] @ Phi.transpose(-1, -2)
             cov = 0.5 * (cov + cov.transpose(-1, -2))
-            jitter = _JITTER * (1.0 + float(cov.diagonal(dim1=-2, dim2=-1).mean()))
+            jitter = _JITTER * (1.0 + float(cov.detach().diagonal(dim1=-2, dim2=-1).mean()))
             fitted_noise = float(self.noise[j]) if observation_noise is True else 0.0
             cov = cov + (jitter + fitted_noise) * eye
             if self.link == "identity":

@@ -60,7 +60,7 @@ def test_a_labelled_csv_is_a_config_entry(tmp_path, sources):
     spec = TextTaskSpec(name="mine", source="csv", file=str(csv_path), text_column="review", label_column="stars")
     task = load_task(spec, sources, {"train": 20, "val": 10, "test": 10}, seed=0)
     assert task.classes == ["bad", "good"] and len(task.texts) == 40
-    with pytest.raises(ConfigError, match="no column 'label'"):
+    with pytest.raises(ConfigError, match="no column 'text'"):
         load_task(
             TextTaskSpec(name="x", source="csv", file=str(csv_path)), sources, {"train": 2, "val": 2, "test": 2}, 0
         )
