@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from bambo.errors import BoundsError, ConfigError, ModelMismatchError
+from bambo.errors import BoundsError, ConfigError, ModelMismatchError, UnknownNameError
 
 DEFAULT_LAYER_PATTERN = r"(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)\."
 _EMBED_HINT = re.compile(r"embed|(?:^|\.)wte\.|(?:^|\.)wpe\.|(?:^|\.)shared\.|cls_token|pos_token", re.IGNORECASE)
@@ -281,6 +281,35 @@ class MergeSpace:
                 )
         groups = _groups_from(layout, blocks, "block", embed_block, head_block)
         return cls(groups, n_coefficients, bounds, coefficient_labels, "block")
+
+    @classmethod
+    def for_granularity(
+        cls,
+        tensors: Mapping[str, Tensor] | Sequence[str] | object,
+        granularity: str,
+        n_coefficients: int | None = None,
+        partition: Sequence[Sequence[int]] | int = 3,
+        bounds: tuple[float, float] | Tensor = (0.0, 1.0),
+        coefficient_labels: Sequence[str] | None = None,
+        layer_pattern: str = DEFAULT_LAYER_PATTERN,
+    ) -> MergeSpace:
+        """The space of a granularity named at run time (configs, the CLI).
+
+        Args:
+            granularity: ``model``, ``layer`` or ``block``.
+            partition: Blocks for ``block`` (a partition or a count K); ignored otherwise.
+            Others: as for :meth:`model_wise`, :meth:`layer_wise` and :meth:`block_wise`.
+
+        Raises:
+            UnknownNameError: Unknown granularity; the message lists the valid ones.
+        """
+        if granularity == "model":
+            return cls.model_wise(tensors, n_coefficients, bounds, coefficient_labels)
+        if granularity == "layer":
+            return cls.layer_wise(tensors, n_coefficients, bounds, coefficient_labels, layer_pattern)
+        if granularity == "block":
+            return cls.block_wise(tensors, partition, n_coefficients, bounds, coefficient_labels, layer_pattern)
+        raise UnknownNameError("granularity", str(granularity), GRANULARITIES)
 
     # -- properties ---------------------------------------------------------------------
 

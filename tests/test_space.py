@@ -18,7 +18,7 @@ from transformers import (
     T5ForConditionalGeneration,
 )
 
-from bambo.errors import BoundsError, ConfigError
+from bambo.errors import BoundsError, ConfigError, UnknownNameError
 from bambo.space import LayerLayout, MergeSpace, parse_layer_index, uniform_partition
 
 
@@ -250,3 +250,11 @@ def test_older_checkpoint_head_names_sorted_first():
     )
     layout = LayerLayout.from_names(names)
     assert layout.embed == ("gpt_neox.embed_in.weight",) and layout.head == ("embed_out.weight",)
+
+
+def test_granularity_by_name():
+    assert MergeSpace.for_granularity(NAMES, "model", 2).dim == 2
+    assert MergeSpace.for_granularity(NAMES, "layer", 2).dim == 2 * 6
+    assert MergeSpace.for_granularity(NAMES, "block", 2, partition=2).dim == 2 * 4
+    with pytest.raises(UnknownNameError, match="valid names: block, layer, model"):
+        MergeSpace.for_granularity(NAMES, "tensor", 2)

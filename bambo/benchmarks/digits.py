@@ -367,14 +367,7 @@ class DigitsBenchmark:
         tv = self.task_vectors(tasks)
         merger = Merger(tv, get_merge_method(method, **method_options))
         labels = tasks if merger.n_coefficients == len(tasks) else [f"t{i}" for i in range(merger.n_coefficients)]
-        if granularity == "model":
-            space = MergeSpace.model_wise(tv, merger.n_coefficients, bounds, labels)
-        elif granularity == "layer":
-            space = MergeSpace.layer_wise(tv, merger.n_coefficients, bounds, labels)
-        elif granularity == "block":
-            space = MergeSpace.block_wise(tv, partition, merger.n_coefficients, bounds, labels)
-        else:
-            raise UnknownNameError("granularity", str(granularity), ("model", "layer", "block"))
+        space = MergeSpace.for_granularity(tv, granularity, merger.n_coefficients, partition, bounds, labels)
         direction = "maximize" if metric == "acc" else "minimize"
         objectives = [Objective(name=f"{metric}/{t}", direction=direction) for t in tasks]
         # Hypervolume reference: chance level (accuracy 0.1, cross-entropy ln 10) on every task.

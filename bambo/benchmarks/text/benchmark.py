@@ -265,14 +265,7 @@ class TextBenchmark:
         tv = self.task_vectors(tasks)
         merger = Merger(tv, get_merge_method(method, **method_options))
         labels = tasks if merger.n_coefficients == len(tasks) else None
-        if granularity == "model":
-            space = MergeSpace.model_wise(tv, merger.n_coefficients, bounds, labels)
-        elif granularity == "layer":
-            space = MergeSpace.layer_wise(tv, merger.n_coefficients, bounds, labels)
-        elif granularity == "block":
-            space = MergeSpace.block_wise(tv, partition, merger.n_coefficients, bounds, labels)
-        else:
-            raise UnknownNameError("granularity", str(granularity), ("model", "layer", "block"))
+        space = MergeSpace.for_granularity(tv, granularity, merger.n_coefficients, partition, bounds, labels)
         objectives = [Objective(name=f"acc/{t}") for t in tasks]
         chance = [1.0 / len(self.tasks[t].classes) for t in tasks]
 
