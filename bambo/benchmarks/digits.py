@@ -38,11 +38,11 @@ from sklearn.datasets import load_digits
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from bambo.benchmarks.common import merge_setup, select_task_vectors
 from bambo.config_base import FrozenConfig
 from bambo.errors import ConfigError, UnknownNameError
 from bambo.merge import Merger, TaskVectors, get_merge_method
 from bambo.problem import MergeProblem, Objective
-from bambo.space import MergeSpace
 
 TASKS = ("rotated", "inverted", "flipped", "noisy", "transposed")
 # Bump when the training code changes in a way that changes the weights (invalidates caches).
@@ -333,11 +333,7 @@ class DigitsBenchmark:
 
     def task_vectors(self, tasks: Sequence[str] | None = None) -> TaskVectors:
         """Task vectors of the chosen experts (default: all)."""
-        tasks = list(tasks or self.tasks)
-        for task in tasks:
-            if task not in self.experts:
-                raise UnknownNameError("digits expert", task, self.experts)
-        return TaskVectors(self.base, [self.experts[t] for t in tasks], expert_names=tasks)
+        return select_task_vectors(self.base, self.experts, list(tasks or self.tasks), "digits")
 
     def problem(
         self,
@@ -364,10 +360,7 @@ class DigitsBenchmark:
             **method_options: Options of the merge method.
         """
         tasks = list(tasks or self.tasks)
-        tv = self.task_vectors(tasks)
-        merger = Merger(tv, get_merge_method(method, **method_options))
-        labels = tasks if merger.n_coefficients == len(tasks) else [f"t{i}" for i in range(merger.n_coefficients)]
-        space = MergeSpace.for_granularity(tv, granularity, merger.n_coefficients, partition, bounds, labels)
+        merger, space = merge_setup(self.task_vectors(tasks), method, granularity, partition, bounds, method_options)
         direction = "maximize" if metric == "acc" else "minimize"
         objectives = [Objective(name=f"{metric}/{t}", direction=direction) for t in tasks]
         # Hypervolume reference: chance level (accuracy 0.1, cross-entropy ln 10) on every task.

@@ -27,14 +27,14 @@ from pydantic import Field
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from bambo.benchmarks.common import merge_setup, select_task_vectors
 from bambo.benchmarks.digits import default_cache_dir
 from bambo.benchmarks.text.data import DEFAULT_TASKS, TextTask, TextTaskSpec, load_task
 from bambo.benchmarks.text.model import embed, finetune, load_encoder, minilm_folder, tokenize, train_head
 from bambo.config_base import FrozenConfig
-from bambo.errors import ConfigError, UnknownNameError
+from bambo.errors import ConfigError
 from bambo.merge import Merger, TaskVectors, get_merge_method
 from bambo.problem import MergeProblem, Objective
-from bambo.space import MergeSpace
 
 RECIPE_VERSION = 1
 TRAIN_THREADS = 2
@@ -234,11 +234,7 @@ class TextBenchmark:
 
     def task_vectors(self, tasks: Sequence[str] | None = None) -> TaskVectors:
         """Task vectors of the chosen experts' encoders."""
-        tasks = list(tasks or self.task_names)
-        for name in tasks:
-            if name not in self.experts:
-                raise UnknownNameError("text expert", name, self.experts)
-        return TaskVectors(self.base, [self.experts[t] for t in tasks], expert_names=tasks)
+        return select_task_vectors(self.base, self.experts, list(tasks or self.task_names), "text")
 
     def problem(
         self,
@@ -262,10 +258,7 @@ class TextBenchmark:
             **method_options: Options of the merge method.
         """
         tasks = list(tasks or self.task_names)
-        tv = self.task_vectors(tasks)
-        merger = Merger(tv, get_merge_method(method, **method_options))
-        labels = tasks if merger.n_coefficients == len(tasks) else None
-        space = MergeSpace.for_granularity(tv, granularity, merger.n_coefficients, partition, bounds, labels)
+        merger, space = merge_setup(self.task_vectors(tasks), method, granularity, partition, bounds, method_options)
         objectives = [Objective(name=f"acc/{t}") for t in tasks]
         chance = [1.0 / len(self.tasks[t].classes) for t in tasks]
 
