@@ -68,7 +68,7 @@ def _float_names(state_dict: Mapping[str, Tensor]) -> list[str]:
 
 def _accumulate(vectors: list[Tensor], sums: np.ndarray, layer: int) -> None:
     # sums[:, :, layer] += [dev_l1, dev_sq, tv_l1, tv_sq] per expert for one tensor.
-    stacked = torch.stack([v.to(torch.float64).reshape(-1) for v in vectors])
+    stacked = torch.stack([v.detach().to(device="cpu", dtype=torch.float64).reshape(-1) for v in vectors])
     deviation = stacked - stacked.mean(dim=0, keepdim=True)
     sums[0, :, layer] += deviation.abs().sum(dim=1).numpy()
     sums[1, :, layer] += deviation.square().sum(dim=1).numpy()

@@ -242,6 +242,10 @@ class QuadraticSurrogate(Model):
             _link_fns(link, 0.0, 1.0)  # validates the name
             for j in range(m):
                 y = Y[:, j]
+                if not (math.isfinite(lows[j]) and (link == "softplus" or math.isfinite(ups[j]) and ups[j] > lows[j])):
+                    raise ConfigError(
+                        f"the {link} link needs finite bounds with lower < upper, got [{lows[j]}, {ups[j]}]"
+                    )
                 if (y < lows[j]).any() or (link == "sigmoid" and (y > ups[j]).any()):
                     rng = f"[{lows[j]}, {ups[j]}]" if link == "sigmoid" else f"[{lows[j]}, inf)"
                     raise ConfigError(f"train_Y[:, {j}] has values outside the link's range {rng}")

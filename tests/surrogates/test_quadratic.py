@@ -92,6 +92,8 @@ def test_link_range_and_data_errors():
         fit_surrogate("quadratic-sigmoid", X, torch.full((10, 1), 1.5, dtype=D))
     with pytest.raises(ConfigError, match="non-finite"):
         fit_surrogate("quadratic", X, torch.full((10, 1), float("nan"), dtype=D))
+    with pytest.raises(ConfigError, match=r"needs finite bounds with lower < upper, got \[0.5, 0.5\]"):
+        fit_surrogate("quadratic-sigmoid", X, torch.full((10, 1), 0.5, dtype=D), lower=0.5, upper=0.5)
     with pytest.raises(ConfigError, match="10 points but train_Y has 9"):
         fit_surrogate("quadratic", X, torch.zeros(9, 1, dtype=D))
 
