@@ -39,3 +39,7 @@ class BoundsError(BamboError, ValueError):
 
 class EvaluationError(BamboError, RuntimeError):
     """An objective evaluation raised or returned a non-finite metric."""
+
+
+class InfeasibleError(BamboError, ValueError):
+    """No candidate meets the constraints; the message gives the best achievable value of each."""

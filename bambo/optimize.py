@@ -27,7 +27,8 @@ def optimize(
     Args:
         problem: What to optimise.
         strategy: A registered name or a :class:`Strategy` instance.
-        budget: Total number of evaluations (failed ones count).
+        budget: Total number of evaluations (failed ones count); a strategy with a
+            finite design may stop earlier.
         batch_size: Points proposed per ``ask``.
         seed: Seed for a strategy given by name.
         progress: Show a progress bar.
@@ -44,6 +45,8 @@ def optimize(
         done = 0
         while done < budget:
             X = search.ask(min(batch_size, budget - done))
+            if X.shape[0] == 0:  # a finite design (grid, MAP's sample) is exhausted
+                break
             Y = torch.full((X.shape[0], problem.num_objectives), float("nan"), dtype=torch.float64)
             errors: dict[int, str] = {}
             for i, x in enumerate(X):

@@ -44,15 +44,23 @@ class Objective(FrozenConfig):
         direction: ``"maximize"`` or ``"minimize"`` (must be ``"maximize"`` with anchors).
         metrics: Names of the evaluator's metrics it uses (default: ``(name,)``).
         anchors: ``{metric: (base score, expert score)}`` for normalisation.
+        bounds: The range of the objective in its own direction, ``(lower, upper)``
+            with ``None`` for an open end: ``(0, 1)`` for an accuracy, ``(0, None)``
+            for a loss. MAP picks its quadratic's link from it (sigmoid for a
+            bounded range, softplus for a lower bound only, identity otherwise).
     """
 
     name: str
     direction: Direction = "maximize"
     metrics: tuple[str, ...] = ()
     anchors: dict[str, tuple[float, float]] | None = None
+    bounds: tuple[float | None, float | None] = (None, None)
 
     @model_validator(mode="after")
     def _check(self) -> Objective:
+        low, high = self.bounds
+        if low is not None and high is not None and not low < high:
+            raise ConfigError(f"objective {self.name!r} has bounds with lower >= upper: {self.bounds}")
         if not self.metrics:
             object.__setattr__(self, "metrics", (self.name,))
         if self.anchors is None:
@@ -165,6 +173,18 @@ class Problem(ABC):
     def evaluate_one(self, x: Tensor) -> Tensor:
         """Objectives of one point in maximisation form, shape ``(m,)``."""
 
+    def heuristic_points(self) -> Tensor:
+        """Hand-picked starting points for a warm start (BAMBO Sec. 3.3, Alg. 2 step 2).
+
+        Without knowledge of the problem: the lower corner, the upper corner and
+        the centre of the box.
+
+        Returns:
+            Shape ``(k, d)``, inside the bounds, without duplicates.
+        """
+        lower, upper = self.bounds
+        return _unique_rows(torch.stack([lower, upper, (lower + upper) / 2]))
+
 
 class MergeProblem(Problem):
     """Merge the experts for each decision vector and score the merged model.
@@ -215,6 +235,30 @@ class MergeProblem(Problem):
                 raise ConfigError(f"ref_point has shape {tuple(ref.shape)}, expected ({len(self.objectives)},)")
             self.ref_point = self.to_max(ref)
 
+    def heuristic_points(self) -> Tensor:
+        """BAMBO's warm-start settings: each expert alone, the balanced mix, all-0 and all-1.
+
+        With one coefficient per expert (task arithmetic, TIES, DARE, ...) "expert
+        i alone" sets coefficient i of every group to 1 and the others to 0, and the
+        balanced mix gives each expert 1/N. With a single coefficient (SLERP's t),
+        the points are t = 0, 1/2, 1. Values are clipped to the bounds and
+        duplicates dropped.
+
+        Returns:
+            Shape ``(k, d)``.
+        """
+        lower, upper = self.bounds
+        n = self.space.n_coefficients
+        groups = len(self.space.groups)
+        if n == self.merger.task_vectors.n_experts:
+            rows = [torch.eye(n, dtype=torch.float64)[i] for i in range(n)]
+            rows.append(torch.full((n,), 1.0 / n, dtype=torch.float64))
+        else:
+            rows = [torch.full((n,), 0.5, dtype=torch.float64)]
+        rows += [torch.zeros(n, dtype=torch.float64), torch.ones(n, dtype=torch.float64)]
+        X = torch.stack([row.repeat(groups) for row in rows])
+        return _unique_rows(torch.maximum(torch.minimum(X, upper), lower))
+
     def merge(self, x: Tensor) -> StateDict:
         """The merged state dict for decision vector ``x`` (shape ``(d,)``)."""
         return self.merger.merge(self.space.to_coefficients(x), out=self._buffers)
@@ -247,6 +291,15 @@ class MergeProblem(Problem):
     def evaluate_one(self, x: Tensor) -> Tensor:
         metrics = self.metrics(x)
         return torch.tensor([o.sign * o.value(metrics) for o in self.objectives], dtype=torch.float64)
+
+
+def _unique_rows(X: Tensor) -> Tensor:
+    """Rows of ``X`` without duplicates, first occurrences in their order."""
+    keep: list[int] = []
+    for i in range(X.shape[0]):
+        if not any(torch.equal(X[i], X[j]) for j in keep):
+            keep.append(i)
+    return X[keep]
 
 
 class SyntheticProblem(Problem):

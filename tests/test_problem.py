@@ -131,3 +131,21 @@ def test_reused_buffers_give_the_same_objectives():
     seen.clear()
     torch.testing.assert_close(reused.evaluate(X), plain.evaluate(X))
     assert len(set(seen[:3])) == 1  # the reusing problem handed out one buffer three times
+
+
+def test_heuristic_points_are_experts_alone_balanced_and_corners():
+    layers = [f"layers.{i}.w" for i in range(3)]
+    base = {k: torch.zeros(2, dtype=torch.float64) for k in layers}
+    experts = [{k: torch.ones(2, dtype=torch.float64) * (j + 1) for k in layers} for j in range(2)]
+    tv = TaskVectors(base, experts)
+    merger = Merger(tv, get_merge_method("task_arithmetic"))
+    space = MergeSpace.layer_wise(tv, 2, bounds=(0.0, 0.8))
+    problem = MergeProblem(merger, space, lambda sd: {"a": 0.0}, [Objective(name="a")])
+    H = problem.heuristic_points()
+    # rows: expert 0 alone, expert 1 alone, balanced, all-0, all-1 (clipped to 0.8); group-major x
+    expected = torch.tensor([[0.8, 0.0], [0.0, 0.8], [0.5, 0.5], [0.0, 0.0], [0.8, 0.8]], dtype=torch.float64).repeat(
+        1, space.dim // 2
+    )
+    torch.testing.assert_close(H, expected)
+    synthetic = SyntheticProblem("branin_currin").heuristic_points()
+    torch.testing.assert_close(synthetic, torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.5, 0.5]], dtype=torch.float64))

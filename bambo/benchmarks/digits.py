@@ -362,7 +362,8 @@ class DigitsBenchmark:
         tasks = list(tasks or self.tasks)
         merger, space = merge_setup(self.task_vectors(tasks), method, granularity, partition, bounds, method_options)
         direction = "maximize" if metric == "acc" else "minimize"
-        objectives = [Objective(name=f"{metric}/{t}", direction=direction) for t in tasks]
+        value_range = (0.0, 1.0) if metric == "acc" else (0.0, None)
+        objectives = [Objective(name=f"{metric}/{t}", direction=direction, bounds=value_range) for t in tasks]
         # Hypervolume reference: chance level (accuracy 0.1, cross-entropy ln 10) on every task.
         chance = 0.1 if metric == "acc" else math.log(10.0)
         evaluator = partial(self.evaluate, split=split, tasks=tasks)

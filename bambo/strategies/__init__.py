@@ -1,26 +1,89 @@
-"""Search strategies behind one ask/tell interface, and their registry."""
+"""Search strategies behind one ask/tell interface, and their registry.
+
+Every strategy is a :class:`Strategy` (``ask(n)`` / ``tell(X, Y)`` / ``result()``)
+registered here by its ``name``; :func:`get_strategy` builds one by name with
+its options, and :func:`bambo.optimize.optimize` runs any of them.
+"""
 
 from __future__ import annotations
 
-from bambo.errors import UnknownNameError
+from typing import Any
+
+from bambo.errors import ConfigError, UnknownNameError
 from bambo.problem import Problem
+from bambo.strategies.bambo import BAMBO
 from bambo.strategies.base import ParetoResult, Strategy
-from bambo.strategies.baselines import SobolSearch
+from bambo.strategies.baselines import (
+    CMAESWeightedSum,
+    GridSearch,
+    MOEADSearch,
+    NSGA2Search,
+    RandomSearch,
+    SobolSearch,
+)
+from bambo.strategies.bayesian_map import BayesianMAP
+from bambo.strategies.map import MAP
+from bambo.strategies.nested_map import NestedMAP
 
-STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (SobolSearch,)}
+STRATEGIES: dict[str, type[Strategy]] = {
+    cls.name: cls
+    for cls in (
+        BAMBO,
+        MAP,
+        BayesianMAP,
+        NestedMAP,
+        SobolSearch,
+        RandomSearch,
+        GridSearch,
+        NSGA2Search,
+        MOEADSearch,
+        CMAESWeightedSum,
+    )
+}
 
 
-def get_strategy(name: str, problem: Problem, seed: int = 0) -> Strategy:
+def available_strategies() -> list[str]:
+    """Registered strategy names."""
+    return list(STRATEGIES)
+
+
+def get_strategy(name: str, problem: Problem, seed: int = 0, **options: Any) -> Strategy:
     """Instantiate a registered strategy by name.
+
+    Args:
+        name: A key of :data:`STRATEGIES`.
+        problem: The problem to search.
+        seed: Seed of every random choice the strategy makes.
+        **options: The strategy's own options (e.g. ``n_initial`` for BAMBO).
 
     Raises:
         UnknownNameError: The name is not registered; the message lists valid names.
+        ConfigError: An option the strategy does not have.
     """
     try:
         cls = STRATEGIES[name]
     except KeyError:
         raise UnknownNameError("strategy", name, STRATEGIES) from None
-    return cls(problem, seed=seed)
+    try:
+        return cls(problem, seed=seed, **options)
+    except TypeError as exc:
+        raise ConfigError(f"strategy {name!r}: {exc}") from None
 
 
-__all__ = ["STRATEGIES", "ParetoResult", "SobolSearch", "Strategy", "get_strategy"]
+__all__ = [
+    "BAMBO",
+    "MAP",
+    "STRATEGIES",
+    "BayesianMAP",
+    "CMAESWeightedSum",
+    "GridSearch",
+    "MOEADSearch",
+    "NSGA2Search",
+    "NestedMAP",
+    "ParetoResult",
+    "RandomSearch",
+    "SobolSearch",
+    "Strategy",
+    "available_strategies",
+    "get_strategy",
+]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -28,7 +29,13 @@ class ParetoResult:
         objective_names: Names of the m objectives.
         signs: +1/-1 per objective (``Y_user = Y * signs``).
         ref_point: Hypervolume reference point, maximisation form, shape ``(m,)``.
-        predicted_front: For amortised methods, surrogate-predicted objectives, ``(k, m)``.
+        predicted_X: For amortised methods (MAP), the decision vectors of the
+            surrogate-predicted Pareto set, ``(k, d)``.
+        predicted_front: Their surrogate-predicted objectives, maximisation form, ``(k, m)``.
+        hypervolume_history: Hypervolume w.r.t. ``ref_point`` after each evaluation.
+        strategy: Name of the strategy that produced it.
+        info: Strategy-specific facts (optimizer time per batch, evaluation counts,
+            a recommended point), JSON-serialisable.
     """
 
     X: Tensor
@@ -38,8 +45,11 @@ class ParetoResult:
     objective_names: list[str]
     signs: Tensor
     ref_point: Tensor | None = None
+    predicted_X: Tensor | None = None
     predicted_front: Tensor | None = None
     hypervolume_history: list[float] = field(default_factory=list)
+    strategy: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> Tensor:
@@ -77,13 +87,26 @@ class ParetoResult:
         """Pareto objectives in their own directions, ``(k, m)``."""
         return self.pareto_Y * self.signs
 
+    @property
+    def predicted_front_user(self) -> Tensor | None:
+        """The predicted front in the objectives' own directions, ``(k, m)``, if any."""
+        return None if self.predicted_front is None else self.predicted_front * self.signs
+
+    @property
+    def n_evaluations(self) -> int:
+        """Number of evaluations, failed ones included."""
+        return int(self.X.shape[0])
+
 
 class Strategy(ABC):
     """A search strategy with an ask/tell loop.
 
-    ``ask(n)`` proposes ``n`` points; ``tell(X, Y)`` reports their objectives in
-    maximisation form, where a NaN row marks a failed evaluation: it is kept in
-    the history but never reaches a model.
+    ``ask(n)`` proposes up to ``n`` points (fewer, or none, once a strategy with a
+    finite design such as a grid is exhausted); ``tell(X, Y)`` reports their
+    objectives in maximisation form, where a NaN row marks a failed evaluation: it
+    is kept in the history but never reaches a model. Subclasses implement
+    :meth:`ask` and may extend :meth:`tell` (call ``super().tell`` first) and
+    :meth:`_finish` (to add a predicted front or facts to the result).
 
     Args:
         problem: The problem (bounds, objectives).
@@ -101,7 +124,15 @@ class Strategy(ABC):
 
     @abstractmethod
     def ask(self, n: int) -> Tensor:
-        """Propose ``n`` points, shape ``(n, d)``, inside the problem's bounds."""
+        """Propose up to ``n`` points, shape ``(k, d)`` with ``k <= n``, inside the problem's bounds."""
+
+    def _check_n(self, n: int) -> None:
+        if n < 1:
+            raise ConfigError(f"ask(n) needs n >= 1, got {n}")
+
+    def _finish(self, result: ParetoResult) -> None:
+        """Add strategy-specific parts (predicted front, info) to ``result``; default: nothing."""
+        return None
 
     def tell(self, X: Tensor, Y: Tensor, errors: dict[int, str] | None = None) -> None:
         """Record evaluations.
@@ -152,6 +183,7 @@ class Strategy(ABC):
             parameter_names=_parameter_names(self.problem),
             objective_names=self.problem.objective_names,
             signs=self.problem.signs,
+            strategy=self.name,
         )
         ok = result.ok
         ref = ref_point if ref_point is not None else self.problem.ref_point
@@ -162,6 +194,7 @@ class Strategy(ABC):
         result.ref_point = ref
         if ref is not None:
             result.hypervolume_history = _hypervolume_history(self.Y, ref)
+        self._finish(result)
         return result
 
 

@@ -259,7 +259,7 @@ class TextBenchmark:
         """
         tasks = list(tasks or self.task_names)
         merger, space = merge_setup(self.task_vectors(tasks), method, granularity, partition, bounds, method_options)
-        objectives = [Objective(name=f"acc/{t}") for t in tasks]
+        objectives = [Objective(name=f"acc/{t}", bounds=(0.0, 1.0)) for t in tasks]
         chance = [1.0 / len(self.tasks[t].classes) for t in tasks]
 
         def evaluator(state_dict: Mapping[str, Tensor]) -> dict[str, float]:

@@ -1,0 +1,59 @@
+"""BAMBO's loop: warm start, acquisition choice, and a small version of the synthetic acceptance run."""
+
+import pytest
+import torch
+
+from bambo.errors import ConfigError
+from bambo.optimize import optimize
+from bambo.problem import SyntheticProblem
+from bambo.strategies import BAMBO, SobolSearch
+
+torch.set_flush_denormal(True)
+
+
+def test_warm_start_puts_heuristics_first_then_sobol():
+    problem = SyntheticProblem("branin_currin")
+    strategy = BAMBO(problem, seed=0, n_initial=8)
+    X = torch.cat([strategy.ask(4), strategy.ask(4)])
+    torch.testing.assert_close(X[:3], problem.heuristic_points())
+    assert X.shape == (8, 2) and torch.unique(X, dim=0).shape[0] == 8
+    assert not torch.equal(BAMBO(problem, seed=1).ask(8)[3:], X[3:])  # Sobol part follows the seed
+
+
+def test_acquisition_choice_follows_the_number_of_objectives():
+    assert BAMBO(SyntheticProblem("branin_currin")).acquisition_name == "qlognehvi"
+    assert BAMBO(SyntheticProblem("dtlz2", dim=6, num_objectives=3)).acquisition_name == "qlognehvi"
+    assert BAMBO(SyntheticProblem("dtlz2", dim=6, num_objectives=4)).acquisition_name == "qlognparego"
+    with pytest.raises(ConfigError, match="valid: auto, qlognehvi"):
+        BAMBO(SyntheticProblem("branin_currin"), acquisition="qnehvi")
+    with pytest.raises(ConfigError, match="surrogate 'gpp'"):
+        BAMBO(SyntheticProblem("branin_currin"), surrogate="gpp")
+
+
+@pytest.mark.parametrize(
+    ("problem", "options"),
+    [
+        (SyntheticProblem("dtlz2", dim=5, num_objectives=4), {}),
+        (SyntheticProblem("zdt1", dim=3), {"acquisition": "qehvi", "ref_point": "problem"}),
+        (SyntheticProblem("zdt1", dim=3), {"surrogate": "quadratic", "ref_point": "worst"}),
+    ],
+)
+def test_every_acquisition_and_surrogate_proposes_a_batch(problem, options):
+    fast = {"num_restarts": 2, "raw_samples": 32, "mc_samples": 16, "maxiter": 30}
+    strategy = BAMBO(problem, seed=0, n_initial=8, **fast, **options)
+    result = optimize(problem, strategy, budget=12, batch_size=4, progress=False)
+    assert result.n_evaluations == 12 and len(result.info["timings"]) == 1
+    new = result.X[8:]
+    assert torch.unique(new, dim=0).shape[0] == 4  # four distinct candidates
+    assert ((new >= problem.bounds[0]) & (new <= problem.bounds[1])).all()
+
+
+def test_bambo_beats_sobol_on_branin_currin_small():
+    """The acceptance run in small: 8 + 4 x 4 = 24 evaluations (the full one is benchmarks/strategies_synthetic.py)."""
+    problem = SyntheticProblem("branin_currin")
+    for seed in (0, 1):
+        bo = optimize(problem, BAMBO(problem, seed=seed), budget=24, batch_size=4, progress=False)
+        sobol = optimize(problem, SobolSearch(problem, seed=seed), budget=24, batch_size=4, progress=False)
+        frac_bo = bo.hypervolume_history[-1] / problem.max_hv
+        frac_sobol = sobol.hypervolume_history[-1] / problem.max_hv
+        assert frac_bo > frac_sobol and frac_bo > 0.7, (seed, frac_bo, frac_sobol)

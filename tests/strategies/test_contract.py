@@ -1,0 +1,67 @@
+"""One contract for every registered strategy: bounds, determinism per seed, failures."""
+
+import pytest
+import torch
+
+from bambo.errors import ConfigError, EvaluationError, UnknownNameError
+from bambo.optimize import optimize
+from bambo.problem import Problem, SyntheticProblem
+from bambo.strategies import STRATEGIES, available_strategies, get_strategy
+
+# Small settings so the whole contract runs in seconds.
+FAST = {
+    "bambo": {"n_initial": 6, "num_restarts": 2, "raw_samples": 32, "mc_samples": 16, "maxiter": 30},
+    "map": {"n_samples": 10, "n_reevaluate": 3, "pop_size": 20, "n_generations": 20},
+    "bayesian-map": {"pop_size": 20, "n_generations": 20},
+    "nested-map": {"n_per_pair": 6, "pop_size": 20, "n_generations": 20},
+}
+BUDGET = 14
+
+
+class FailingBand(Problem):
+    """BraninCurrin that crashes for 0.3 < x0 < 0.45 (a crashed evaluator)."""
+
+    def __init__(self) -> None:
+        self.inner = SyntheticProblem("branin_currin")
+        self.bounds, self.objectives, self.ref_point = self.inner.bounds, self.inner.objectives, self.inner.ref_point
+
+    def evaluate_one(self, x: torch.Tensor) -> torch.Tensor:
+        if 0.3 < float(x[0]) < 0.45:
+            raise EvaluationError(f"evaluator crashed at x0={float(x[0]):.3f}")
+        return self.inner.evaluate_one(x)
+
+
+def run(name: str, problem: Problem, seed: int):
+    strategy = get_strategy(name, problem, seed=seed, **FAST.get(name, {}))
+    return optimize(problem, strategy, budget=BUDGET, batch_size=4, progress=False)
+
+
+@pytest.mark.parametrize("name", available_strategies())
+def test_contract(name):
+    problem = FailingBand()
+    a, b = run(name, problem, seed=1), run(name, problem, seed=1)
+    assert 0 < a.n_evaluations <= BUDGET
+    torch.testing.assert_close(a.X, b.X)  # deterministic for a seed
+    torch.testing.assert_close(a.Y, b.Y, equal_nan=True)
+    lower, upper = problem.bounds
+    assert ((a.X >= lower - 1e-12) & (a.X <= upper + 1e-12)).all()
+    assert a.strategy == name and len(a.hypervolume_history) == a.n_evaluations
+    for row, message in a.errors.items():  # failures are recorded and kept out of the front
+        assert torch.isnan(a.Y[row]).all() and "crashed" in message
+        assert not a.pareto_mask[row]
+    assert a.ok.sum() + len(a.errors) == a.n_evaluations
+
+
+def test_a_different_seed_changes_the_points():
+    problem = SyntheticProblem("branin_currin")
+    for name in ("bambo", "map", "bayesian-map", "sobol", "random", "nsga2", "cmaes"):
+        assert not torch.equal(run(name, problem, 0).X, run(name, problem, 1).X), name
+
+
+def test_registry_errors_name_the_problem():
+    problem = SyntheticProblem("branin_currin")
+    with pytest.raises(UnknownNameError, match="bambo"):
+        get_strategy("bamboo", problem)
+    with pytest.raises(ConfigError, match="n_intial"):
+        get_strategy("bambo", problem, n_intial=4)
+    assert set(STRATEGIES) >= {"bambo", "map", "bayesian-map", "nested-map", "sobol", "grid", "nsga2", "moead"}
