@@ -36,6 +36,9 @@ def main(
 
 
 DEMO_DEFAULTS = {"digits": ("inverted,noisy", 32), "text": ("amazon,tweets3", 12)}
+DEMO_STRATEGIES = ("bambo", "map", "bayesian-map", "nested-map", "sobol", "grid", "nsga2")
+# The MAP family works on model-level coefficients (MAP's c); BAMBO on blocks (BAMBO Sec. 3.2).
+MODEL_LEVEL_STRATEGIES = ("map", "bayesian-map", "nested-map", "grid")
 
 
 def _load_benchmark(name: str, seed: int, cache_dir: Path | None) -> object:
@@ -68,8 +71,17 @@ def demo(
             help="Merge method (task_arithmetic, ties, dare_linear, dare_ties, breadcrumbs, della, linear, slerp)."
         ),
     ] = "task_arithmetic",
-    granularity: Annotated[str, typer.Option(help="Coefficient granularity: model, layer or block.")] = "model",
-    n_blocks: Annotated[int, typer.Option(help="Number of uniform blocks for --granularity block.")] = 3,
+    strategy: Annotated[
+        str, typer.Option(help=f"Search strategy: {', '.join(DEMO_STRATEGIES)} (any registered name works).")
+    ] = "bambo",
+    granularity: Annotated[
+        str | None,
+        typer.Option(help="Coefficient granularity: model, layer or block (default: block for bambo, else model)."),
+    ] = None,
+    n_blocks: Annotated[int, typer.Option(help="Number of layer blocks for --granularity block.")] = 3,
+    partitioner: Annotated[
+        str, typer.Option(help="How layers are grouped into blocks: hybrid (BAMBO's DP), variance, balance, uniform.")
+    ] = "hybrid",
     budget: Annotated[int | None, typer.Option(help="Merged models to evaluate (digits 32, text 12).")] = None,
     batch_size: Annotated[int, typer.Option(help="Points proposed per batch.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of the benchmark training and of the search.")] = 0,
@@ -82,14 +94,23 @@ def demo(
     """Search merge coefficients on a built-in benchmark and save the Pareto set.
 
     Builds (or loads from the cache) the benchmark's base model and experts fine-tuned on
-    real data, evaluates Sobol points of the merge coefficients, prints the Pareto set and
+    real data, runs the strategy (BAMBO by default: block-wise coefficients over a DP
+    partition of the layers, warm start, batch qLogNEHVI), prints the Pareto set and
     writes pareto.csv, pareto.json and pareto.png to --out.
     """
+    import statistics
+
     from bambo.optimize import optimize
     from bambo.report import pareto_table, write_pareto
+    from bambo.strategies import STRATEGIES
 
     torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+    if granularity is None:
+        granularity = "model" if strategy in MODEL_LEVEL_STRATEGIES else "block"
     try:
+        if strategy not in STRATEGIES:
+            raise BamboError(f"unknown strategy {strategy!r}; valid names: {', '.join(STRATEGIES)}")
         default_tasks, default_budget = DEMO_DEFAULTS.get(benchmark, ("", 0))
         budget = budget if budget is not None else default_budget
         names = tuple(t.strip() for t in (tasks or default_tasks).split(",") if t.strip())
@@ -98,13 +119,28 @@ def demo(
         task_list = ", ".join(bench.task_names)  # type: ignore[attr-defined]
         console.print(f"{benchmark} benchmark ready in {time.perf_counter() - start:.1f} s (tasks {task_list})")
         _print_anchors(bench, names)
-        problem = bench.problem(names, method=method, granularity=granularity, partition=n_blocks)  # type: ignore[attr-defined]
-        console.print(f"search space: {problem.space}, method {method!r}, budget {budget}")
-        result = optimize(problem, "sobol", budget=budget, batch_size=batch_size, seed=seed)
+        problem = bench.problem(  # type: ignore[attr-defined]
+            names, method=method, granularity=granularity, partition=n_blocks, partitioner=partitioner
+        )
+        console.print(f"search space: {problem.space}, method {method!r}, strategy {strategy!r}, budget {budget}")
+        result = optimize(problem, strategy, budget=budget, batch_size=batch_size, seed=seed)
     except BamboError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(code=2) from None
-    console.print(pareto_table(result, title=f"Pareto set ({int(result.pareto_mask.sum())} of {budget} evaluated)"))
+    n = result.n_evaluations
+    console.print(pareto_table(result, title=f"Pareto set ({int(result.pareto_mask.sum())} of {n} evaluated)"))
+    timings = result.info.get("timings", [])
+    if timings:  # model-based batches: the optimizer's own time
+        acq = [t["acquisition_s"] for t in timings]
+        fit = [t["fit_s"] for t in timings]
+        console.print(
+            f"{len(timings)} model-based batches: surrogate fit median {statistics.median(fit):.2f} s, "
+            f"{result.info['acquisition']} median {statistics.median(acq):.2f} s, max {max(acq):.2f} s"
+        )
+    if result.predicted_front is not None:
+        console.print(f"{strategy} predicted front: {result.predicted_front.shape[0]} points (in pareto.json)")
+    if "recommended_y" in result.info:
+        console.print(f"{strategy} recommended model: {result.info['recommended_y']} at {result.info['recommended_x']}")
     if result.errors:
         console.print(f"[yellow]{len(result.errors)} evaluations failed[/yellow]")
     metadata = {
@@ -112,7 +148,8 @@ def demo(
         "tasks": list(names),
         "method": method,
         "granularity": granularity,
-        "strategy": "sobol",
+        "strategy": strategy,
+        "partitioner": partitioner if granularity == "block" else None,
         "budget": budget,
         "batch_size": batch_size,
         "seed": seed,

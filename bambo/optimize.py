@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -34,17 +36,29 @@ def optimize(
         progress: Show a progress bar.
 
     Returns:
-        The :class:`ParetoResult` of all evaluations.
+        The :class:`ParetoResult` of all evaluations; ``info["ask_seconds"]`` holds the
+        time of every ``ask`` (the strategy's own time per batch, also shown on the
+        progress bar).
     """
     if budget < 1 or batch_size < 1:
         raise ConfigError(f"budget and batch_size must be >= 1, got {budget} and {batch_size}")
     search = get_strategy(strategy, problem, seed) if isinstance(strategy, str) else strategy
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[proposal]}"),
+    )
+    ask_seconds: list[float] = []
     with Progress(*columns, disable=not progress, transient=False) as bar:
-        task = bar.add_task(f"{search.name} evaluations", total=budget)
+        task = bar.add_task(f"{search.name} evaluations", total=budget, proposal="")
         done = 0
         while done < budget:
+            start = time.perf_counter()
             X = search.ask(min(batch_size, budget - done))
+            ask_seconds.append(time.perf_counter() - start)
+            bar.update(task, proposal=f"last proposal {ask_seconds[-1]:.2f} s")
             if X.shape[0] == 0:  # a finite design (grid, MAP's sample) is exhausted
                 break
             Y = torch.full((X.shape[0], problem.num_objectives), float("nan"), dtype=torch.float64)
@@ -57,4 +71,6 @@ def optimize(
                 bar.advance(task)
             search.tell(X, Y, errors)
             done += X.shape[0]
-    return search.result()
+    result = search.result()
+    result.info["ask_seconds"] = ask_seconds
+    return result

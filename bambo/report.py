@@ -13,19 +13,32 @@ from bambo.plotting import plot_front
 from bambo.strategies.base import ParetoResult
 
 
-def pareto_table(result: ParetoResult, title: str = "Pareto set", digits: int = 4) -> Table:
-    """The Pareto set as a table: decision variables, then objectives in their own directions."""
-    table = Table(title=title)
+def pareto_table(result: ParetoResult, title: str = "Pareto set", digits: int = 4, max_variables: int = 6) -> Table:
+    """The Pareto set as a table: objectives in their own directions, then decision variables.
+
+    Args:
+        result: A search result.
+        title: Table title.
+        digits: Decimals shown.
+        max_variables: Show the decision variables only if there are at most this
+            many (block-wise spaces have dozens; they are in ``pareto.csv``).
+    """
+    show_x = len(result.parameter_names) <= max_variables
+    caption = None if show_x else f"{len(result.parameter_names)} coefficients per point: see pareto.csv"
+    table = Table(title=title, caption=caption)
     table.add_column("#", justify="right")
-    for name in result.parameter_names:
-        table.add_column(name, justify="right", style="cyan")
     for name, sign in zip(result.objective_names, result.signs.tolist(), strict=True):
         arrow = "↑" if sign > 0 else "↓"
         table.add_column(f"{name} {arrow}", justify="right", style="green")
+    if show_x:
+        for name in result.parameter_names:
+            table.add_column(name, justify="right", style="cyan")
     X, Y = result.pareto_X, result.pareto_Y_user
     order = Y[:, 0].argsort(descending=bool(result.signs[0] > 0))
     for rank, i in enumerate(order.tolist()):
-        cells = [f"{v:.{digits}f}" for v in X[i].tolist()] + [f"{v:.{digits}f}" for v in Y[i].tolist()]
+        cells = [f"{v:.{digits}f}" for v in Y[i].tolist()]
+        if show_x:
+            cells += [f"{v:.{digits}f}" for v in X[i].tolist()]
         table.add_row(str(rank), *cells)
     return table
 
@@ -65,7 +78,14 @@ def write_pareto(
         ],
         "ref_point": None if result.ref_point is None else (result.ref_point * result.signs).tolist(),
         "hypervolume_history": result.hypervolume_history,
+        "strategy": result.strategy,
+        "info": result.info,
     }
+    if result.predicted_front is not None and result.predicted_X is not None:
+        payload["predicted_front"] = [
+            {"x": x, "objectives": y}
+            for x, y in zip(result.predicted_X.tolist(), result.predicted_front_user.tolist(), strict=True)
+        ]
     json_path = out / "pareto.json"
     json_path.write_text(json.dumps(payload, indent=1))
     png_path = plot_front(result, out / "pareto.png", title=title)

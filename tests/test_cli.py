@@ -19,7 +19,8 @@ def test_help(args):
 
 def test_demo_writes_the_three_files(tmp_path):
     out = tmp_path / "run"
-    result = runner.invoke(app, ["demo", "--budget", "12", "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
+    args = ["demo", "--strategy", "sobol", "--granularity", "model", "--budget", "12", "--out", str(out)]
+    result = runner.invoke(app, [*args, "--cache-dir", str(tmp_path / "cache")])
     assert result.exit_code == 0, result.output
     assert "Pareto set" in result.output
     for name in ("pareto.csv", "pareto.json", "pareto.png"):
@@ -34,12 +35,40 @@ def test_demo_writes_the_three_files(tmp_path):
     assert payload["ref_point"] == [0.1, 0.1] and payload["hypervolume_history"][-1] > 0
 
 
+def test_demo_runs_bambo_block_wise_by_default(tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["demo", "--budget", "12", "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    payload = json.loads((out / "pareto.json").read_text())
+    assert payload["strategy"] == "bambo" and payload["metadata"]["granularity"] == "block"
+    assert payload["metadata"]["partitioner"] == "hybrid"
+    assert len(payload["parameter_names"]) == 10  # (3 blocks + embed + head) x 2 experts
+    assert len(payload["info"]["timings"]) == 1  # 8 warm-start points, then one batch of 4
+    assert "model-based batches" in result.output
+
+
+@pytest.mark.parametrize("strategy", ["map", "nested-map"])
+def test_demo_runs_the_map_family_at_model_level(tmp_path, strategy):
+    out = tmp_path / "run"
+    args = ["demo", "--strategy", strategy, "--budget", "30", "--out", str(out), "--cache-dir", str(tmp_path / "c")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    payload = json.loads((out / "pareto.json").read_text())
+    assert payload["parameter_names"] == ["model/inverted", "model/noisy"]
+    if strategy == "map":
+        assert len(payload["predicted_front"]) > 10 and len(payload["evaluations"]) == 20
+    else:
+        assert "recommended_x" in payload["info"]
+
+
 def test_demo_reports_bad_input_clearly(tmp_path):
     result = runner.invoke(
         app, ["demo", "--method", "tie", "--budget", "2", "--out", str(tmp_path), "--cache-dir", str(tmp_path)]
     )
     assert result.exit_code == 2
     assert "unknown merge method 'tie'" in result.output
+    result = runner.invoke(app, ["demo", "--strategy", "bo", "--out", str(tmp_path), "--cache-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "unknown strategy 'bo'; valid names: bambo" in result.output
 
 
 def test_digits_report_shows_base_experts_and_merges(tmp_path):

@@ -341,6 +341,7 @@ class DigitsBenchmark:
         method: str = "task_arithmetic",
         granularity: Literal["model", "layer", "block"] = "model",
         partition: Sequence[Sequence[int]] | int = 3,
+        partitioner: str = "uniform",
         bounds: tuple[float, float] = (0.0, 1.0),
         metric: Literal["acc", "loss"] = "acc",
         split: Split = "val",
@@ -353,14 +354,18 @@ class DigitsBenchmark:
             method: Merge method name.
             granularity: ``model``, ``layer`` or ``block``.
             partition: Blocks for block granularity: a partition (e.g. from
-                :func:`bambo.partition.partition_layers`) or a count K of uniform blocks.
+                :func:`bambo.partition.partition_layers`) or a count K of blocks.
+            partitioner: How a count K is split: ``uniform`` or ``hybrid`` (BAMBO's DP
+                partition of the experts' layer differences), ``variance``, ``balance``.
             bounds: Bounds of every coefficient.
             metric: ``acc`` (maximised) or ``loss`` (minimised).
             split: Split the objectives are measured on.
             **method_options: Options of the merge method.
         """
         tasks = list(tasks or self.tasks)
-        merger, space = merge_setup(self.task_vectors(tasks), method, granularity, partition, bounds, method_options)
+        merger, space = merge_setup(
+            self.task_vectors(tasks), method, granularity, partition, bounds, method_options, partitioner
+        )
         direction = "maximize" if metric == "acc" else "minimize"
         value_range = (0.0, 1.0) if metric == "acc" else (0.0, None)
         objectives = [Objective(name=f"{metric}/{t}", direction=direction, bounds=value_range) for t in tasks]

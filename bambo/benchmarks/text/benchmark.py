@@ -242,6 +242,7 @@ class TextBenchmark:
         method: str = "task_arithmetic",
         granularity: Literal["model", "layer", "block"] = "model",
         partition: Sequence[Sequence[int]] | int = 3,
+        partitioner: str = "uniform",
         bounds: tuple[float, float] = (0.0, 1.0),
         split: Split = "val",
         **method_options: object,
@@ -253,12 +254,16 @@ class TextBenchmark:
             method: Merge method.
             granularity: ``model``, ``layer`` or ``block``.
             partition: Blocks for ``block`` granularity (a partition or a count K).
+            partitioner: How a count K is split: ``uniform`` or ``hybrid`` (BAMBO's DP
+                partition of the experts' layer differences), ``variance``, ``balance``.
             bounds: Coefficient bounds.
             split: Split of the objectives.
             **method_options: Options of the merge method.
         """
         tasks = list(tasks or self.task_names)
-        merger, space = merge_setup(self.task_vectors(tasks), method, granularity, partition, bounds, method_options)
+        merger, space = merge_setup(
+            self.task_vectors(tasks), method, granularity, partition, bounds, method_options, partitioner
+        )
         objectives = [Objective(name=f"acc/{t}", bounds=(0.0, 1.0)) for t in tasks]
         chance = [1.0 / len(self.tasks[t].classes) for t in tasks]
 
