@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.bambo-installed
 
-.PHONY: demo test lint bench-merge bench-partition bench-surrogates bench-text clean
+.PHONY: demo test lint bench-merge bench-partition bench-surrogates bench-text bench-strategies clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ bench-surrogates: $(STAMP)
 
 bench-text: $(STAMP)
 	$(BIN)/python -m benchmarks.text
+
+bench-strategies: $(STAMP)
+	$(BIN)/python -m benchmarks.strategies_synthetic
+	$(BIN)/python -m benchmarks.strategies_digits
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
