@@ -148,7 +148,11 @@ def bayesian_vs_plain(problem: MergeProblem, reference: torch.Tensor, seeds: lis
         )
     b12, m12 = raw["Bayesian MAP, 6 + 3 + 3 points"], raw["MAP, 12 points"]
     wins = sum(b["igd"] < m["igd"] for b, m in zip(b12, m12, strict=True))
-    lines += ["", f"Bayesian MAP (12 points) has the lower IGD than MAP (12 points) in {wins} of {len(seeds)} seeds.", ""]
+    lines += [
+        "",
+        f"Bayesian MAP (12 points) has the lower IGD than MAP (12 points) in {wins} of {len(seeds)} seeds.",
+        "",
+    ]
     return lines, raw
 
 

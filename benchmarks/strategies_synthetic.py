@@ -36,7 +36,9 @@ STRATEGIES = {
 }
 # Reference figures from the issue (60 evaluations, 3 seeds, Ax 1.3.1 / BoTorch 0.18.1 / Optuna on this machine).
 PEERS = {
-    "branin_currin": "Ax default: 95% after 28 evaluations; BoTorch qLogNEHVI (q=4): 95% after 31; Optuna TPE: 88% at 60",
+    "branin_currin": (
+        "Ax default: 95% after 28 evaluations; BoTorch qLogNEHVI (q=4): 95% after 31; Optuna TPE: 88% at 60"
+    ),
     "dtlz2": "Ax default: 90% at 60; BoTorch qLogNEHVI (q=4): 76% (one seed stuck at 16%); Optuna TPE: 63%",
 }
 

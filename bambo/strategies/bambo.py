@@ -8,7 +8,8 @@ The search space (block-wise by default, BAMBO Sec. 3.2) belongs to the problem
    points up to ``n_initial`` (N0 = 8 in the paper).
 2. Each iteration fits one surrogate per objective (a GP by default; any name in
    :data:`~bambo.surrogates.SURROGATES`) on the completed evaluations and
-   maximises a batch acquisition for ``q`` candidates (q = 4, T = 20 in the paper).
+   maximises a batch acquisition for ``q`` candidates (q = 4, T = 20 in the paper;
+   ``q`` is the batch size asked for, T is ``n_iterations``).
 
 Acquisition (``acquisition="auto"``):
 
@@ -46,6 +47,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from typing import Literal
 
 import torch
@@ -54,6 +56,7 @@ from botorch.acquisition.acquisition import AcquisitionFunction
 from botorch.acquisition.multi_objective import qExpectedHypervolumeImprovement
 from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
 from botorch.acquisition.multi_objective.parego import qLogNParEGO
+from botorch.exceptions.warnings import OptimizationWarning
 from botorch.models.gpytorch import GPyTorchModel
 from botorch.models.model import Model
 from botorch.models.model_list_gp_regression import ModelListGP
@@ -79,6 +82,11 @@ ACQUISITIONS = ("auto", "qlognehvi", "qehvi", "qlognparego")
 REF_POINTS = ("nadir", "worst", "problem")
 
 
+def _is_optimizer_warning(message: Warning | str) -> bool:
+    """BoTorch's notices that L-BFGS stopped abnormally and the optimisation was restarted."""
+    return isinstance(message, OptimizationWarning) or "Optimization failed" in str(message)
+
+
 class BAMBO(Strategy):
     """BAMBO's optimisation loop (BAMBO Alg. 2): warm start, then batch multi-objective BO.
 
@@ -86,6 +94,8 @@ class BAMBO(Strategy):
         problem: The problem (a block-wise :class:`~bambo.problem.MergeProblem` in the paper).
         seed: Seeds the Sobol warm start, the quasi-MC samples and the restarts.
         n_initial: N0, warm-start points (heuristic settings first, then Sobol).
+        n_iterations: T, model-based batches; afterwards ``ask`` returns nothing
+            (``None``: until the caller's budget runs out).
         surrogate: A registered surrogate name (``"gp"``, ``"quadratic-mean-gp"``, ...).
         acquisition: ``"auto"``, ``"qlognehvi"``, ``"qehvi"`` or ``"qlognparego"``.
         ref_point: ``"nadir"``, ``"worst"`` or ``"problem"`` (see the module docstring).
@@ -106,6 +116,7 @@ class BAMBO(Strategy):
         problem: Problem,
         seed: int = 0,
         n_initial: int = 8,
+        n_iterations: int | None = 20,
         surrogate: str = "gp",
         acquisition: Acquisition = "auto",
         ref_point: RefPoint = "nadir",
@@ -125,6 +136,8 @@ class BAMBO(Strategy):
             raise ConfigError(f"unknown ref_point {ref_point!r}; valid: {', '.join(REF_POINTS)}")
         if ref_point == "problem" and problem.ref_point is None:
             raise ConfigError("ref_point='problem' but the problem has no reference point")
+        if n_iterations is not None and n_iterations < 0:
+            raise ConfigError(f"n_iterations must be >= 0 or None, got {n_iterations}")
         if n_initial < 1 or mc_samples < 1 or num_restarts < 1 or raw_samples < num_restarts:
             raise ConfigError(
                 f"need n_initial >= 1, mc_samples >= 1, 1 <= num_restarts <= raw_samples; got "
@@ -139,6 +152,7 @@ class BAMBO(Strategy):
         self.surrogate = surrogate
         self.ref_point_rule: RefPoint = ref_point
         self.n_initial = n_initial
+        self.n_iterations = n_iterations
         self.mc_samples, self.num_restarts, self.raw_samples, self.maxiter = (
             mc_samples,
             num_restarts,
@@ -162,8 +176,11 @@ class BAMBO(Strategy):
         if self._warm_start.shape[0] > 0:
             X, self._warm_start = self._warm_start[:n], self._warm_start[n:]
             return X.clone()
+        if self.n_iterations is not None and self._iteration >= self.n_iterations:
+            return self.X[:0].clone()  # T iterations done
         X_ok, Y_ok = self.completed
         if X_ok.shape[0] < 2:  # nothing to model yet (failures): keep exploring
+            self._iteration += 1
             sobol = SobolEngine(self.problem.dim, scramble=True, seed=self.seed + 1 + self.X.shape[0])
             lower, upper = self.problem.bounds
             return lower + (upper - lower) * sobol.draw(n, dtype=torch.float64)
@@ -191,23 +208,36 @@ class BAMBO(Strategy):
         self._iteration += 1
         options = {"maxiter": self.maxiter, "batch_limit": 5}
         bounds = self.problem.bounds
-        if self.acquisition_name == "qlognparego":
-            candidates = self._parego_batch(model, X, q, seed, options)
-        else:
-            acqf = self._acquisition(model, X, Y, seed)
-            with torch.random.fork_rng():
-                torch.manual_seed(seed)
-                candidates, _ = optimize_acqf(
-                    acqf,
-                    bounds=bounds,
-                    q=q,
-                    num_restarts=self.num_restarts,
-                    raw_samples=self.raw_samples,
-                    options=options,
-                    sequential=self.sequential,
-                )
+        # L-BFGS "ABNORMAL" stops make BoTorch retry from new starts and warn; count them instead
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", OptimizationWarning)
+            warnings.filterwarnings("always", message="Optimization failed", category=RuntimeWarning)
+            if self.acquisition_name == "qlognparego":
+                candidates = self._parego_batch(model, X, q, seed, options)
+            else:
+                acqf = self._acquisition(model, X, Y, seed)
+                with torch.random.fork_rng():
+                    torch.manual_seed(seed)
+                    candidates, _ = optimize_acqf(
+                        acqf,
+                        bounds=bounds,
+                        q=q,
+                        num_restarts=self.num_restarts,
+                        raw_samples=self.raw_samples,
+                        options=options,
+                        sequential=self.sequential,
+                    )
+        optimizer_warnings = [w for w in caught if _is_optimizer_warning(w.message)]
+        for w in caught:
+            if not _is_optimizer_warning(w.message):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         done = time.perf_counter()
-        timing = {"n": float(X.shape[0]), "fit_s": fitted - start, "acquisition_s": done - fitted}
+        timing = {
+            "n": float(X.shape[0]),
+            "fit_s": fitted - start,
+            "acquisition_s": done - fitted,
+            "optimizer_warnings": float(len(optimizer_warnings)),
+        }
         self.timings.append(timing)
         logger.info(
             "%s iteration %d: fit %.2f s, %s %.2f s (n=%d, q=%d)",

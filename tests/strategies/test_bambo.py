@@ -57,3 +57,12 @@ def test_bambo_beats_sobol_on_branin_currin_small():
         frac_bo = bo.hypervolume_history[-1] / problem.max_hv
         frac_sobol = sobol.hypervolume_history[-1] / problem.max_hv
         assert frac_bo > frac_sobol and frac_bo > 0.7, (seed, frac_bo, frac_sobol)
+
+
+def test_bambo_stops_after_t_iterations():
+    problem = SyntheticProblem("zdt1", dim=2)
+    fast = {"num_restarts": 2, "raw_samples": 32, "mc_samples": 16, "maxiter": 30}
+    strategy = BAMBO(problem, seed=0, n_initial=4, n_iterations=2, **fast)
+    result = optimize(problem, strategy, budget=100, batch_size=3, progress=False)
+    assert result.n_evaluations == 4 + 2 * 3 and len(result.info["timings"]) == 2
+    assert all("optimizer_warnings" in t for t in result.info["timings"])
