@@ -258,3 +258,18 @@ def test_granularity_by_name():
     assert MergeSpace.for_granularity(NAMES, "block", 2, partition=2).dim == 2 * 4
     with pytest.raises(UnknownNameError, match="valid names: block, layer, model"):
         MergeSpace.for_granularity(NAMES, "tensor", 2)
+
+
+def test_blocks_map_layers_by_parsed_index_not_by_prefix():
+    """BAMBO's successor code matched ``layers.1`` against ``layers.10``-``layers.19``; here L = 24."""
+    names = ["embed_tokens.weight"] + [f"model.layers.{i}.mlp.weight" for i in range(24)] + ["lm_head.weight"]
+    space = MergeSpace.block_wise(names, [range(0, 1), range(1, 2), range(2, 10), range(10, 20), range(20, 24)], 1)
+    groups = {g.name: g.tensors for g in space.groups}
+    block1 = next(tensors for name, tensors in groups.items() if name.startswith("block.1"))
+    assert block1 == ("model.layers.1.mlp.weight",)
+    block3 = next(tensors for name, tensors in groups.items() if name.startswith("block.3"))
+    assert block3 == tuple(f"model.layers.{i}.mlp.weight" for i in range(10, 20))
+    x = torch.arange(space.dim, dtype=torch.float64) / 10
+    coefficients = space.to_coefficients(x)
+    assert float(coefficients["model.layers.1.mlp.weight"]) == float(x[2])  # embed is group 0, block.0 group 1
+    assert float(coefficients["model.layers.12.mlp.weight"]) == float(x[4])
