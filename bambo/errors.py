@@ -43,3 +43,15 @@ class EvaluationError(BamboError, RuntimeError):
 
 class InfeasibleError(BamboError, ValueError):
     """No candidate meets the constraints; the message gives the best achievable value of each."""
+
+
+class StrategyError(BamboError, RuntimeError):
+    """A strategy failed while proposing or learning; ``result`` keeps everything evaluated before.
+
+    Attributes:
+        result: The :class:`~bambo.strategies.ParetoResult` of the evaluations so far (or ``None``).
+    """
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result

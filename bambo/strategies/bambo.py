@@ -162,16 +162,31 @@ class BAMBO(Strategy):
         self.sequential = sequential
         self._warm_start = self._initial_design(heuristics)
         self._iteration = 0
+        self._pending = torch.empty(0, problem.dim, dtype=torch.float64)  # asked, not yet told
         self.timings: list[dict[str, float]] = []
 
     def _initial_design(self, heuristics: bool) -> Tensor:
         lower, upper = self.problem.bounds
-        chosen = self.problem.heuristic_points()[: self.n_initial] if heuristics else lower[:0].reshape(0, -1)
+        chosen = self.problem.heuristic_points()[: self.n_initial] if heuristics else lower.new_empty(0, lower.numel())
         n_sobol = self.n_initial - chosen.shape[0]
+        if n_sobol == 0:
+            return chosen
         sobol = SobolEngine(self.problem.dim, scramble=True, seed=self.seed).draw(n_sobol, dtype=torch.float64)
         return torch.cat([chosen, lower + (upper - lower) * sobol])
 
     def ask(self, n: int) -> Tensor:
+        X = self._propose(n)
+        self._pending = torch.cat([self._pending, X])
+        return X
+
+    def tell(self, X: Tensor, Y: Tensor, errors: dict[int, str] | None = None) -> None:
+        super().tell(X, Y, errors)
+        told = torch.as_tensor(X, dtype=torch.float64)
+        if self._pending.shape[0] and told.shape[0]:
+            matched = (torch.cdist(self._pending, told) < 1e-12).any(dim=1)
+            self._pending = self._pending[~matched]
+
+    def _propose(self, n: int) -> Tensor:
         self._check_n(n)
         if self._warm_start.shape[0] > 0:
             X, self._warm_start = self._warm_start[:n], self._warm_start[n:]
@@ -185,6 +200,19 @@ class BAMBO(Strategy):
             lower, upper = self.problem.bounds
             return lower + (upper - lower) * sobol.draw(n, dtype=torch.float64)
         return self._bayesian_batch(X_ok, Y_ok, n)
+
+    def replay(self, X: Tensor) -> None:
+        """Advance without refitting: pop the warm start, or count a model-based batch.
+
+        BAMBO's state is its data and two counters, so a journaled batch is replayed
+        exactly without repeating the acquisition optimisation.
+        """
+        k = X.shape[0]
+        if self._warm_start.shape[0] > 0:
+            self._warm_start = self._warm_start[k:]
+        else:
+            self._iteration += 1
+        self._pending = torch.cat([self._pending, torch.as_tensor(X, dtype=torch.float64)])
 
     # -- one BO iteration ----------------------------------------------------------------------
 
@@ -202,9 +230,11 @@ class BAMBO(Strategy):
 
     def _bayesian_batch(self, X: Tensor, Y: Tensor, q: int) -> Tensor:
         start = time.perf_counter()
-        model = fit_surrogate(self.surrogate, X, Y, bounds=self.problem.bounds)
-        fitted = time.perf_counter()
         seed = self.seed * 100_003 + self._iteration
+        with torch.random.fork_rng():  # fit retries draw from the global generator
+            torch.manual_seed(seed)
+            model = fit_surrogate(self.surrogate, X, Y, bounds=self.problem.bounds)
+        fitted = time.perf_counter()
         self._iteration += 1
         options = {"maxiter": self.maxiter, "batch_limit": 5}
         bounds = self.problem.bounds
@@ -255,30 +285,38 @@ class BAMBO(Strategy):
         return SobolQMCNormalSampler(sample_shape=torch.Size([self.mc_samples]), seed=seed)
 
     def _acquisition(self, model: Model, X: Tensor, Y: Tensor, seed: int) -> AcquisitionFunction:
+        """The acquisition, aware of points asked but not yet told (``X_pending``)."""
         sampler = self._sampler(seed)
         cache_root = isinstance(model, GPyTorchModel | ModelListGP)
+        pending = self._pending if self._pending.shape[0] else None
         if self.acquisition_name == "qlognei":
-            return qLogNoisyExpectedImprovement(model, X, sampler=sampler, prune_baseline=True, cache_root=cache_root)
+            return qLogNoisyExpectedImprovement(
+                model, X, sampler=sampler, X_pending=pending, prune_baseline=True, cache_root=cache_root
+            )
         ref = self.reference_point(Y)
         if self.acquisition_name == "qehvi":
             partitioning = FastNondominatedPartitioning(ref_point=ref, Y=Y)
-            return qExpectedHypervolumeImprovement(model, ref.tolist(), partitioning, sampler=sampler)
+            return qExpectedHypervolumeImprovement(
+                model, ref.tolist(), partitioning, sampler=sampler, X_pending=pending
+            )
         return qLogNoisyExpectedHypervolumeImprovement(
-            model, ref.tolist(), X, sampler=sampler, prune_baseline=True, cache_root=cache_root
+            model, ref.tolist(), X, sampler=sampler, X_pending=pending, prune_baseline=True, cache_root=cache_root
         )
 
     def _parego_batch(self, model: Model, X: Tensor, q: int, seed: int, options: dict) -> Tensor:
         """q candidates, each maximising qLogNParEGO under its own random weights, the earlier ones pending."""
         generator = torch.Generator().manual_seed(seed)
+        all_weights = sample_simplex(self.problem.num_objectives, n=q, dtype=torch.float64, seed=seed)
         chosen: list[Tensor] = []
         for i in range(q):
-            weights = sample_simplex(self.problem.num_objectives, n=1, dtype=torch.float64, seed=seed + i).squeeze(0)
-            pending = torch.cat(chosen) if chosen else None
+            weights = all_weights[i]
+            pending = torch.cat([self._pending, *chosen])
+            pending = pending if pending.shape[0] else None
             acqf = qLogNParEGO(
                 model,
                 X_baseline=X,
                 scalarization_weights=weights,
-                sampler=self._sampler(seed + i),
+                sampler=self._sampler(seed * 31 + i),
                 prune_baseline=True,
                 X_pending=pending,
             )

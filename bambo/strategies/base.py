@@ -126,6 +126,18 @@ class Strategy(ABC):
     def ask(self, n: int) -> Tensor:
         """Propose up to ``n`` points, shape ``(k, d)`` with ``k <= n``, inside the problem's bounds."""
 
+    def replay(self, X: Tensor) -> None:
+        """Advance the strategy as if ``ask(len(X))`` had just returned ``X`` (resuming a journaled run).
+
+        The default asks again and discards the answer (every random choice is
+        seeded, so the state advances as it did); the caller then tells the
+        journaled results. Strategies whose asks are expensive override it.
+
+        Args:
+            X: The journaled batch, shape ``(k, d)``.
+        """
+        self.ask(X.shape[0])
+
     def _check_n(self, n: int) -> None:
         if n < 1:
             raise ConfigError(f"ask(n) needs n >= 1, got {n}")
@@ -148,6 +160,17 @@ class Strategy(ABC):
             raise ConfigError(f"X must have shape (n, {self.problem.dim}), got {tuple(X.shape)}")
         if Y.shape != (X.shape[0], self.problem.num_objectives):
             raise ConfigError(f"Y must have shape ({X.shape[0]}, {self.problem.num_objectives}), got {tuple(Y.shape)}")
+        bad_x = (~torch.isfinite(X).all(dim=-1)).nonzero().flatten().tolist()
+        if bad_x:
+            raise ConfigError(f"X rows {bad_x} are not finite: {X[bad_x[0]].tolist()}")
+        lower, upper = self.problem.bounds
+        slack = 1e-9 * (upper - lower)
+        outside = ((X < lower - slack) | (X > upper + slack)).any(dim=-1).nonzero().flatten().tolist()
+        if outside:
+            raise ConfigError(
+                f"X row {outside[0]} is outside the bounds: {X[outside[0]].tolist()} not in "
+                f"[{lower.tolist()}, {upper.tolist()}]"
+            )
         errors = dict(errors or {})
         bad_rows = [row for row in errors if not 0 <= row < X.shape[0]]
         if bad_rows:
@@ -186,7 +209,11 @@ class Strategy(ABC):
             strategy=self.name,
         )
         ok = result.ok
-        ref = ref_point if ref_point is not None else self.problem.ref_point
+        ref = self.problem.ref_point
+        if ref_point is not None:
+            ref = torch.as_tensor(ref_point, dtype=torch.float64)
+            if ref.shape != (self.problem.num_objectives,):
+                raise ConfigError(f"ref_point has shape {tuple(ref.shape)}, expected ({self.problem.num_objectives},)")
         if ref is None and ok.any():
             Yc = self.Y[ok]
             span = (Yc.max(0).values - Yc.min(0).values).clamp_min(1e-12)

@@ -153,8 +153,11 @@ class BayesianMAP(MAP):
                 f"need bins_per_angle >= 1, 0 <= drop_rate < 1, n_bootstrap >= 1; "
                 f"got {bins_per_angle}, {drop_rate}, {n_bootstrap}"
             )
-        if problem.dim < 2:
-            raise ConfigError(f"Bayesian MAP bins directions and needs d >= 2 coefficients, got d={problem.dim}")
+        if not 2 <= problem.dim <= 4:
+            raise ConfigError(
+                f"Bayesian MAP bins directions into bins_per_angle ** (d - 1) bins and is meant for few tasks "
+                f"(the paper: N <= 3); it accepts 2 <= d <= 4, got d={problem.dim}; use MAP or BAMBO"
+            )
         total = n_initial + n_rounds * n_per_round
         super().__init__(problem, seed, total, "uniform", link, n_reevaluate, pop_size, n_generations)
         self.n_initial, self.n_per_round, self.n_rounds = n_initial, n_per_round, n_rounds
@@ -167,7 +170,7 @@ class BayesianMAP(MAP):
         self._generator = torch.Generator().manual_seed(seed)
         self._queue = self._uniform(n_initial)
         self._handed_out = n_initial
-        self.round_scores: list[list[float]] = []
+        self.round_scores: list[list[float | None]] = []
 
     @property
     def n_bins(self) -> int:
@@ -197,7 +200,7 @@ class BayesianMAP(MAP):
     def _next_round(self) -> Tensor:
         """Score the bins on all completed points and draw the next round (Alg. 3, inner loop)."""
         scores = self.scores()
-        self.round_scores.append(scores.tolist())
+        self.round_scores.append([None if math.isnan(v) else v for v in scores.tolist()])
         weights = torch.where(torch.isnan(scores), torch.nan_to_num(scores, nan=0.0).max(), scores)
         if not (weights > 0).any():
             weights = torch.ones_like(weights)
@@ -212,7 +215,10 @@ class BayesianMAP(MAP):
         prediction = TaskQuadratics(self.problem, X, Y, self.link).predict(X)
         errors = ((prediction - Y) ** 2).sum(dim=-1)
         bins = angular_bins(self._unit(X), self.bins_per_angle)
-        return bin_scores(errors, bins, self.n_bins, self._generator, self.drop_rate, self.n_bootstrap, self.std_weight)
+        # bootstraps draw from their own generator, seeded by the data size, so calling
+        # scores() never changes the points a later round draws
+        generator = torch.Generator().manual_seed(self.seed * 7_919 + X.shape[0])
+        return bin_scores(errors, bins, self.n_bins, generator, self.drop_rate, self.n_bootstrap, self.std_weight)
 
     def _point_in_bin(self, k: int, tries: int = 50, chunk: int = 1024) -> Tensor:
         """A uniform point of the box whose direction falls in bin ``k`` (rejection sampling)."""

@@ -73,6 +73,13 @@ class TaskQuadratics:
         for j, objective in enumerate(problem.objectives):
             name, low, high = link_for(objective.bounds) if link == "auto" else (link, *_bounds_or_default(objective))
             y = Y_user[:, j : j + 1]
+            low_ok = objective.bounds[0] is None or bool((y >= objective.bounds[0] - 1e-9).all())
+            high_ok = objective.bounds[1] is None or bool((y <= objective.bounds[1] + 1e-9).all())
+            if not (low_ok and high_ok):
+                raise ConfigError(
+                    f"objective {objective.name!r} has values in [{float(y.min())}, {float(y.max())}] outside its "
+                    f"declared bounds {objective.bounds}"
+                )
             if name == "sigmoid":  # values on the bound are fine for the data, not for the logit
                 span = high - low
                 y = y.clamp(low + 1e-4 * span, high - 1e-4 * span)

@@ -27,6 +27,7 @@ merged models evaluated (each scores every task at once here).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -199,6 +200,8 @@ class NestedMAP(Strategy):
         """Preference-weighted mean of the group's tasks, maximisation form, shape ``(n,)``."""
         idx = list(group.tasks)
         w = self.preference[idx]
+        if w.sum() <= 0:  # tasks the preference ignores still need a finite objective: weigh them equally
+            w = torch.ones_like(w)
         return (Y[:, idx] * w).sum(dim=-1) / w.sum()
 
     def _merge_pair(self, pair: _Pair) -> _Group:
@@ -216,6 +219,8 @@ class NestedMAP(Strategy):
         surrogates = TaskQuadratics(_PairProblem(bounds, objectives), C[ok], F, self.link)
         front_C, front_F = amortized_front(surrogates, bounds, self.seed, self.pop_size, self.n_generations)
         weights = torch.tensor([pair.a.weight, pair.b.weight], dtype=torch.float64)
+        if weights.sum() <= 0:
+            weights = torch.ones(2, dtype=torch.float64)
         best = int(torch.argmax(front_F @ weights))
         c = front_C[best]
         score = float(front_F[best] @ weights / weights.sum())
@@ -278,5 +283,6 @@ class NestedMAP(Strategy):
         if self._final_row is not None and self._final_row < self.Y.shape[0]:
             y = self.Y[self._final_row]
             info["recommended_y"] = (y * self.problem.signs).tolist()
-            info["recommended_preference_score"] = float(y @ self.preference)
+            score = float(y @ self.preference)
+            info["recommended_preference_score"] = score if math.isfinite(score) else None
         result.info.update(info)

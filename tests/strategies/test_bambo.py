@@ -66,3 +66,22 @@ def test_bambo_stops_after_t_iterations():
     result = optimize(problem, strategy, budget=100, batch_size=3, progress=False)
     assert result.n_evaluations == 4 + 2 * 3 and len(result.info["timings"]) == 2
     assert all("optimizer_warnings" in t for t in result.info["timings"])
+
+
+def test_sobol_only_warm_start_and_pending_points():
+    problem = SyntheticProblem("branin_currin")
+    fast = {"num_restarts": 2, "raw_samples": 32, "mc_samples": 16, "maxiter": 30}
+    strategy = BAMBO(problem, seed=0, n_initial=4, heuristics=False, **fast)
+    X0 = strategy.ask(4)
+    assert not (X0 == problem.heuristic_points()[0]).all(-1).any()  # no corner: Sobol only
+    strategy.tell(X0, problem.evaluate(X0))
+    first, second = strategy.ask(2), strategy.ask(2)  # asked twice before telling: the second avoids the first
+    assert torch.cdist(first, second).min() > 1e-3
+
+
+def test_parego_draws_new_weights_every_iteration():
+    problem = SyntheticProblem("dtlz2", dim=5, num_objectives=4)
+    fast = {"num_restarts": 2, "raw_samples": 32, "mc_samples": 16, "maxiter": 20}
+    result = optimize(problem, BAMBO(problem, seed=0, n_initial=6, **fast), budget=14, batch_size=4, progress=False)
+    assert result.info["acquisition"] == "qlognparego" and len(result.info["timings"]) == 2
+    assert torch.unique(result.X[6:], dim=0).shape[0] == 8

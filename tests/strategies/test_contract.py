@@ -65,3 +65,31 @@ def test_registry_errors_name_the_problem():
     with pytest.raises(ConfigError, match="n_intial"):
         get_strategy("bambo", problem, n_intial=4)
     assert set(STRATEGIES) >= {"bambo", "map", "bayesian-map", "nested-map", "sobol", "grid", "nsga2", "moead"}
+
+
+def test_tell_refuses_points_that_cannot_have_been_evaluated():
+    problem = SyntheticProblem("branin_currin")
+    strategy = get_strategy("sobol", problem)
+    with pytest.raises(ConfigError, match="not finite"):
+        strategy.tell(torch.tensor([[float("nan"), 0.5]]), torch.tensor([[1.0, 1.0]]))
+    with pytest.raises(ConfigError, match="outside the bounds"):
+        strategy.tell(torch.tensor([[1.5, 0.5]]), torch.tensor([[1.0, 1.0]]))
+    with pytest.raises(ConfigError, match="ref_point has shape"):
+        strategy.result(ref_point=[1.0, 2.0, 3.0])
+    assert strategy.result(ref_point=[-300.0, -20.0]).hypervolume_history == []
+
+
+def test_a_failing_strategy_keeps_what_was_evaluated():
+    from bambo.errors import StrategyError
+    from bambo.strategies import MAP
+
+    class Broken(MAP):
+        def tell(self, X, Y, errors=None):
+            super().tell(X, Y, errors)
+            if self.X.shape[0] >= 8:
+                raise RuntimeError("surrogate exploded")
+
+    problem = SyntheticProblem("branin_currin")
+    with pytest.raises(StrategyError, match="after 8 evaluations") as info:
+        optimize(problem, Broken(problem, n_samples=12), budget=12, batch_size=4, progress=False)
+    assert info.value.result.n_evaluations == 8 and info.value.result.ok.all()

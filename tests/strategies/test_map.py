@@ -157,3 +157,22 @@ def test_nested_map_validates_its_problem():
     bad.objectives = bad.objectives[:2]
     with pytest.raises(ConfigError, match="dim == objectives"):
         NestedMAP(bad)
+
+
+def test_nested_map_accepts_zero_preference_weights_and_odd_task_counts():
+    problem = Quadratics(m=5)
+    strategy = NestedMAP(problem, seed=0, preference=[1, 0, 0, 1, 0], n_per_pair=6, pop_size=20, n_generations=10)
+    result = optimize(problem, strategy, budget=1000, batch_size=7, progress=False)
+    assert [step["round"] for step in result.info["merge_tree"]] == [1, 1, 2, 3]  # 5 -> 3 -> 2 -> 1
+    assert result.info["recommended_preference_score"] is not None
+
+
+def test_bayesian_map_is_limited_to_few_tasks():
+    with pytest.raises(ConfigError, match="2 <= d <= 4"):
+        BayesianMAP(Quadratics(m=5))
+
+
+def test_map_refuses_values_outside_declared_objective_bounds():
+    problem = Quadratics(bounds=(0.0, 1.0))  # the quadratics go negative
+    with pytest.raises(ConfigError, match="outside its declared bounds"):
+        optimize(problem, MAP(problem, n_samples=10), budget=10, progress=False).predicted_front  # noqa: B018
