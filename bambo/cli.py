@@ -160,6 +160,83 @@ def demo(
 
 
 @app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="YAML run config (see examples/).")],
+    output: Annotated[Path | None, typer.Option(help="Run folder (default: the config's `output`).")] = None,
+    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
+) -> None:
+    """Run an experiment from a config file, journaling every evaluation (resumable)."""
+    from bambo import runner
+
+    _setup_torch(threads)
+    try:
+        run_dir, result = runner.start(config, output)
+    except BamboError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=2) from None
+    _print_run(run_dir, result)
+
+
+@app.command()
+def resume(
+    run_dir: Annotated[Path, typer.Argument(help="Folder of a run started with `bambo run`.")],
+    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
+) -> None:
+    """Continue a run from its journal: completed trials are kept, interrupted ones re-run."""
+    from bambo import runner
+
+    _setup_torch(threads)
+    try:
+        result = runner.resume(run_dir)
+    except BamboError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=2) from None
+    _print_run(run_dir, result)
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="Folder of a run.")]) -> None:
+    """Print a run's Pareto set from its journal and write its plots (no model is loaded)."""
+    from bambo import runner
+    from bambo.plotting import plot_front, plot_front_nd, plot_hypervolume
+
+    try:
+        result = runner.journal_result(run_dir)
+    except BamboError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=2) from None
+    if result.ok.sum() == 0:
+        console.print(f"[yellow]{run_dir}: no completed evaluation yet ({result.n_evaluations} trials)[/yellow]")
+        raise typer.Exit(code=1)
+    _print_run(run_dir, result)
+    paths = [plot_front(result, run_dir / "front.png"), plot_hypervolume(result, run_dir / "hypervolume.png")]
+    if result.Y.shape[1] >= 3:
+        paths.append(plot_front_nd(result, run_dir / "front_nd.png"))
+    console.print("wrote " + ", ".join(str(p) for p in paths))
+
+
+def _setup_torch(threads: int) -> None:
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+
+
+def _print_run(run_dir: Path, result: object) -> None:
+    from bambo.report import pareto_table
+
+    n = result.n_evaluations  # type: ignore[attr-defined]
+    title = f"Pareto set ({int(result.pareto_mask.sum())} of {n} evaluated)"  # type: ignore[attr-defined]
+    console.print(pareto_table(result, title=title))  # type: ignore[arg-type]
+    errors = result.errors  # type: ignore[attr-defined]
+    if errors:
+        console.print(f"[yellow]{len(errors)} failed evaluations[/yellow]")
+        for row, text in sorted(errors.items())[:5]:
+            console.print(f"  trial {row}: {text}")
+    hv = result.hypervolume_history  # type: ignore[attr-defined]
+    if hv:
+        console.print(f"hypervolume {hv[-1]:.4g}; run folder {run_dir}")
+
+
+@app.command()
 def digits(
     seed: Annotated[int, typer.Option(help="Seed of the benchmark's split, initialisation and training.")] = 0,
     split: Annotated[str, typer.Option(help="Split to score on: train, val or test.")] = "val",

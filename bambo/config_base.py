@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -10,8 +11,13 @@ from bambo.errors import ConfigError
 
 
 def format_validation_error(exc: ValidationError) -> str:
-    """One line per problem: ``field: message``."""
-    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in exc.errors())
+    """One line per problem: ``field: message`` (nested bambo configs keep their inner field names)."""
+    parts = []
+    for err in exc.errors():
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        msg = re.sub(r"^invalid [A-Za-z]+: ", "", msg)
+        parts.append(f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {msg}")
+    return "; ".join(parts)
 
 
 class FrozenConfig(BaseModel):

@@ -48,3 +48,71 @@ def plot_front(result: ParetoResult, path: Path | str, title: str = "") -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_hypervolume(result: ParetoResult, path: Path | str, title: str = "") -> Path:
+    """Hypervolume (w.r.t. the result's reference point) after each evaluation.
+
+    Args:
+        result: A search result with a hypervolume history.
+        path: Where to write the PNG.
+        title: Figure title.
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    history = result.hypervolume_history
+    ax.plot(range(1, len(history) + 1), history, "-", c="tab:blue")
+    failed = sorted(result.errors)
+    if failed and history:
+        ax.scatter([i + 1 for i in failed], [history[i] for i in failed], c="tab:red", s=14, label="failed evaluation")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlabel("evaluations")
+    ax.set_ylabel("hypervolume")
+    ax.grid(alpha=0.3)
+    ax.set_title(title or "hypervolume of the evaluated set")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_front_nd(result: ParetoResult, path: Path | str, title: str = "") -> Path:
+    """The Pareto set beyond two objectives: a 3D scatter for three, parallel coordinates for more.
+
+    Args:
+        result: A search result with at least three objectives.
+        path: Where to write the PNG.
+        title: Figure title.
+    """
+    Y = result.Y_user[result.ok].numpy()
+    P = result.pareto_Y_user.numpy()
+    names = result.objective_names
+    if len(names) == 3:
+        fig = plt.figure(figsize=(6, 5))
+        ax = fig.add_subplot(projection="3d")
+        ax.scatter(Y[:, 0], Y[:, 1], Y[:, 2], s=10, c="0.65", label="evaluated")
+        ax.scatter(P[:, 0], P[:, 1], P[:, 2], s=30, c="tab:red", label="Pareto set")
+        ax.set_xlabel(names[0])
+        ax.set_ylabel(names[1])
+        ax.set_zlabel(names[2])
+        ax.legend(fontsize=8)
+    else:
+        fig, ax = plt.subplots(figsize=(1.6 * len(names) + 2, 4))
+        low, high = Y.min(axis=0), Y.max(axis=0)
+        span = (high - low) + (high == low)
+        for row in (Y - low) / span:
+            ax.plot(range(len(names)), row, c="0.8", lw=0.6)
+        for row in (P - low) / span:
+            ax.plot(range(len(names)), row, c="tab:red", lw=1.2)
+        ax.set_xticks(
+            range(len(names)), [f"{n}\n[{lo:.3g}, {hi:.3g}]" for n, lo, hi in zip(names, low, high, strict=True)]
+        )
+        ax.set_yticks([])
+        ax.set_title("Pareto set (red) in parallel coordinates, each axis min-max scaled")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,200 @@
+"""The experiment journal: a crash-safe SQLite record of every trial (``journal.sqlite``).
+
+One row per trial (an evaluation of one decision vector): its batch, parameters,
+status (``pending`` -> ``running`` -> ``completed`` | ``failed``), metrics,
+objectives, error text and timings. Every change is its own transaction, written
+before and after each evaluation, in WAL mode with ``synchronous=FULL``, so a
+process killed at any instant leaves a consistent journal: completed trials are
+never lost, and a trial left ``pending`` or ``running`` is known to need a re-run.
+
+Written with the standard library's ``sqlite3`` because Ax's SQL store needs an
+extra that pins an old SQLAlchemy (``shared/notes``) and no other library offers a
+transactional per-trial journal without a server.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from bambo.errors import BamboError
+
+Status = Literal["pending", "running", "completed", "failed"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS trials (
+    id INTEGER PRIMARY KEY,
+    batch INTEGER NOT NULL,
+    x TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'running', 'completed', 'failed')),
+    metrics TEXT,
+    objectives TEXT,
+    error TEXT,
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL
+);
+"""
+
+
+class JournalError(BamboError):
+    """The journal is missing, corrupt, or used out of order."""
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One journaled evaluation.
+
+    Attributes:
+        id: 0-based position in the run.
+        batch: Index of the batch it was proposed in.
+        x: The decision vector.
+        status: ``pending``, ``running``, ``completed`` or ``failed``.
+        metrics: The evaluator's named metrics (completed trials).
+        objectives: Objectives in maximisation form (completed trials).
+        error: Error text (failed trials).
+        started: Unix time the evaluation started.
+        finished: Unix time it ended.
+    """
+
+    id: int
+    batch: int
+    x: list[float]
+    status: Status
+    metrics: dict[str, float] | None
+    objectives: list[float] | None
+    error: str | None
+    started: float | None
+    finished: float | None
+
+    @property
+    def seconds(self) -> float | None:
+        """Duration of the evaluation, if it ended."""
+        return None if self.started is None or self.finished is None else self.finished - self.started
+
+
+class Journal:
+    """A run's journal in ``path`` (created if missing).
+
+    Args:
+        path: The SQLite file.
+        create: Create the file if it does not exist (else raise :class:`JournalError`).
+    """
+
+    def __init__(self, path: Path | str, create: bool = True) -> None:
+        self.path = Path(path)
+        if not create and not self.path.exists():
+            raise JournalError(f"no journal at {self.path}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.executescript(_SCHEMA)  # idempotent; executescript commits by itself
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    # -- metadata ------------------------------------------------------------------------------
+
+    def set_meta(self, key: str, value: Any) -> None:
+        """Store a JSON-serialisable value under ``key``."""
+        with self._transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+
+    def meta(self, key: str, default: Any = None) -> Any:
+        """The value stored under ``key`` (``default`` if absent)."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    # -- trials --------------------------------------------------------------------------------
+
+    def add_batch(self, X: Sequence[Sequence[float]]) -> list[int]:
+        """Record a proposed batch as ``pending`` trials; returns their ids."""
+        with self._transaction() as conn:
+            (next_id,) = conn.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM trials").fetchone()
+            (batch,) = conn.execute("SELECT COALESCE(MAX(batch) + 1, 0) FROM trials").fetchone()
+            now = time.time()
+            ids = list(range(next_id, next_id + len(X)))
+            conn.executemany(
+                "INSERT INTO trials (id, batch, x, status, created) VALUES (?, ?, ?, 'pending', ?)",
+                [(i, batch, json.dumps([float(v) for v in x]), now) for i, x in zip(ids, X, strict=True)],
+            )
+        return ids
+
+    def mark_running(self, trial_id: int) -> None:
+        """Record that the evaluation of ``trial_id`` starts now (before it runs)."""
+        self._update(trial_id, "status = 'running', started = ?, error = NULL", (time.time(),), ("pending", "running"))
+
+    def complete(self, trial_id: int, objectives: Sequence[float], metrics: dict[str, float]) -> None:
+        """Record a finished evaluation with its objectives (max form) and metrics."""
+        values = (json.dumps([float(v) for v in objectives]), json.dumps(metrics), time.time())
+        self._update(trial_id, "status = 'completed', objectives = ?, metrics = ?, finished = ?", values, ("running",))
+
+    def fail(self, trial_id: int, error: str) -> None:
+        """Record a failed evaluation with its error text."""
+        self._update(trial_id, "status = 'failed', error = ?, finished = ?", (error, time.time()), ("running",))
+
+    def _update(self, trial_id: int, assignments: str, values: tuple, allowed_from: tuple[str, ...]) -> None:
+        with self._transaction() as conn:
+            row = conn.execute("SELECT status FROM trials WHERE id = ?", (trial_id,)).fetchone()
+            if row is None:
+                raise JournalError(f"no trial {trial_id} in {self.path}")
+            if row[0] not in allowed_from:
+                raise JournalError(f"trial {trial_id} is {row[0]}; expected one of {list(allowed_from)}")
+            conn.execute(f"UPDATE trials SET {assignments} WHERE id = ?", (*values, trial_id))  # noqa: S608
+
+    def trials(self) -> list[Trial]:
+        """Every trial in id order."""
+        rows = self._conn.execute(
+            "SELECT id, batch, x, status, metrics, objectives, error, started, finished FROM trials ORDER BY id"
+        ).fetchall()
+        return [
+            Trial(
+                id=r[0],
+                batch=r[1],
+                x=json.loads(r[2]),
+                status=r[3],
+                metrics=None if r[4] is None else json.loads(r[4]),
+                objectives=None if r[5] is None else json.loads(r[5]),
+                error=r[6],
+                started=r[7],
+                finished=r[8],
+            )
+            for r in rows
+        ]
+
+    def batches(self) -> list[list[Trial]]:
+        """Trials grouped by batch, in order."""
+        grouped: dict[int, list[Trial]] = {}
+        for trial in self.trials():
+            grouped.setdefault(trial.batch, []).append(trial)
+        return [grouped[b] for b in sorted(grouped)]
+
+    def counts(self) -> dict[str, int]:
+        """Number of trials per status."""
+        rows = self._conn.execute("SELECT status, COUNT(*) FROM trials GROUP BY status").fetchall()
+        return {status: 0 for status in ("pending", "running", "completed", "failed")} | dict(rows)

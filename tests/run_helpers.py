@@ -1,0 +1,63 @@
+"""Evaluators that ``bambo run`` imports by entry point in the runner tests (``tests.run_helpers:...``)."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+N_LAYERS = 4
+
+
+def write_toy_models(folder: Path, expert_shape: tuple[int, ...] = (3,)) -> dict[str, Path]:
+    """A base and two experts with an embedding, 4 layers and a head, as safetensors files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(0)
+    names = ["embed.weight", *(f"layers.{i}.w" for i in range(N_LAYERS)), "head.weight"]
+    base = {n: torch.zeros(3) for n in names}
+    paths = {"base": folder / "base.safetensors"}
+    save_file(base, paths["base"])
+    for k, expert in enumerate(("a", "b")):
+        sd = {n: torch.randn(3, generator=g) + (1.0 if k == 0 else -1.0) for n in names}
+        if expert == "b" and expert_shape != (3,):
+            sd["layers.2.w"] = torch.zeros(expert_shape)
+        paths[expert] = folder / f"{expert}.safetensors"
+        save_file(sd, paths[expert])
+    return paths
+
+
+def toy_metrics(
+    state_dict: dict[str, torch.Tensor],
+    delay: float = 0.0,
+    log: str | None = None,
+    fail_above: float | None = None,
+    nan_above: float | None = None,
+    hang_above: float | None = None,
+) -> dict[str, float]:
+    """Two conflicting scores of a merged toy model; optionally slow, logged, failing, NaN or hanging.
+
+    The "signal" is the first entry of ``layers.0.w``: failures are triggered by it.
+    """
+    signal = float(state_dict["layers.0.w"][0])
+    fingerprint = json.dumps([round(float(v), 10) for t in state_dict.values() for v in t.flatten()])
+    if log:
+        with open(log, "a") as handle:
+            handle.write(f"start {fingerprint}\n")
+    if hang_above is not None and signal > hang_above:
+        time.sleep(30)
+    if fail_above is not None and signal > fail_above:
+        raise RuntimeError(f"evaluator crashed at signal {signal:.3f}")
+    time.sleep(delay)
+    flat = torch.cat([t.flatten() for t in state_dict.values()])
+    a = -float(((flat - 1.0) ** 2).mean())
+    b = -float(((flat + 1.0) ** 2).mean())
+    if nan_above is not None and signal > nan_above:
+        b = math.nan
+    if log:
+        with open(log, "a") as handle:
+            handle.write(f"end {fingerprint}\n")
+    return {"a": a, "b": b}

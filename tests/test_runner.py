@@ -1,0 +1,187 @@
+"""``bambo run / resume / report``: configs, the journal, crash safety and failing evaluators."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from bambo.cli import app
+from bambo.config import RunConfig
+from bambo.errors import ConfigError
+from bambo.runner import journal_result, resume, start
+from bambo.store import Journal
+from tests.run_helpers import write_toy_models
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+FAST_BAMBO = {"n_initial": 4, "num_restarts": 2, "raw_samples": 32, "mc_samples": 16, "maxiter": 30}
+
+
+def toy_config(tmp_path: Path, **overrides) -> Path:
+    paths = write_toy_models(tmp_path / "models")
+    config = {
+        "models": {
+            "base": "models/base.safetensors",
+            "experts": {"a": "models/a.safetensors", "b": "models/b.safetensors"},
+        },
+        "merge": {"method": "task_arithmetic", "granularity": "block", "blocks": 2, "partitioner": "uniform"},
+        "evaluator": {"entry_point": "tests.run_helpers:toy_metrics", "options": {}},
+        "objectives": [{"name": "a"}, {"name": "b"}],
+        "strategy": {"name": "sobol"},
+        "budget": 8,
+        "batch_size": 4,
+        "output": "run",
+    }
+    for key, value in overrides.items():
+        section, _, field = key.partition(".")
+        if field:
+            config[section][field] = value
+        else:
+            config[section] = value
+    assert paths["base"].exists()
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_config_round_trips_through_yaml(tmp_path):
+    path = toy_config(tmp_path)
+    config = RunConfig.from_yaml(path)
+    again = RunConfig.from_yaml(_write(tmp_path / "again.yaml", config.to_yaml()))
+    assert again == config
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"budgett": 3}, "budgett: Extra inputs are not permitted"),
+        ({"budget": "many"}, "budget: Input should be a valid integer"),
+        ({"merge.bounds": [1.0, 0.0]}, "merge: bounds: lower bound must be below the upper bound"),
+        ({"merge.method": "tie"}, "unknown merge method 'tie'; valid: breadcrumbs"),
+        ({"strategy": {"name": "bo"}}, "unknown strategy 'bo'; valid: bambo"),
+        ({"models": {"base": "models/nope.safetensors", "experts": {"a": "models/a.safetensors"}}}, "nope.safetensors"),
+        ({"evaluator.entry_point": "tests.run_helpers:nothing"}, "has no function 'nothing'"),
+    ],
+)
+def test_malformed_configs_fail_before_any_evaluation(tmp_path, override, message):
+    path = toy_config(tmp_path, **override)
+    result = runner.invoke(app, ["run", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "".join(message.split()) in "".join(result.output.split()), result.output  # rich wraps lines
+    assert not (tmp_path / "run" / "journal.sqlite").exists()
+
+
+def test_experts_whose_shapes_differ_from_the_base_are_refused(tmp_path):
+    path = toy_config(tmp_path)
+    write_toy_models(tmp_path / "models", expert_shape=(4,))
+    result = runner.invoke(app, ["run", str(path)])
+    assert result.exit_code == 2 and "layers.2.w" in "".join(result.output.split())
+    assert not (tmp_path / "run" / "journal.sqlite").exists()
+
+
+def test_run_then_resume_a_finished_run_evaluates_nothing_again(tmp_path):
+    log = tmp_path / "calls.log"
+    path = toy_config(tmp_path, **{"evaluator.options": {"log": str(log)}})
+    run_dir, result = start(path, progress=False)
+    assert result.n_evaluations == 8 and (run_dir / "pareto.json").exists()
+    calls = log.read_text().count("start ")
+    again = resume(run_dir, progress=False)
+    assert log.read_text().count("start ") == calls == 8
+    assert again.X.tolist() == result.X.tolist()
+    assert journal_result(run_dir).Y.tolist() == result.Y.tolist()
+    with pytest.raises(ConfigError, match="bambo resume"):
+        start(path, progress=False)
+
+
+def test_failing_nan_and_hanging_evaluators_leave_failed_trials(tmp_path):
+    options = {"fail_above": 0.85, "nan_above": 0.6, "hang_above": 1.0}
+    path = toy_config(
+        tmp_path, **{"evaluator.options": options, "evaluator.timeout_s": 0.5, "merge.bounds": [0.0, 1.2], "budget": 16}
+    )
+    run_dir, result = start(path, progress=False)
+    with Journal(run_dir / "journal.sqlite") as journal:
+        trials = journal.trials()
+    assert len(trials) == 16 and all(t.status in ("completed", "failed") for t in trials)
+    errors = [t.error for t in trials if t.status == "failed"]
+    assert any("timed out after 0.5 s" in e for e in errors)
+    assert any("crashed" in e for e in errors)
+    assert any("not finite" in e for e in errors)
+    assert sum(t.status == "completed" for t in trials) >= 3
+
+
+def _completed(run_dir: Path) -> dict[int, tuple]:
+    journal_path = run_dir / "journal.sqlite"
+    if not journal_path.exists():
+        return {}
+    with Journal(journal_path) as journal:
+        return {t.id: (t.x, t.metrics) for t in journal.trials() if t.status == "completed"}
+
+
+def test_a_killed_run_resumes_without_losing_or_repeating_evaluations(tmp_path):
+    log = tmp_path / "calls.log"
+    path = toy_config(
+        tmp_path,
+        **{
+            "evaluator.options": {"log": str(log), "delay": 0.25},
+            "strategy": {"name": "bambo", "options": FAST_BAMBO},
+            "budget": 16,
+        },
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bambo.cli", "run", str(path), "--threads", "1"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    run_dir = tmp_path / "run"
+    deadline = time.time() + 120
+    while len(_completed(run_dir)) < 7 and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    before = _completed(run_dir)
+    assert 7 <= len(before) < 16
+    result = runner.invoke(app, ["resume", str(run_dir), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    with Journal(run_dir / "journal.sqlite") as journal:
+        trials = journal.trials()
+    assert [t.id for t in trials] == list(range(16)) and all(t.status == "completed" for t in trials)
+    after = {t.id: (t.x, t.metrics) for t in trials}
+    assert all(after[i] == before[i] for i in before)  # nothing completed was lost or changed
+    starts = [line.split(" ", 1)[1] for line in log.read_text().splitlines() if line.startswith("start ")]
+    ends = [line.split(" ", 1)[1] for line in log.read_text().splitlines() if line.startswith("end ")]
+    assert len(set(ends)) == len(ends) == 16 + (len(ends) - 16)  # each completed model evaluated to the end once
+    assert len(ends) == 16 + sum(ends.count(s) - 1 for s in set(ends))
+    assert len(starts) - len(set(starts)) <= 1  # at most the trial running at the kill started twice
+    payload = json.loads((run_dir / "pareto.json").read_text())
+    assert len(payload["evaluations"]) == 16
+
+
+def test_report_reads_the_journal_only(tmp_path):
+    path = toy_config(tmp_path)
+    run_dir, _ = start(path, progress=False)
+    for model in (tmp_path / "models").iterdir():
+        model.unlink()  # report must not need the models
+    result = runner.invoke(app, ["report", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert "Pareto set" in result.output
+    assert (run_dir / "front.png").stat().st_size > 0 and (run_dir / "hypervolume.png").stat().st_size > 0
+    result = runner.invoke(app, ["report", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2 and "nojournal" in "".join(result.output.split())
