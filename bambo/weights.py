@@ -11,6 +11,7 @@ tensor (layer differences, streaming merges) holds one tensor at a time.
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -75,7 +76,15 @@ def _from_folder(folder: Path) -> Mapping[str, Tensor]:
 
 
 def _torch_file(path: Path) -> dict[str, Tensor]:
-    state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    """A ``.bin``/``.pt`` state dict, loaded with ``weights_only=True``: never runs pickled code."""
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(
+            f"{path} holds more than tensors and bambo does not unpickle code (weights_only=True): {first_line}; "
+            "convert it to safetensors"
+        ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):

@@ -65,3 +65,27 @@ def test_packaged_minilm_loads_offline(monkeypatch):
     layout = LayerLayout.from_names(floats)
     assert layout.n_layers == 6
     assert "embeddings.word_embeddings.weight" in layout.embed and "pooler.dense.weight" in layout.head
+
+
+class _Payload:
+    """Pickles to a call of ``open(path, "w")``: unpickling it would create a file."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_pickled_code_in_a_checkpoint_is_never_run(tmp_path):
+    import torch
+
+    from bambo.errors import ConfigError
+    from bambo.weights import load_state_dict
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.bin"
+    torch.save({"w": torch.zeros(2), "x": _Payload(marker)}, path)
+    with pytest.raises(ConfigError, match="does not unpickle code"):
+        load_state_dict(path)
+    assert not marker.exists()
