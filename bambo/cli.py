@@ -215,6 +215,57 @@ def report(run_dir: Annotated[Path, typer.Argument(help="Folder of a run.")]) ->
     console.print("wrote " + ", ".join(str(p) for p in paths))
 
 
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="Folder of a run.")],
+    preference: Annotated[str, typer.Option(help="Weights of the objectives, e.g. 0.7,0.3.")],
+    fmt: Annotated[str, typer.Option("--format", help="safetensors, hf (a Hugging Face folder) or mergekit.")] = (
+        "safetensors"
+    ),
+    rule: Annotated[
+        str, typer.Option(help="cosine (BAMBO: closest direction among the top 3, best overall) or weighted-sum (MAP).")
+    ] = "cosine",
+    out: Annotated[Path | None, typer.Option(help="Output path (default: inside the run folder).")] = None,
+) -> None:
+    """Pick one Pareto-optimal model by preference and write its weights or a mergekit config."""
+    from bambo import runner
+    from bambo.config import RunConfig
+    from bambo.export import export_merge
+    from bambo.selection import select_by_cosine, select_weighted_sum
+
+    try:
+        try:
+            weights = [float(v) for v in preference.split(",")]
+        except ValueError:
+            raise BamboError(f"--preference must be comma-separated numbers, got {preference!r}") from None
+        result = runner.journal_result(run_dir)
+        if len(weights) != len(result.objective_names):
+            raise BamboError(
+                f"--preference has {len(weights)} weights for {len(result.objective_names)} objectives "
+                f"({', '.join(result.objective_names)})"
+            )
+        if rule == "cosine":
+            row = select_by_cosine(result.Y, weights, top_k=3)
+        elif rule == "weighted-sum":
+            row = select_weighted_sum(result.Y, weights)
+        else:
+            raise BamboError(f"unknown rule {rule!r}; valid: cosine, weighted-sum")
+        config = RunConfig.from_yaml(run_dir / runner.CONFIG)
+        paths = None
+        if config.models.benchmark is None:
+            paths = [config.models.base, *config.models.experts.values()]  # type: ignore[union-attr]
+        elif fmt != "safetensors":
+            raise BamboError(f"--format {fmt} needs models given as files; a built-in benchmark exports safetensors")
+        default = {"safetensors": "merged.safetensors", "hf": "merged", "mergekit": "mergekit.yml"}.get(fmt, "merged")
+        problem = runner.build_problem(config, run_dir)
+        written = export_merge(problem, result.X[row], out or run_dir / default, fmt, paths)
+    except BamboError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=2) from None
+    scores = ", ".join(f"{n} {v:.4g}" for n, v in zip(result.objective_names, result.Y_user[row].tolist(), strict=True))
+    console.print(f"trial {row} ({scores}) -> {written}")
+
+
 def _setup_torch(threads: int) -> None:
     torch.set_num_threads(threads)
     torch.set_flush_denormal(True)

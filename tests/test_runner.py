@@ -185,3 +185,25 @@ def test_report_reads_the_journal_only(tmp_path):
     assert (run_dir / "front.png").stat().st_size > 0 and (run_dir / "hypervolume.png").stat().st_size > 0
     result = runner.invoke(app, ["report", str(tmp_path / "nowhere")])
     assert result.exit_code == 2 and "nojournal" in "".join(result.output.split())
+
+
+def test_export_writes_the_chosen_models_weights_and_a_mergekit_config(tmp_path):
+    from safetensors.torch import load_file
+
+    from bambo.runner import build_problem
+
+    path = toy_config(tmp_path)
+    run_dir, result = start(path, progress=False)
+    out = runner.invoke(app, ["export", str(run_dir), "--preference", "1,0", "--rule", "weighted-sum"])
+    assert out.exit_code == 0, out.output
+    row = int(result.Y[:, 0].argmax())  # all weight on the first objective: its best trial
+    problem = build_problem(RunConfig.from_yaml(run_dir / "config.yaml"), run_dir)
+    expected = problem.merge(result.X[row])
+    written = load_file(run_dir / "merged.safetensors")
+    assert set(written) == set(expected) and all((written[k] == expected[k]).all() for k in expected)
+    out = runner.invoke(app, ["export", str(run_dir), "--preference", "0.5,0.5", "--format", "mergekit"])
+    assert out.exit_code == 0, out.output
+    config = yaml.safe_load((run_dir / "mergekit.yml").read_text())
+    assert config["merge_method"] == "task_arithmetic" and len(config["slices"]) == 2  # 2 blocks of layers
+    bad = runner.invoke(app, ["export", str(run_dir), "--preference", "1,x"])
+    assert bad.exit_code == 2 and "comma-separated numbers" in bad.output
