@@ -218,22 +218,41 @@ def report(run_dir: Annotated[Path, typer.Argument(help="Folder of a run.")]) ->
 @app.command()
 def export(
     run_dir: Annotated[Path, typer.Argument(help="Folder of a run.")],
-    preference: Annotated[str, typer.Option(help="Weights of the objectives, e.g. 0.7,0.3.")],
-    fmt: Annotated[str, typer.Option("--format", help="safetensors, hf (a Hugging Face folder) or mergekit.")] = (
-        "safetensors"
-    ),
+    preference: Annotated[
+        str | None, typer.Option(help="Weights of the objectives, e.g. 0.7,0.3 (not needed for --format ax).")
+    ] = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="safetensors, hf (a Hugging Face folder), mergekit, or ax (the whole run as an Ax experiment).",
+        ),
+    ] = "safetensors",
     rule: Annotated[
         str, typer.Option(help="cosine (BAMBO: closest direction among the top 3, best overall) or weighted-sum (MAP).")
     ] = "cosine",
     out: Annotated[Path | None, typer.Option(help="Output path (default: inside the run folder).")] = None,
 ) -> None:
-    """Pick one Pareto-optimal model by preference and write its weights or a mergekit config."""
+    """Pick one Pareto-optimal model by preference and write its weights or a mergekit config.
+
+    With --format ax, write the whole run as an Ax experiment (Client JSON snapshot) instead.
+    """
     from bambo import runner
     from bambo.config import RunConfig
     from bambo.export import export_merge
     from bambo.selection import select_by_cosine, select_weighted_sum
 
     try:
+        if fmt == "ax":
+            from bambo.ax import export_to_ax
+
+            config = RunConfig.from_yaml(run_dir / runner.CONFIG)
+            problem = runner.build_problem(config, run_dir)
+            path = export_to_ax(problem, runner.journal_result(run_dir), out or run_dir / "ax_experiment.json")
+            console.print(f"wrote the run as an Ax experiment: {path}")
+            return
+        if preference is None:
+            raise BamboError("--preference is required to choose a model (e.g. --preference 0.7,0.3)")
         try:
             weights = [float(v) for v in preference.split(",")]
         except ValueError:

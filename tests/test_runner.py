@@ -207,3 +207,16 @@ def test_export_writes_the_chosen_models_weights_and_a_mergekit_config(tmp_path)
     assert config["merge_method"] == "task_arithmetic" and len(config["slices"]) == 2  # 2 blocks of layers
     bad = runner.invoke(app, ["export", str(run_dir), "--preference", "1,x"])
     assert bad.exit_code == 2 and "comma-separated numbers" in bad.output
+
+
+def test_a_run_exports_as_an_ax_experiment(tmp_path):
+    from bambo.ax import load_ax_export
+
+    path = toy_config(tmp_path, **{"evaluator.options": {"fail_above": 0.9}})
+    run_dir, result = start(path, progress=False)
+    out = runner.invoke(app, ["export", str(run_dir), "--format", "ax"])
+    assert out.exit_code == 0, out.output
+    assert (run_dir / "ax_experiment.json").exists()
+    assert load_ax_export(run_dir / "ax_experiment.json") is not None
+    missing = runner.invoke(app, ["export", str(run_dir)])
+    assert missing.exit_code == 2 and "--preference is required" in missing.output
