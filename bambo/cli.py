@@ -174,6 +174,8 @@ def run(
     except BamboError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(code=2) from None
+    except Exception as exc:  # noqa: BLE001 - a strategy or library failure mid-run
+        _report_crash(exc)
     _print_run(run_dir, result)
 
 
@@ -191,6 +193,8 @@ def resume(
     except BamboError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(code=2) from None
+    except Exception as exc:  # noqa: BLE001 - a strategy or library failure mid-run
+        _report_crash(exc)
     _print_run(run_dir, result)
 
 
@@ -283,6 +287,12 @@ def export(
         raise typer.Exit(code=2) from None
     scores = ", ".join(f"{n} {v:.4g}" for n, v in zip(result.objective_names, result.Y_user[row].tolist(), strict=True))
     console.print(f"trial {row} ({scores}) -> {written}")
+
+
+def _report_crash(exc: Exception) -> None:
+    console.print(f"[red]the run stopped:[/red] {type(exc).__name__}: {exc}")
+    console.print("every finished evaluation is in the journal; fix the cause and continue with `bambo resume RUN_DIR`")
+    raise typer.Exit(code=1) from exc
 
 
 def _setup_torch(threads: int) -> None:
