@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from bambo.strategies.base import ParetoResult  # noqa: E402
 
@@ -41,13 +42,7 @@ def plot_front(result: ParetoResult, path: Path | str, title: str = "") -> Path:
     for ax in list(axes.flat)[len(pairs) :]:
         ax.axis("off")
     axes.flat[0].legend(loc="best", fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 def plot_hypervolume(result: ParetoResult, path: Path | str, title: str = "") -> Path:
@@ -69,11 +64,7 @@ def plot_hypervolume(result: ParetoResult, path: Path | str, title: str = "") ->
     ax.set_ylabel("hypervolume")
     ax.grid(alpha=0.3)
     ax.set_title(title or "hypervolume of the evaluated set")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_front_nd(result: ParetoResult, path: Path | str, title: str = "") -> Path:
@@ -109,6 +100,11 @@ def plot_front_nd(result: ParetoResult, path: Path | str, title: str = "") -> Pa
         )
         ax.set_yticks([])
         ax.set_title("Pareto set (red) in parallel coordinates, each axis min-max scaled")
+    return _save(fig, path, title)
+
+
+def _save(fig: Figure, path: Path | str, title: str = "") -> Path:
+    """Title, lay out, write and close a figure; returns the path."""
     if title:
         fig.suptitle(title)
     fig.tight_layout()
