@@ -1,0 +1,298 @@
+"""The contenders of the benchmark suite behind one ask/tell session, and the timed run loop.
+
+Every contender is wrapped as a :class:`Session` with ``ask(n) -> X`` and
+``tell(X, Y)`` (``Y`` in bambo's maximisation form), so one loop (:func:`run_session`)
+runs them all with the same budget and batch size and times the optimizer alone:
+``ask`` plus ``tell`` per batch, never the evaluations.
+
+- bambo's own strategies (:func:`bambo.strategies.get_strategy`): BAMBO with a GP or a
+  quadratic-mean GP per objective, MAP (Sobol design, then its predicted Pareto set
+  re-evaluated, so its hypervolume counts evaluated points only), Bayesian MAP, Sobol,
+  the papers' grid, pymoo's NSGA-II on the true objectives and CMA-ES on a weighted sum
+  (mergekit-evolve's search).
+- Ax's ``Client`` with its default generation strategy (``configure_generation_strategy()``),
+  the problem's reference point as objective thresholds (:func:`bambo.ax.configure_client`).
+- Optuna's NSGA-II (population 8, as bambo's NSGA-II) and TPE (defaults) samplers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+from bambo.errors import EvaluationError
+from bambo.problem import Problem
+from bambo.strategies import get_strategy
+
+__all__ = ["CONTENDERS", "BAMBO_FAMILY", "Contender", "RunRecord", "Session", "run_session"]
+
+
+class Session(Protocol):
+    """One search in progress: proposes points and learns their objectives."""
+
+    def ask(self, n: int) -> Tensor:
+        """Up to ``n`` points, shape ``(k, d)``; ``k = 0`` ends the search."""
+
+    def tell(self, X: Tensor, Y: Tensor) -> None:
+        """Objectives of ``X`` in maximisation form, shape ``(k, m)``; NaN rows failed."""
+
+
+@dataclass
+class RunRecord:
+    """What one contender did on one problem with one seed.
+
+    Attributes:
+        Y: Objectives in evaluation order, maximisation form, shape ``(n, m)``.
+        batch_seconds: Optimizer time (ask + tell) of every batch, evaluations excluded.
+        wall_s: Wall time of the whole run, evaluations included.
+    """
+
+    Y: Tensor
+    batch_seconds: list[float] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+def run_session(problem: Problem, session: Session, budget: int, batch_size: int) -> RunRecord:
+    """Run ``session`` for ``budget`` evaluations in batches of ``batch_size``.
+
+    Args:
+        problem: The true objective.
+        session: The contender.
+        budget: Evaluations; a finite design (grid, MAP) may stop earlier.
+        batch_size: Points asked for per batch.
+
+    Returns:
+        The evaluations and the optimizer's time per batch.
+    """
+    start = time.perf_counter()
+    rows: list[Tensor] = []
+    seconds: list[float] = []
+    done = 0
+    while done < budget:
+        t0 = time.perf_counter()
+        X = session.ask(min(batch_size, budget - done))
+        asked = time.perf_counter() - t0
+        if X.shape[0] == 0:
+            break
+        Y = torch.full((X.shape[0], problem.num_objectives), float("nan"), dtype=torch.float64)
+        for i, x in enumerate(X):
+            try:
+                Y[i] = problem.evaluate_one(x)
+            except EvaluationError:
+                pass
+        t1 = time.perf_counter()
+        session.tell(X, Y)
+        seconds.append(asked + time.perf_counter() - t1)
+        rows.append(Y)
+        done += X.shape[0]
+    Y_all = torch.cat(rows) if rows else torch.empty(0, problem.num_objectives, dtype=torch.float64)
+    return RunRecord(Y_all, seconds, time.perf_counter() - start)
+
+
+# -- bambo's strategies --------------------------------------------------------------------------
+
+
+class _StrategySession:
+    def __init__(self, problem: Problem, name: str, seed: int, **options: object) -> None:
+        self.strategy = get_strategy(name, problem, seed=seed, **options)
+
+    def ask(self, n: int) -> Tensor:
+        return self.strategy.ask(n)
+
+    def tell(self, X: Tensor, Y: Tensor) -> None:
+        errors = {i: "failed evaluation" for i in range(Y.shape[0]) if not bool(torch.isfinite(Y[i]).all())}
+        self.strategy.tell(X, Y, errors)
+
+
+def _n_initial(budget: int, batch: int) -> int:
+    return max(4, min(8, budget // 3))
+
+
+def _map_options(budget: int, batch: int) -> dict:
+    n_reevaluate = max(1, min(batch * max(1, budget // (3 * batch)), budget - 4))
+    return {"n_samples": budget - n_reevaluate, "n_reevaluate": n_reevaluate}
+
+
+def _bayesian_map_options(budget: int, batch: int) -> dict:
+    n_initial = _n_initial(budget, batch)
+    n_reevaluate = min(batch, max(0, budget - n_initial - 1))
+    rounds = max(1, (budget - n_initial - n_reevaluate) // batch)
+    return {"n_initial": n_initial, "n_per_round": batch, "n_rounds": rounds, "n_reevaluate": n_reevaluate}
+
+
+def _grid_options(problem: Problem, budget: int) -> dict:
+    """The papers' 0.1..0.9 levels, thinned so that the product grid fits the budget."""
+    k = max(2, int(round(budget ** (1.0 / problem.dim) + 1e-9)))
+    while k > 2 and k**problem.dim > budget:
+        k -= 1
+    return {"levels": torch.linspace(0.1, 0.9, k).tolist() if k > 2 else [0.1, 0.9]}
+
+
+def _bambo(name: str, options: Callable[[Problem, int, int], dict] | None = None) -> Callable[..., Session]:
+    def make(problem: Problem, seed: int, budget: int, batch: int) -> Session:
+        extra = options(problem, budget, batch) if options else {}
+        return _StrategySession(problem, name, seed, **extra)
+
+    return make
+
+
+# -- Ax -------------------------------------------------------------------------------------------
+
+
+class _AxSession:
+    def __init__(self, problem: Problem, seed: int) -> None:
+        from ax.api.client import Client
+        from ax.utils.common.logger import set_stderr_log_level
+
+        from bambo.ax import configure_client
+
+        set_stderr_log_level(logging.ERROR)
+        warnings.filterwarnings("ignore", module=r"ax\.")
+        self.problem = problem
+        self.client = Client(random_seed=seed)
+        self.names = configure_client(self.client, problem, name="bench")
+        self.client.configure_generation_strategy()
+        self.pending: list[int] = []
+
+    def ask(self, n: int) -> Tensor:
+        trials = self.client.get_next_trials(max_trials=n)
+        self.pending = list(trials)
+        if not trials:
+            return torch.empty(0, self.problem.dim, dtype=torch.float64)
+        return torch.stack([self.names.vector(p) for p in trials.values()]).to(torch.float64)
+
+    def tell(self, X: Tensor, Y: Tensor) -> None:
+        for index, y in zip(self.pending, Y, strict=True):
+            if bool(torch.isfinite(y).all()):
+                self.client.complete_trial(index, raw_data=self.names.outcome(self.problem.to_user(y)))
+            else:
+                self.client.mark_trial_failed(index, failed_reason="failed evaluation")
+
+
+def _ax(problem: Problem, seed: int, budget: int, batch: int) -> Session:
+    return _AxSession(problem, seed)
+
+
+# -- Optuna ---------------------------------------------------------------------------------------
+
+
+class _OptunaSession:
+    def __init__(self, problem: Problem, sampler: object) -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.ERROR)
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        self.problem = problem
+        self.study = optuna.create_study(directions=["maximize"] * problem.num_objectives, sampler=sampler)
+        self.pending: list = []
+
+    def ask(self, n: int) -> Tensor:
+        self.pending = [self.study.ask() for _ in range(n)]
+        lower, upper = self.problem.bounds.tolist()
+        rows = [
+            [t.suggest_float(f"x{i}", lo, hi) for i, (lo, hi) in enumerate(zip(lower, upper, strict=True))]
+            for t in self.pending
+        ]
+        return torch.tensor(rows, dtype=torch.float64)
+
+    def tell(self, X: Tensor, Y: Tensor) -> None:
+        import optuna
+
+        for trial, y in zip(self.pending, Y, strict=True):
+            if bool(torch.isfinite(y).all()):
+                self.study.tell(trial, values=y.tolist())
+            else:
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+
+def _optuna_nsga2(problem: Problem, seed: int, budget: int, batch: int) -> Session:
+    import optuna
+
+    return _OptunaSession(problem, optuna.samplers.NSGAIISampler(seed=seed, population_size=8))
+
+
+def _optuna_tpe(problem: Problem, seed: int, budget: int, batch: int) -> Session:
+    import optuna
+
+    return _OptunaSession(problem, optuna.samplers.TPESampler(seed=seed))
+
+
+# -- the registry ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Contender:
+    """A contender of the suite.
+
+    Attributes:
+        label: Name in the report.
+        make: ``(problem, seed, budget, batch_size) -> Session``.
+        family: ``"bambo"`` (bambo's own methods), ``"baseline"`` (bambo's baselines) or
+            ``"external"`` (another tool).
+        note: How it is configured, for the report.
+        applies: Whether it can run on a problem (Bayesian MAP: 2 <= d <= 4).
+    """
+
+    label: str
+    make: Callable[[Problem, int, int, int], Session]
+    family: str
+    note: str
+    applies: Callable[[Problem], bool] = lambda problem: True
+
+
+CONTENDERS: dict[str, Contender] = {
+    c.label: c
+    for c in [
+        Contender(
+            "BAMBO (GP)",
+            _bambo("bambo", lambda p, b, q: {"surrogate": "gp", "n_initial": _n_initial(b, q)}),
+            "bambo",
+            "bambo: warm start of min(8, budget/3) points, GP per objective, qLogNEHVI (qLogNParEGO from 4 objectives)",
+        ),
+        Contender(
+            "BAMBO (QM-GP)",
+            _bambo("bambo", lambda p, b, q: {"surrogate": "quadratic-mean-gp", "n_initial": _n_initial(b, q)}),
+            "bambo",
+            "bambo: as BAMBO (GP) with MAP's quadratic as the GP's mean",
+        ),
+        Contender(
+            "MAP",
+            _bambo("map", lambda p, b, q: _map_options(b, q)),
+            "bambo",
+            "bambo: Sobol design + quadratics + NSGA-III; about a third of the budget re-evaluates the predicted front",
+        ),
+        Contender(
+            "Bayesian MAP",
+            _bambo("bayesian-map", lambda p, b, q: _bayesian_map_options(b, q)),
+            "bambo",
+            "bambo: initial design, rounds of one batch by angular-bin scores, one batch of re-evaluations; "
+            "only for 2 <= d <= 4",
+            lambda problem: 2 <= problem.dim <= 4,
+        ),
+        Contender("Sobol", _bambo("sobol"), "baseline", "bambo: scrambled Sobol points"),
+        Contender(
+            "grid",
+            _bambo("grid", lambda p, b, q: _grid_options(p, b)),
+            "baseline",
+            "bambo: product grid of the papers' 0.1..0.9 levels thinned to fit the budget, random order",
+        ),
+        Contender("Ax (default MOO)", _ax, "external", "Ax Client, configure_generation_strategy() defaults"),
+        Contender("Optuna NSGA-II", _optuna_nsga2, "external", "optuna NSGAIISampler(population_size=8)"),
+        Contender("Optuna TPE", _optuna_tpe, "external", "optuna TPESampler() defaults (10 startup trials)"),
+        Contender("pymoo NSGA-II", _bambo("nsga2"), "external", "pymoo NSGA-II (pop 8) on the true objectives"),
+        Contender(
+            "CMA-ES (weighted sum)",
+            _bambo("cmaes"),
+            "external",
+            "cma on a weighted sum (mergekit-evolve), cma's default population; batches end at generations",
+        ),
+    ]
+}
+BAMBO_FAMILY = [label for label, c in CONTENDERS.items() if c.family == "bambo"]

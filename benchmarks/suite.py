@@ -1,0 +1,353 @@
+"""The benchmark suite: problems, reference fronts, runs and per-problem statistics.
+
+``python -m benchmarks run --suite quick|full`` (see :mod:`benchmarks.__main__`) runs every
+contender of :mod:`benchmarks.contenders` on every problem of the suite with the same
+budget, batch size and seeds, and summarises each problem by the hypervolume of the
+evaluated points as a fraction of a reference hypervolume:
+
+- synthetic problems (BoTorch): BoTorch's ``max_hv`` for the problem's reference point;
+  IGD against the analytic front (BraninCurrin: the front of a 300 x 300 grid);
+- merge problems (digits, MiniLM): the hypervolume of a reference front pooled from a
+  dense model-level grid (digits), a long pymoo NSGA-II run on the true objectives and
+  every contender's evaluations in this run (sizes stated in the report), w.r.t. the
+  front's nadir less 10% of its range (the problems' chance-level reference point
+  makes a single fair merge score ~95%).
+
+IGD is computed on objectives scaled to ``[ref point, ideal point of the reference front]``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from bambo.optimize import optimize
+from bambo.pareto import hypervolume, inverted_generational_distance, pareto_front
+from bambo.problem import Problem, SyntheticProblem
+from bambo.strategies import get_strategy
+from benchmarks.contenders import CONTENDERS, RunRecord, run_session
+
+__all__ = ["PROBLEMS", "SUITES", "ProblemSpec", "Reference", "SuiteConfig", "Stats", "run_problem"]
+
+DIGITS_TASKS = ("rotated", "inverted", "flipped", "noisy")
+GRID_LEVELS = {2: 51, 3: 21, 4: 11}  # dense model-level grid per number of experts (51^2, 21^3, 11^4 points)
+
+
+@dataclass(frozen=True)
+class ProblemSpec:
+    """A problem of the suite.
+
+    Attributes:
+        label: Name in the report.
+        build: Builds the problem (cached builders make repeated calls cheap).
+        grid: For merge problems, builds the model-level problem with the same objectives,
+            whose dense grid joins the reference front; ``None`` for none.
+    """
+
+    label: str
+    build: Callable[[], Problem]
+    grid: Callable[[], Problem] | None = None
+
+
+@functools.lru_cache(maxsize=1)
+def _digits():  # noqa: ANN202 - DigitsBenchmark, imported lazily
+    from bambo.benchmarks.digits import DigitsBenchmark, DigitsConfig
+
+    return DigitsBenchmark.build(DigitsConfig())
+
+
+@functools.lru_cache(maxsize=1)
+def _text():  # noqa: ANN202 - TextBenchmark, imported lazily
+    from bambo.benchmarks.text import TextBenchmark, TextConfig
+
+    return TextBenchmark.build(TextConfig())
+
+
+def _digits_problem(n: int, granularity: str) -> Callable[[], Problem]:
+    def build() -> Problem:
+        tasks = list(DIGITS_TASKS[:n])
+        if granularity == "model":
+            return _digits().problem(tasks)
+        return _digits().problem(tasks, granularity="block", partition=3, partitioner="hybrid")
+
+    return build
+
+
+def _text_problem(n: int) -> Callable[[], Problem]:
+    def build() -> Problem:
+        bench = _text()
+        return bench.problem(bench.task_names[:n], granularity="block", partition=3, partitioner="hybrid")
+
+    return build
+
+
+def _synthetic(name: str, dim: int | None = None, m: int = 2) -> Callable[[], Problem]:
+    return lambda: SyntheticProblem(name, dim=dim, num_objectives=m)
+
+
+PROBLEMS: dict[str, ProblemSpec] = {
+    s.label: s
+    for s in [
+        ProblemSpec("BraninCurrin (d=2)", _synthetic("branin_currin")),
+        ProblemSpec("DTLZ2 (d=6, 2 obj)", _synthetic("dtlz2", 6, 2)),
+        ProblemSpec("DTLZ2 (d=6, 3 obj)", _synthetic("dtlz2", 6, 3)),
+        ProblemSpec("ZDT1 (d=6)", _synthetic("zdt1", 6)),
+        ProblemSpec("ZDT2 (d=6)", _synthetic("zdt2", 6)),
+        ProblemSpec("ZDT3 (d=6)", _synthetic("zdt3", 6)),
+        *[
+            ProblemSpec(f"digits {n} experts (model level)", _digits_problem(n, "model"), _digits_problem(n, "model"))
+            for n in (2, 3, 4)
+        ],
+        *[
+            ProblemSpec(f"digits {n} experts (block level)", _digits_problem(n, "block"), _digits_problem(n, "model"))
+            for n in (2, 3)
+        ],
+        *[ProblemSpec(f"MiniLM text {n} experts (block level)", _text_problem(n)) for n in (2, 4)],
+    ]
+}
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    """One suite: which problems and contenders, budget, batch size, seeds.
+
+    Attributes:
+        name: ``quick`` or ``full`` (the report is ``<name>.md``).
+        problems: Labels of :data:`PROBLEMS`.
+        contenders: Labels of :data:`benchmarks.contenders.CONTENDERS`.
+        budget: Evaluations per run.
+        batch_size: Points per batch.
+        seeds: Number of seeds (0, 1, ...).
+        reference_evaluations: Evaluations of the long NSGA-II reference run on merge problems.
+        merge_throughput: Run :mod:`benchmarks.merge_throughput` (else cite its last report).
+    """
+
+    name: str
+    problems: Sequence[str]
+    contenders: Sequence[str]
+    budget: int = 24
+    batch_size: int = 4
+    seeds: int = 5
+    reference_evaluations: int = 800
+    merge_throughput: bool = False
+
+
+SUITES: dict[str, SuiteConfig] = {
+    "quick": SuiteConfig(
+        "quick",
+        [
+            "BraninCurrin (d=2)",
+            "DTLZ2 (d=6, 2 obj)",
+            "digits 2 experts (model level)",
+            "digits 2 experts (block level)",
+        ],
+        # everything but BAMBO (QM-GP), which would push the suite past 10 minutes on 2 cores
+        [label for label in CONTENDERS if label != "BAMBO (QM-GP)"],
+        budget=24,
+        batch_size=4,
+        seeds=5,
+        reference_evaluations=800,
+    ),
+    "full": SuiteConfig(
+        "full",
+        list(PROBLEMS),
+        list(CONTENDERS),
+        budget=60,
+        batch_size=4,
+        seeds=5,
+        reference_evaluations=4000,
+        merge_throughput=True,
+    ),
+}
+
+
+@dataclass
+class Reference:
+    """The yardstick of a problem.
+
+    Attributes:
+        hv: Reference hypervolume (w.r.t. ``ref_point``).
+        front: Reference front for IGD, maximisation form.
+        description: How it was obtained, for the report.
+        ref_point: Hypervolume reference point, maximisation form.
+    """
+
+    hv: float
+    front: Tensor
+    description: str
+    ref_point: Tensor
+
+
+def synthetic_reference(problem: SyntheticProblem) -> Reference:
+    """BoTorch's ``max_hv`` and the analytic front (BraninCurrin: a dense grid's front)."""
+    try:
+        front, how = problem.pareto_front(1000), "1000 points of the analytic front"
+    except Exception:  # noqa: BLE001 - BraninCurrin has no front generator
+        u = torch.linspace(0, 1, 300, dtype=torch.float64)
+        X = torch.cartesian_prod(u, u)
+        lower, upper = problem.bounds
+        front = pareto_front(problem.function(lower + (upper - lower) * X))
+        how = f"the {front.shape[0]} non-dominated points of a 300 x 300 grid"
+    description = f"BoTorch's max_hv = {problem.max_hv:.4g} for its reference point; IGD against {how}"
+    return Reference(problem.max_hv, front, description, problem.ref_point)
+
+
+def merge_reference(spec: ProblemSpec, problem: Problem, evaluations: int, pooled: Tensor) -> Reference:
+    """Pool a dense model-level grid, a long NSGA-II run and the contenders' evaluations.
+
+    Args:
+        spec: The problem's spec (its ``grid`` builder, if any).
+        problem: The problem.
+        evaluations: Evaluations of the NSGA-II run (population 40, seed 0).
+        pooled: Every contender's evaluations, maximisation form.
+    """
+    parts, notes = [pooled[torch.isfinite(pooled).all(-1)]], []
+    if spec.grid is not None:
+        model = spec.grid()
+        levels = GRID_LEVELS.get(model.dim)
+        if levels is not None:
+            X = torch.cartesian_prod(*[torch.linspace(0, 1, levels, dtype=torch.float64)] * model.dim)
+            X = X.reshape(-1, model.dim)
+            lower, upper = model.bounds
+            parts.append(model.evaluate(lower + (upper - lower) * X))
+            notes.append(f"a {' x '.join([str(levels)] * model.dim)} = {X.shape[0]}-point model-level grid")
+    if evaluations > 0:
+        strategy = get_strategy("nsga2", problem, seed=0, pop_size=40)
+        result = optimize(problem, strategy, budget=evaluations, batch_size=40, progress=False)
+        parts.append(result.Y[result.ok])
+        notes.append(f"a {evaluations}-evaluation pymoo NSGA-II run (population 40) on the true objectives")
+    notes.append(f"all {pooled.shape[0]} evaluations of the contenders in this run")
+    front = pareto_front(torch.cat(parts))
+    # the problem's reference point (chance accuracy) is so low that one fair merge scores ~95%;
+    # the nadir of the reference front, less 10% of its range, makes the fraction informative
+    nadir, ideal = front.min(0).values, front.max(0).values
+    ref = torch.maximum(nadir - 0.1 * (ideal - nadir).clamp_min(1e-3), problem.ref_point)
+    hv = hypervolume(front, ref)
+    return Reference(
+        hv,
+        front,
+        f"reference front of {front.shape[0]} points from " + ", ".join(notes) + "; HV reference point: its nadir "
+        f"less 10% of its range, {[round(v, 4) for v in problem.to_user(ref).tolist()]} (HV {hv:.4g})",
+        ref,
+    )
+
+
+def hv_history(Y: Tensor, ref_point: Tensor) -> list[float]:
+    """Hypervolume of the first ``i`` evaluations, for every ``i`` (recomputed only when the front grows)."""
+    history: list[float] = []
+    front = torch.empty(0, Y.shape[1], dtype=torch.float64)
+    hv = 0.0
+    for y in Y:
+        if bool(torch.isfinite(y).all()) and bool((y > ref_point).all()):
+            dominated = bool(((front >= y).all(-1)).any()) if front.shape[0] else False
+            if not dominated:
+                front = pareto_front(torch.cat([front, y.unsqueeze(0)]))
+                hv = hypervolume(front, ref_point)
+        history.append(hv)
+    return history
+
+
+def scaled_igd(Y: Tensor, reference: Tensor, ref_point: Tensor) -> float:
+    """IGD of the evaluated front on objectives scaled to [ref point, ideal of the reference front]."""
+    ok = Y[torch.isfinite(Y).all(-1)]
+    if ok.shape[0] == 0:
+        return math.inf
+    span = (reference.max(0).values - ref_point).clamp_min(1e-12)
+    return inverted_generational_distance(pareto_front((ok - ref_point) / span), (reference - ref_point) / span)
+
+
+def first_reaching(history: Sequence[float], level: float) -> float:
+    """1-based evaluation count at which ``history`` first reaches ``level`` (inf if never)."""
+    return next((float(i + 1) for i, v in enumerate(history) if v >= level - 1e-12), math.inf)
+
+
+@dataclass
+class Stats:
+    """One contender on one problem, over the seeds.
+
+    Attributes:
+        histories: HV fraction after every evaluation, per seed (padded to the budget).
+        final: Final HV fraction per seed.
+        reach90: Evaluations to 90% per seed (inf: not within the budget).
+        reach95: Evaluations to 95% per seed.
+        igd: Scaled IGD at the final budget per seed.
+        batch_s: Median optimizer seconds per batch, per seed.
+        evaluations: Evaluations made, per seed.
+    """
+
+    histories: list[list[float]] = field(default_factory=list)
+    final: list[float] = field(default_factory=list)
+    reach90: list[float] = field(default_factory=list)
+    reach95: list[float] = field(default_factory=list)
+    igd: list[float] = field(default_factory=list)
+    batch_s: list[float] = field(default_factory=list)
+    evaluations: list[int] = field(default_factory=list)
+
+
+def summarise(records: list[RunRecord], reference: Reference, budget: int) -> Stats:
+    """Statistics of a contender's runs against the problem's reference."""
+    stats, ref_point = Stats(), reference.ref_point
+    for record in records:
+        fraction = [v / reference.hv for v in hv_history(record.Y, ref_point)]
+        fraction += [fraction[-1] if fraction else 0.0] * (budget - len(fraction))
+        stats.histories.append(fraction)
+        stats.final.append(fraction[-1])
+        stats.reach90.append(first_reaching(fraction, 0.90))
+        stats.reach95.append(first_reaching(fraction, 0.95))
+        stats.igd.append(scaled_igd(record.Y, reference.front, ref_point))
+        stats.batch_s.append(float(np.median(record.batch_seconds)) if record.batch_seconds else math.nan)
+        stats.evaluations.append(int(record.Y.shape[0]))
+    return stats
+
+
+@dataclass
+class ProblemResult:
+    """Everything the report needs about one problem."""
+
+    label: str
+    problem: Problem
+    reference: Reference
+    stats: dict[str, Stats]
+    seconds: float
+
+
+def run_problem(spec: ProblemSpec, config: SuiteConfig, log: Callable[[str], None] = print) -> ProblemResult:
+    """Run every contender of ``config`` on one problem for every seed and summarise.
+
+    Args:
+        spec: The problem.
+        config: The suite.
+        log: Progress messages.
+
+    Returns:
+        The reference and per-contender statistics.
+    """
+    start = time.perf_counter()
+    problem = spec.build()
+    records: dict[str, list[RunRecord]] = {}
+    for label in config.contenders:
+        contender = CONTENDERS[label]
+        if not contender.applies(problem):
+            log(f"  {label}: does not apply to this problem (d = {problem.dim}), skipped")
+            continue
+        records[label] = []
+        for seed in range(config.seeds):
+            torch.manual_seed(seed)
+            session = contender.make(problem, seed, config.budget, config.batch_size)
+            records[label].append(run_session(problem, session, config.budget, config.batch_size))
+        walls = [r.wall_s for r in records[label]]
+        log(f"  {label}: {sum(walls):.1f} s for {config.seeds} seeds")
+    if isinstance(problem, SyntheticProblem):
+        reference = synthetic_reference(problem)
+    else:
+        pooled = torch.cat([r.Y for runs in records.values() for r in runs])
+        reference = merge_reference(spec, problem, config.reference_evaluations, pooled)
+    stats = {label: summarise(runs, reference, config.budget) for label, runs in records.items()}
+    return ProblemResult(spec.label, problem, reference, stats, time.perf_counter() - start)
