@@ -86,7 +86,7 @@ def run_session(problem: Problem, session: Session, budget: int, batch_size: int
             try:
                 Y[i] = problem.evaluate_one(x)
             except EvaluationError:
-                pass
+                continue  # the row stays NaN: every contender's tell treats it as a failed evaluation
         t1 = time.perf_counter()
         session.tell(X, Y)
         seconds.append(asked + time.perf_counter() - t1)
