@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import torch
 import typer
@@ -18,6 +19,7 @@ app = typer.Typer(
     help="bambo: find the Pareto set of merged neural networks with few evaluations.", no_args_is_help=True
 )
 console = Console()
+T = TypeVar("T")
 
 
 def _version(value: bool) -> None:
@@ -169,13 +171,7 @@ def run(
     from bambo import runner
 
     _setup_torch(threads)
-    try:
-        run_dir, result = runner.start(config, output)
-    except BamboError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(code=2) from None
-    except Exception as exc:  # noqa: BLE001 - a strategy or library failure mid-run
-        _report_crash(exc)
+    run_dir, result = _guarded_run(lambda: runner.start(config, output))
     _print_run(run_dir, result)
 
 
@@ -188,13 +184,7 @@ def resume(
     from bambo import runner
 
     _setup_torch(threads)
-    try:
-        result = runner.resume(run_dir)
-    except BamboError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(code=2) from None
-    except Exception as exc:  # noqa: BLE001 - a strategy or library failure mid-run
-        _report_crash(exc)
+    result = _guarded_run(lambda: runner.resume(run_dir))
     _print_run(run_dir, result)
 
 
@@ -289,10 +279,17 @@ def export(
     console.print(f"trial {row} ({scores}) -> {written}")
 
 
-def _report_crash(exc: Exception) -> None:
-    console.print(f"[red]the run stopped:[/red] {type(exc).__name__}: {exc}")
-    console.print("every finished evaluation is in the journal; fix the cause and continue with `bambo resume RUN_DIR`")
-    raise typer.Exit(code=1) from exc
+def _guarded_run(step: Callable[[], T]) -> T:
+    """Run ``bambo run``/``resume``: bad input exits 2; a failure mid-run exits 1 and points to resume."""
+    try:
+        return step()
+    except BamboError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=2) from None
+    except Exception as exc:  # noqa: BLE001 - a strategy or library failure mid-run
+        console.print(f"[red]the run stopped:[/red] {type(exc).__name__}: {exc}")
+        console.print("every finished evaluation is in the journal; fix the cause and continue with `bambo resume`")
+        raise typer.Exit(code=1) from exc
 
 
 def _setup_torch(threads: int) -> None:

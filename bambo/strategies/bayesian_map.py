@@ -212,7 +212,7 @@ class BayesianMAP(MAP):
         X, Y = self.completed
         if X.shape[0] < 2:
             return torch.full((self.n_bins,), float("nan"), dtype=torch.float64)
-        prediction = TaskQuadratics(self.problem, X, Y, self.link).predict(X)
+        prediction = TaskQuadratics(self.problem.bounds, self.problem.objectives, X, Y, self.link).predict(X)
         errors = ((prediction - Y) ** 2).sum(dim=-1)
         bins = angular_bins(self._unit(X), self.bins_per_angle)
         # bootstraps draw from their own generator, seeded by the data size, so calling

@@ -16,6 +16,7 @@ and NSGA-III searches the same box the points were sampled from.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -28,7 +29,7 @@ from torch import Tensor
 from torch.quasirandom import SobolEngine
 
 from bambo.errors import ConfigError
-from bambo.problem import Problem
+from bambo.problem import Objective, Problem
 from bambo.strategies.base import ParetoResult, Strategy
 from bambo.surrogates.quadratic import Link, QuadraticSurrogate
 
@@ -57,20 +58,23 @@ class TaskQuadratics:
     """One quadratic surrogate per objective, fitted in the objectives' own directions.
 
     Args:
-        problem: Gives the bounds, objective directions and ranges.
+        bounds: Input bounds, shape ``(2, d)``.
+        objectives: The objectives (directions and ranges), in output order.
         X: Completed decision vectors, shape ``(n, d)``.
         Y: Their objectives, maximisation form, shape ``(n, m)``.
         link: ``"auto"`` (from :attr:`Objective.bounds`) or one link for all objectives.
     """
 
-    def __init__(self, problem: Problem, X: Tensor, Y: Tensor, link: LinkChoice = "auto") -> None:
+    def __init__(
+        self, bounds: Tensor, objectives: Sequence[Objective], X: Tensor, Y: Tensor, link: LinkChoice = "auto"
+    ) -> None:
         if X.shape[0] < 2:
             raise ConfigError(f"MAP needs at least 2 completed evaluations to fit its quadratics, got {X.shape[0]}")
-        self.signs = problem.signs
+        self.signs = torch.tensor([o.sign for o in objectives], dtype=torch.float64)
         Y_user = Y * self.signs
         self.models: list[QuadraticSurrogate] = []
         self.links: list[str] = []
-        for j, objective in enumerate(problem.objectives):
+        for j, objective in enumerate(objectives):
             name, low, high = link_for(objective.bounds) if link == "auto" else (link, *_bounds_or_default(objective))
             y = Y_user[:, j : j + 1]
             low_ok = objective.bounds[0] is None or bool((y >= objective.bounds[0] - 1e-9).all())
@@ -85,7 +89,7 @@ class TaskQuadratics:
                 y = y.clamp(low + 1e-4 * span, high - 1e-4 * span)
             elif name == "softplus":
                 y = y.clamp_min(low)
-            self.models.append(QuadraticSurrogate(X, y, bounds=problem.bounds, link=name, lower=low, upper=high))
+            self.models.append(QuadraticSurrogate(X, y, bounds=bounds, link=name, lower=low, upper=high))
             self.links.append(name)
 
     @torch.no_grad()
@@ -102,8 +106,8 @@ class TaskQuadratics:
         return torch.stack(means, dim=-1) * self.signs
 
 
-def _bounds_or_default(objective: object) -> tuple[float, float]:
-    low, high = getattr(objective, "bounds", (None, None))
+def _bounds_or_default(objective: Objective) -> tuple[float, float]:
+    low, high = objective.bounds
     return (0.0 if low is None else float(low)), (1.0 if high is None else float(high))
 
 
@@ -270,7 +274,7 @@ class MAP(Strategy):
         if self._surrogates is None or self._fitted_on != n_design:
             X, Y = self.X[:n_design], self.Y[:n_design]
             ok = torch.isfinite(Y).all(dim=-1)
-            self._surrogates = TaskQuadratics(self.problem, X[ok], Y[ok], self.link)
+            self._surrogates = TaskQuadratics(self.problem.bounds, self.problem.objectives, X[ok], Y[ok], self.link)
             self._fitted_on = n_design
             self._front = None
         return self._surrogates

@@ -60,17 +60,6 @@ class _Pair:
     first_row: int  # row of the first design point in the strategy's history
 
 
-class _PairProblem(Problem):
-    """The 2-variable, 2-objective problem of one pair (only used to fit its quadratics)."""
-
-    def __init__(self, bounds: Tensor, objectives: list[Objective]) -> None:
-        self.bounds = bounds
-        self.objectives = objectives
-
-    def evaluate_one(self, x: Tensor) -> Tensor:  # pragma: no cover - never evaluated
-        raise NotImplementedError("a pair problem only carries bounds and objectives")
-
-
 class NestedMAP(Strategy):
     """Nested MAP (MAP Alg. 2) on a model-level problem with one coefficient per task.
 
@@ -216,7 +205,7 @@ class NestedMAP(Strategy):
         objectives = [self._objective(pair.a), self._objective(pair.b)]
         F = torch.stack([self._group_values(pair.a, Y[ok]), self._group_values(pair.b, Y[ok])], dim=-1)
         bounds = torch.tensor([[0.0, 0.0], [self._c_max(pair.a), self._c_max(pair.b)]], dtype=torch.float64)
-        surrogates = TaskQuadratics(_PairProblem(bounds, objectives), C[ok], F, self.link)
+        surrogates = TaskQuadratics(bounds, objectives, C[ok], F, self.link)
         front_C, front_F = amortized_front(surrogates, bounds, self.seed, self.pop_size, self.n_generations)
         weights = torch.tensor([pair.a.weight, pair.b.weight], dtype=torch.float64)
         if weights.sum() <= 0:
