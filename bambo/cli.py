@@ -226,10 +226,14 @@ def export(
         str, typer.Option(help="cosine (BAMBO: closest direction among the top 3, best overall) or weighted-sum (MAP).")
     ] = "cosine",
     out: Annotated[Path | None, typer.Option(help="Output path (default: inside the run folder).")] = None,
+    refine: Annotated[
+        bool, typer.Option(help="pmto runs: climb the unified GP's mean from the task model's answer (no evaluation).")
+    ] = False,
 ) -> None:
     """Pick one Pareto-optimal model by preference and write its weights or a mergekit config.
 
-    With --format ax, write the whole run as an Ax experiment (Client JSON snapshot) instead.
+    For a pmto run the model is the task model's answer for that preference (no
+    evaluation). With --format ax, write the whole run as an Ax experiment instead.
     """
     from bambo import runner
     from bambo.config import RunConfig
@@ -251,6 +255,10 @@ def export(
             weights = [float(v) for v in preference.split(",")]
         except ValueError:
             raise BamboError(f"--preference must be comma-separated numbers, got {preference!r}") from None
+        config = RunConfig.from_yaml(run_dir / runner.CONFIG)
+        if config.strategy.name == "pmto":
+            _export_pmto(run_dir, config, weights, fmt, out, refine)
+            return
         result = runner.journal_result(run_dir)
         if len(weights) != len(result.objective_names):
             raise BamboError(
@@ -263,20 +271,61 @@ def export(
             row = select_weighted_sum(result.Y, weights)
         else:
             raise BamboError(f"unknown rule {rule!r}; valid: cosine, weighted-sum")
-        config = RunConfig.from_yaml(run_dir / runner.CONFIG)
-        paths = None
-        if config.models.benchmark is None:
-            paths = [config.models.base, *config.models.experts.values()]  # type: ignore[union-attr]
-        elif fmt != "safetensors":
-            raise BamboError(f"--format {fmt} needs models given as files; a built-in benchmark exports safetensors")
-        default = {"safetensors": "merged.safetensors", "hf": "merged", "mergekit": "mergekit.yml"}.get(fmt, "merged")
+        target, paths = _export_target(config, run_dir, fmt, out)
         problem = runner.build_problem(config, run_dir)
-        written = export_merge(problem, result.X[row], out or run_dir / default, fmt, paths)
+        written = export_merge(problem, result.X[row], target, fmt, paths)
     except BamboError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(code=2) from None
     scores = ", ".join(f"{n} {v:.4g}" for n, v in zip(result.objective_names, result.Y_user[row].tolist(), strict=True))
     console.print(f"trial {row} ({scores}) -> {written}")
+
+
+def _export_target(config, run_dir: Path, fmt: str, out: Path | None) -> tuple[Path, list[Path] | None]:  # noqa: ANN001
+    """Where ``bambo export`` writes, and the model files a file format needs (``None`` for a benchmark)."""
+    paths = None
+    if config.models.benchmark is None:
+        paths = [config.models.base, *config.models.experts.values()]
+    elif fmt != "safetensors":
+        raise BamboError(f"--format {fmt} needs models given as files; a built-in benchmark exports safetensors")
+    default = {"safetensors": "merged.safetensors", "hf": "merged", "mergekit": "mergekit.yml"}.get(fmt, "merged")
+    return out or run_dir / default, paths
+
+
+def _export_pmto(run_dir: Path, config, weights: list[float], fmt: str, out: Path | None, refine: bool) -> None:  # noqa: ANN001
+    """``bambo export`` for a pmto run: PMTO's online phase answers the preference, then the merge is written."""
+    import time
+
+    from bambo import runner
+    from bambo.export import export_merge
+    from bambo.parametric import preference_to_theta
+    from bambo.strategies.pmto import PMTO
+    from bambo.surrogates.task_model import TaskModel
+
+    merge_problem = runner.build_problem(config, run_dir)
+    _, family = runner.search_problem(config, merge_problem)
+    names = merge_problem.objective_names
+    if len(weights) != len(names):
+        raise BamboError(f"--preference has {len(weights)} weights for {len(names)} objectives ({', '.join(names)})")
+    result = runner.journal_result(run_dir)
+    theta = preference_to_theta(weights)
+    saved = run_dir / runner.TASK_MODEL
+    start = time.perf_counter()
+    if saved.exists() and not refine:
+        x, spread = TaskModel.load(saved).predict(theta)
+        source = f"the run's saved task model ({saved.name})"
+    else:  # refit from the journal (a run stopped before its end, or --refine)
+        strategy = PMTO.from_evaluations(family, result.X, result.Y, seed=config.seed, **config.strategy.options)
+        x, spread = strategy.predict_solution(theta, refine=refine)
+        source = "the task model refitted on the journal" + (" and the unified GP (--refine)" if refine else "")
+    elapsed = time.perf_counter() - start
+    target, paths = _export_target(config, run_dir, fmt, out)
+    written = export_merge(merge_problem, x[0], target, fmt, paths)
+    console.print(
+        f"preference {weights} answered in {elapsed * 1000:.0f} ms with no evaluation by {source} "
+        f"({result.n_evaluations} journaled evaluations; predicted spread of the coefficients "
+        f"{spread[0].mean():.3f}) -> {written}"
+    )
 
 
 def _guarded_run(step: Callable[[], T]) -> T:

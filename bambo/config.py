@@ -168,6 +168,31 @@ class StrategyConfig(FrozenConfig):
         return value
 
 
+class PreferencesConfig(FrozenConfig):
+    """How strategy ``pmto`` scalarises a preference over the objectives (:class:`~bambo.parametric.PreferenceFamily`).
+
+    Attributes:
+        ideal: Best value of each objective, own directions; with ``nadir``, or neither:
+            then both are measured at the start of the run from the base model and each
+            expert alone (:func:`~bambo.parametric.anchor_range`) and written into the
+            run's config copy.
+        nadir: Worst value of each objective worth considering, own directions.
+        rho: Augmentation weight of the Chebyshev scalarisation.
+    """
+
+    ideal: list[float] | None = None
+    nadir: list[float] | None = None
+    rho: float = Field(default=0.05, ge=0)
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> PreferencesConfig:
+        if (self.ideal is None) != (self.nadir is None):
+            raise ConfigError("preferences: give both ideal and nadir, or neither (then they are measured)")
+        if self.ideal is not None and self.nadir is not None and len(self.ideal) != len(self.nadir):
+            raise ConfigError(f"preferences: ideal has {len(self.ideal)} values but nadir {len(self.nadir)}")
+        return self
+
+
 class RunConfig(FrozenConfig):
     """A whole experiment.
 
@@ -182,6 +207,8 @@ class RunConfig(FrozenConfig):
         batch_size: Points per batch.
         seed: Seed of every random choice.
         output: Run folder (journal, config copy, results), relative to the config file.
+        preferences: Strategy ``pmto`` only: the search is over preference-conditioned
+            tasks (defaults apply when omitted).
     """
 
     models: ModelsConfig
@@ -194,9 +221,12 @@ class RunConfig(FrozenConfig):
     batch_size: int = Field(default=4, ge=1)
     seed: int = 0
     output: Path = Path("runs/run")
+    preferences: PreferencesConfig | None = None
 
     @model_validator(mode="after")
     def _complete(self) -> RunConfig:
+        if self.preferences is not None and self.strategy.name != "pmto":
+            raise ConfigError(f"preferences apply to strategy 'pmto' only, not {self.strategy.name!r}")
         if self.models.benchmark is None:
             if self.evaluator.entry_point is None:
                 raise ConfigError("evaluator.entry_point is required when models are files")

@@ -259,6 +259,25 @@ class MergeProblem(Problem):
         X = torch.stack([row.repeat(groups) for row in rows])
         return _unique_rows(torch.maximum(torch.minimum(X, upper), lower))
 
+    def anchor_points(self) -> Tensor:
+        """The base model (every coefficient at its lower bound) and each expert alone.
+
+        Returns:
+            Shape ``(1 + N, d)`` for N experts with one coefficient each; ``(2, d)`` (lower
+            and upper corner) for a single-coefficient method such as SLERP.
+        """
+        lower, upper = self.bounds
+        n = self.space.n_coefficients
+        rows = [lower.clone()]
+        if n == self.merger.task_vectors.n_experts:
+            for i in range(n):  # columns are (group, coefficient) pairs, coefficient fastest
+                x = lower.clone()
+                x[i::n] = upper[i::n]
+                rows.append(x)
+        else:
+            rows.append(upper.clone())
+        return torch.stack(rows)
+
     def merge(self, x: Tensor) -> StateDict:
         """The merged state dict for decision vector ``x`` (shape ``(d,)``)."""
         return self.merger.merge(self.space.to_coefficients(x), out=self._buffers)
@@ -288,9 +307,12 @@ class MergeProblem(Problem):
                 raise EvaluationError(f"metric {name!r} is not a number: {value!r}") from None
         return metrics
 
+    def objective_values(self, metrics: dict[str, float], x: Tensor) -> list[float]:  # noqa: ARG002 - x: see PreferenceFamily
+        """Objectives in maximisation form from the metrics of decision vector ``x``."""
+        return [o.sign * o.value(metrics) for o in self.objectives]
+
     def evaluate_one(self, x: Tensor) -> Tensor:
-        metrics = self.metrics(x)
-        return torch.tensor([o.sign * o.value(metrics) for o in self.objectives], dtype=torch.float64)
+        return torch.tensor(self.objective_values(self.metrics(x), x), dtype=torch.float64)
 
 
 def _unique_rows(X: Tensor) -> Tensor:

@@ -27,14 +27,18 @@ from typing import Any
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bambo.config import RunConfig, resolve
+from bambo.config import PreferencesConfig, RunConfig, resolve
 from bambo.errors import BamboError, ConfigError, EvaluationError
+from bambo.parametric import PreferenceFamily, anchor_range
 from bambo.problem import MergeProblem, Objective
 from bambo.report import write_pareto
 from bambo.store import Journal, Trial
-from bambo.strategies import ParetoResult, Strategy, get_strategy
+from bambo.strategies import PMTO, ParetoResult, Strategy, get_strategy
+from bambo.strategies.base import parameter_names_of
 
+SearchProblem = MergeProblem | PreferenceFamily
 JOURNAL = "journal.sqlite"
+TASK_MODEL = "task_model.pt"
 CONFIG = "config.yaml"
 
 
@@ -116,12 +120,12 @@ def start(
     run_dir = resolve(root, Path(output) if output is not None else config.output)
     if (run_dir / JOURNAL).exists() and Journal(run_dir / JOURNAL).trials():
         raise ConfigError(f"{run_dir} already holds a run; continue it with `bambo resume {run_dir}`")
-    problem = build_problem(config, root)
+    merge_problem = build_problem(config, root)
+    absolute, problem = search_problem(_absolute_paths(config, root), merge_problem)
     run_dir.mkdir(parents=True, exist_ok=True)
-    absolute = _absolute_paths(config, root)
     absolute.to_yaml(run_dir / CONFIG)
     with Journal(run_dir / JOURNAL) as journal:
-        journal.set_meta("parameter_names", problem.space.parameter_names)
+        journal.set_meta("parameter_names", parameter_names_of(problem))
         journal.set_meta("objective_names", problem.objective_names)
         journal.set_meta("signs", problem.signs.tolist())
         journal.set_meta("ref_point", None if problem.ref_point is None else problem.ref_point.tolist())
@@ -135,8 +139,29 @@ def resume(run_dir: Path | str, progress: bool = True) -> ParetoResult:
     if not (run_dir / JOURNAL).exists() or not (run_dir / CONFIG).exists():
         raise ConfigError(f"{run_dir} is not a run folder (needs {CONFIG} and {JOURNAL})")
     config = RunConfig.from_yaml(run_dir / CONFIG)
-    problem = build_problem(config, run_dir)
+    _, problem = search_problem(config, build_problem(config, run_dir))
     return execute(run_dir, config, problem, progress)
+
+
+def search_problem(config: RunConfig, problem: MergeProblem) -> tuple[RunConfig, SearchProblem]:
+    """The problem the strategy searches: the merge problem, or (strategy ``pmto``) its preference family.
+
+    For ``pmto`` without ``preferences.ideal``/``nadir``, both are measured now from the
+    base model and each expert alone (:func:`~bambo.parametric.anchor_range`) and put
+    into the returned config, so a resumed run and ``bambo export`` use the same values.
+
+    Returns:
+        ``(config, problem)``.
+    """
+    if config.strategy.name != "pmto":
+        return config, problem
+    preferences = config.preferences or PreferencesConfig()
+    if preferences.ideal is None or preferences.nadir is None:
+        ideal, nadir = anchor_range(problem)
+        preferences = preferences.model_copy(update={"ideal": ideal.tolist(), "nadir": nadir.tolist()})
+        config = config.model_copy(update={"preferences": preferences})
+    family = PreferenceFamily(problem, preferences.ideal, preferences.nadir, preferences.rho)
+    return config, family
 
 
 def _absolute_paths(config: RunConfig, root: Path) -> RunConfig:
@@ -148,13 +173,13 @@ def _absolute_paths(config: RunConfig, root: Path) -> RunConfig:
     return config.model_copy(update={"models": new_models})
 
 
-def execute(run_dir: Path, config: RunConfig, problem: MergeProblem, progress: bool = True) -> ParetoResult:
+def execute(run_dir: Path, config: RunConfig, problem: SearchProblem, progress: bool = True) -> ParetoResult:
     """Replay the journal, then evaluate batches until the budget; write the results.
 
     Args:
         run_dir: The run folder.
         config: The run's config.
-        problem: The problem built from it.
+        problem: The problem built from it (:func:`search_problem`).
         progress: Show a progress bar.
     """
     strategy = get_strategy(config.strategy.name, problem, seed=config.seed, **config.strategy.options)
@@ -185,6 +210,8 @@ def execute(run_dir: Path, config: RunConfig, problem: MergeProblem, progress: b
             _tell(strategy, X, [by_id[i] for i in ids])
             done += X.shape[0]
     result = strategy.result()
+    if isinstance(strategy, PMTO) and result.ok.sum() > 0:
+        strategy.task_model.save(run_dir / TASK_MODEL)  # the online phase: `bambo export --preference`
     metadata = {"config": config.model_dump(mode="json", exclude_none=True), "run_dir": str(run_dir)}
     write_pareto(result, run_dir, metadata, title=f"{config.strategy.name}: {' vs '.join(problem.objective_names)}")
     return result
@@ -202,19 +229,19 @@ def _tell(strategy: Strategy, X: torch.Tensor, trials: list[Trial]) -> None:
     strategy.tell(X, Y, errors)
 
 
-def _evaluate(journal: Journal, problem: MergeProblem, trial_id: int, x: torch.Tensor, timeout: float | None) -> None:
+def _evaluate(journal: Journal, problem: SearchProblem, trial_id: int, x: torch.Tensor, timeout: float | None) -> None:
     """Evaluate one trial, journaling ``running`` before and the outcome after."""
     journal.mark_running(trial_id)
     try:
         metrics = _metrics_with_timeout(problem, x, timeout)
-        objectives = [o.sign * o.value(metrics) for o in problem.objectives]
+        objectives = problem.objective_values(metrics, x)
     except EvaluationError as exc:
         journal.fail(trial_id, str(exc))
         return
     journal.complete(trial_id, objectives, metrics)
 
 
-def _metrics_with_timeout(problem: MergeProblem, x: torch.Tensor, timeout: float | None) -> dict[str, float]:
+def _metrics_with_timeout(problem: SearchProblem, x: torch.Tensor, timeout: float | None) -> dict[str, float]:
     if timeout is None:
         return problem.metrics(x)
     outcome: dict[str, Any] = {}

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -75,6 +76,11 @@ def _write(path: Path, text: str) -> Path:
         ({"strategy": {"name": "bo"}}, "unknown strategy 'bo'; valid: bambo"),
         ({"models": {"base": "models/nope.safetensors", "experts": {"a": "models/a.safetensors"}}}, "nope.safetensors"),
         ({"evaluator.entry_point": "tests.run_helpers:nothing"}, "has no function 'nothing'"),
+        ({"preferences": {"rho": 0.1}}, "preferences apply to strategy 'pmto' only, not 'sobol'"),
+        (
+            {"strategy": {"name": "pmto"}, "preferences": {"ideal": [1.0, 1.0]}},
+            "give both ideal and nadir, or neither",
+        ),
     ],
 )
 def test_malformed_configs_fail_before_any_evaluation(tmp_path, override, message):
@@ -220,3 +226,32 @@ def test_a_run_exports_as_an_ax_experiment(tmp_path):
     assert load_ax_export(run_dir / "ax_experiment.json") is not None
     missing = runner.invoke(app, ["export", str(run_dir)])
     assert missing.exit_code == 2 and "--preference is required" in missing.output
+
+
+def test_a_pmto_run_answers_new_preferences_from_its_task_model(tmp_path):
+    from safetensors.torch import load_file
+
+    from bambo.parametric import preference_to_theta
+    from bambo.runner import build_problem
+    from bambo.surrogates.task_model import TaskModel
+
+    options = {"n_initial_tasks": 3, "samples_per_task": 2, "population": 10, "generations": 5, "raw_samples": 32}
+    path = toy_config(tmp_path, strategy={"name": "pmto", "options": options}, budget=13, batch_size=4)
+    run_dir, result = start(path, progress=False)
+    config = RunConfig.from_yaml(run_dir / "config.yaml")
+    # ideal and nadir were measured from the base and each expert alone, and kept for resume and export
+    assert config.preferences is not None and len(config.preferences.ideal) == 2
+    assert all(i > n for i, n in zip(config.preferences.ideal, config.preferences.nadir, strict=True))
+    assert result.objective_names == ["chebyshev", "a", "b"] and result.n_evaluations == 13
+    assert result.parameter_names[-1] == "pref_a" and (run_dir / "task_model.pt").exists()
+    assert resume(run_dir, progress=False).X.tolist() == result.X.tolist()  # a finished run stays finished
+    out = runner.invoke(app, ["export", str(run_dir), "--preference", "0.7,0.3"])
+    assert out.exit_code == 0, out.output
+    assert "no evaluation" in out.output and "task_model.pt" in out.output
+    x, _ = TaskModel.load(run_dir / "task_model.pt").predict(preference_to_theta([0.7, 0.3]))
+    expected = build_problem(config, run_dir).merge(x[0])
+    written = load_file(run_dir / "merged.safetensors")
+    assert all(torch.equal(written[k], expected[k]) for k in expected)
+    assert journal_result(run_dir).n_evaluations == 13  # answering evaluated nothing
+    bad = runner.invoke(app, ["export", str(run_dir), "--preference", "0.2,0.3,0.5"])
+    assert bad.exit_code == 2 and "3 weights for 2 objectives" in bad.output

@@ -24,6 +24,7 @@ from bambo.strategies.baselines import (
 from bambo.strategies.bayesian_map import BayesianMAP
 from bambo.strategies.map import MAP
 from bambo.strategies.nested_map import NestedMAP
+from bambo.strategies.pmto import PMTO
 
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls
@@ -32,6 +33,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
         MAP,
         BayesianMAP,
         NestedMAP,
+        PMTO,
         SobolSearch,
         RandomSearch,
         GridSearch,
@@ -73,6 +75,7 @@ def get_strategy(name: str, problem: Problem, seed: int = 0, **options: Any) -> 
 __all__ = [
     "BAMBO",
     "MAP",
+    "PMTO",
     "STRATEGIES",
     "BayesianMAP",
     "CMAESWeightedSum",

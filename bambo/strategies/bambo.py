@@ -238,8 +238,11 @@ class BAMBO(Strategy):
         self._iteration += 1
         options = {"maxiter": self.maxiter, "batch_limit": 5}
         bounds = self.problem.bounds
-        # L-BFGS "ABNORMAL" stops make BoTorch retry from new starts and warn; count them instead
-        with warnings.catch_warnings(record=True) as caught:
+        # L-BFGS "ABNORMAL" stops make BoTorch retry from new starts and warn; count them instead.
+        # Seed the construction too: prune_baseline draws its sampler's seed from the global
+        # generator, which otherwise carries over from earlier runs in the same process.
+        with warnings.catch_warnings(record=True) as caught, torch.random.fork_rng():
+            torch.manual_seed(seed)
             warnings.simplefilter("always", OptimizationWarning)
             warnings.filterwarnings("always", message="Optimization failed", category=RuntimeWarning)
             if self.acquisition_name == "qlognparego":

@@ -203,7 +203,7 @@ class Strategy(ABC):
             X=self.X.clone(),
             Y=self.Y.clone(),
             errors=dict(self.errors),
-            parameter_names=_parameter_names(self.problem),
+            parameter_names=parameter_names_of(self.problem),
             objective_names=self.problem.objective_names,
             signs=self.problem.signs,
             strategy=self.name,
@@ -242,6 +242,9 @@ def _hypervolume_history(Y: Tensor, ref: Tensor) -> list[float]:
     return history
 
 
-def _parameter_names(problem: Problem) -> list[str]:
-    space = getattr(problem, "space", None)
-    return space.parameter_names if space is not None else [f"x{i}" for i in range(problem.dim)]
+def parameter_names_of(problem: Problem) -> list[str]:
+    """Names of a problem's decision columns: a family's, a merge space's, else ``x0..``."""
+    names = getattr(problem, "parameter_names", None)  # a task family names its joint columns
+    if names is None and getattr(problem, "space", None) is not None:
+        names = problem.space.parameter_names  # type: ignore[attr-defined]
+    return list(names) if names is not None else [f"x{i}" for i in range(problem.dim)]

@@ -25,3 +25,28 @@ def test_synthetic_llama_size_and_layout():
 def test_dp_speed_reports_every_partitioner():
     speed = partition.dp_speed(L=20, K=4, repeats=2)
     assert set(speed) == {"hybrid", "variance", "balance"} and all(np.isfinite(v) and v > 0 for v in speed.values())
+
+
+def test_pmto_synthetic_writes_its_table_and_box_plot(tmp_path):
+    from benchmarks import pmto_synthetic
+
+    argv = ["--functions", "sphere", "--shifts", "nonlinear", "--seeds", "1", "--per-task", "6", "--levels", "2"]
+    assert pmto_synthetic.main([*argv, "--name", "smoke", "--out", str(tmp_path)]) == 0
+    report = (tmp_path / "smoke.md").read_text()
+    assert (
+        "| sphere/nonlinear (n=4, k=2) | PMTO |" in report
+        and "| sphere/nonlinear (n=4, k=2) | single-task BO |" in report
+    )
+    assert "PMTO beats single-task BO at" in report and "evolved vs random" in report
+    assert (tmp_path / "smoke.png").stat().st_size > 0
+
+
+def test_pmto_merge_reports_every_contender(tmp_path):
+    from benchmarks import pmto_merge
+
+    argv = ["--problem", "digits 2 experts (model level)", "--seeds", "1", "--budget", "16", "--preferences", "3"]
+    assert pmto_merge.main([*argv, "--fresh-evals", "5", "--name", "smoke", "--out", str(tmp_path)]) == 0
+    report = (tmp_path / "smoke.md").read_text()
+    for method in pmto_merge.METHODS:
+        assert f"| {method} |" in report
+    assert "Largest loss of PMTO's instant answer" in report

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from bambo.benchmarks.task_families import TaskFamily
 from bambo.errors import ConfigError, EvaluationError, UnknownNameError
 from bambo.optimize import optimize
 from bambo.problem import Problem, SyntheticProblem
@@ -14,6 +15,7 @@ FAST = {
     "map": {"n_samples": 10, "n_reevaluate": 3, "pop_size": 20, "n_generations": 20},
     "bayesian-map": {"pop_size": 20, "n_generations": 20},
     "nested-map": {"n_per_pair": 6, "pop_size": 20, "n_generations": 20},
+    "pmto": {"n_initial_tasks": 3, "samples_per_task": 2, "population": 10, "generations": 5, "raw_samples": 32},
 }
 BUDGET = 14
 
@@ -31,6 +33,22 @@ class FailingBand(Problem):
         return self.inner.evaluate_one(x)
 
 
+class FailingFamily(TaskFamily):
+    """A sphere task family that crashes for 0.3 < x0 < 0.45 (PMTO needs a task family)."""
+
+    def __init__(self) -> None:
+        super().__init__("sphere", "nonlinear", n=2, k=1)
+
+    def evaluate_task(self, x: torch.Tensor, theta: torch.Tensor) -> float:
+        if 0.3 < float(x[0]) < 0.45:
+            raise EvaluationError(f"evaluator crashed at x0={float(x[0]):.3f}")
+        return super().evaluate_task(x, theta)
+
+
+def failing_problem(name: str) -> Problem:
+    return FailingFamily() if name == "pmto" else FailingBand()
+
+
 def run(name: str, problem: Problem, seed: int):
     strategy = get_strategy(name, problem, seed=seed, **FAST.get(name, {}))
     return optimize(problem, strategy, budget=BUDGET, batch_size=4, progress=False)
@@ -38,7 +56,7 @@ def run(name: str, problem: Problem, seed: int):
 
 @pytest.mark.parametrize("name", available_strategies())
 def test_contract(name):
-    problem = FailingBand()
+    problem = failing_problem(name)
     a, b = run(name, problem, seed=1), run(name, problem, seed=1)
     assert 0 < a.n_evaluations <= BUDGET
     torch.testing.assert_close(a.X, b.X)  # deterministic for a seed
