@@ -239,8 +239,8 @@ class BAMBO(Strategy):
         options = {"maxiter": self.maxiter, "batch_limit": 5}
         bounds = self.problem.bounds
         # L-BFGS "ABNORMAL" stops make BoTorch retry from new starts and warn; count them instead.
-        # Seed the construction too: prune_baseline draws its sampler's seed from the global
-        # generator, which otherwise carries over from earlier runs in the same process.
+        # Seed the acquisition's construction too: prune_baseline seeds its sampler from the global
+        # generator, whose state is whatever earlier code (an earlier run in this process) left.
         with warnings.catch_warnings(record=True) as caught, torch.random.fork_rng():
             torch.manual_seed(seed)
             warnings.simplefilter("always", OptimizationWarning)
