@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import torch
 import typer
@@ -14,6 +14,9 @@ from rich.table import Table
 
 import bambo
 from bambo.errors import BamboError
+
+if TYPE_CHECKING:
+    from bambo.config import RunConfig
 
 app = typer.Typer(
     help="bambo: find the Pareto set of merged neural networks with few evaluations.", no_args_is_help=True
@@ -74,7 +77,8 @@ def demo(
         ),
     ] = "task_arithmetic",
     strategy: Annotated[
-        str, typer.Option(help=f"Search strategy: {', '.join(DEMO_STRATEGIES)} (any registered name works).")
+        str,
+        typer.Option(help=f"Search strategy: {', '.join(DEMO_STRATEGIES)} (any registered name but pmto)."),
     ] = "bambo",
     granularity: Annotated[
         str | None,
@@ -223,7 +227,11 @@ def export(
         ),
     ] = "safetensors",
     rule: Annotated[
-        str, typer.Option(help="cosine (BAMBO: closest direction among the top 3, best overall) or weighted-sum (MAP).")
+        str,
+        typer.Option(
+            help="cosine (BAMBO: closest direction among the top 3, best overall) or weighted-sum (MAP); "
+            "pmto runs answer from their task model instead."
+        ),
     ] = "cosine",
     out: Annotated[Path | None, typer.Option(help="Output path (default: inside the run folder).")] = None,
     refine: Annotated[
@@ -281,7 +289,7 @@ def export(
     console.print(f"trial {row} ({scores}) -> {written}")
 
 
-def _export_target(config, run_dir: Path, fmt: str, out: Path | None) -> tuple[Path, list[Path] | None]:  # noqa: ANN001
+def _export_target(config: RunConfig, run_dir: Path, fmt: str, out: Path | None) -> tuple[Path, list[Path] | None]:
     """Where ``bambo export`` writes, and the model files a file format needs (``None`` for a benchmark)."""
     paths = None
     if config.models.benchmark is None:
@@ -292,14 +300,14 @@ def _export_target(config, run_dir: Path, fmt: str, out: Path | None) -> tuple[P
     return out or run_dir / default, paths
 
 
-def _export_pmto(run_dir: Path, config, weights: list[float], fmt: str, out: Path | None, refine: bool) -> None:  # noqa: ANN001
+def _export_pmto(
+    run_dir: Path, config: RunConfig, weights: list[float], fmt: str, out: Path | None, refine: bool
+) -> None:
     """``bambo export`` for a pmto run: PMTO's online phase answers the preference, then the merge is written."""
-    import time
-
     from bambo import runner
     from bambo.export import export_merge
     from bambo.parametric import preference_to_theta
-    from bambo.strategies.pmto import PMTO
+    from bambo.strategies.pmto import PMTO, best_per_task
     from bambo.surrogates.task_model import TaskModel
 
     merge_problem = runner.build_problem(config, run_dir)
@@ -308,13 +316,16 @@ def _export_pmto(run_dir: Path, config, weights: list[float], fmt: str, out: Pat
     if len(weights) != len(names):
         raise BamboError(f"--preference has {len(weights)} weights for {len(names)} objectives ({', '.join(names)})")
     result = runner.journal_result(run_dir)
+    if len(best_per_task(family, result.X, result.Y)[0]) < 2:
+        raise BamboError(f"{run_dir} has completed evaluations for fewer than two preferences: resume the run first")
     theta = preference_to_theta(weights)
     saved = run_dir / runner.TASK_MODEL
     start = time.perf_counter()
-    if saved.exists() and not refine:
-        x, spread = TaskModel.load(saved).predict(theta)
+    model = TaskModel.load(saved) if saved.exists() and not refine else None
+    if model is not None and model.n_evaluations == result.n_evaluations:
+        x, spread = model.predict(theta)
         source = f"the run's saved task model ({saved.name})"
-    else:  # refit from the journal (a run stopped before its end, or --refine)
+    else:  # refit from the journal (no model saved for these evaluations, or --refine)
         strategy = PMTO.from_evaluations(family, result.X, result.Y, seed=config.seed, **config.strategy.options)
         x, spread = strategy.predict_solution(theta, refine=refine)
         source = "the task model refitted on the journal" + (" and the unified GP (--refine)" if refine else "")

@@ -60,6 +60,8 @@ class ParametricProblem(Problem):
         task_names: Names of the ``k`` task columns (default ``theta0..``).
     """
 
+    can_rescore: bool = False  # True where :meth:`rescore` scores any task from side outputs
+
     def __init__(
         self,
         solution_bounds: Sequence[Sequence[float]] | Tensor,
@@ -197,10 +199,13 @@ class FixedTask(Problem):
 
 
 def theta_to_preference(theta: Tensor) -> Tensor:
-    """Stick-breaking map from the unit box ``[0, 1]^(m-1)`` onto the simplex of ``m`` weights.
+    """Map the unit box ``[0, 1]^(m-1)`` onto the simplex of ``m`` weights, uniform to uniform.
 
-    ``w_1 = t_1``, ``w_j = t_j * prod_{i<j} (1 - t_i)``, ``w_m = prod_i (1 - t_i)``: continuous,
-    onto, and the identity-like ``w = (t, 1 - t)`` for two objectives.
+    Stick-breaking: ``w_j = b_j * prod_{i<j} (1 - b_i)``, ``w_m = prod_i (1 - b_i)``, where the
+    share ``b_j = 1 - (1 - t_j)^(1 / (m - j))`` is the inverse CDF of Beta(1, m - j) (j = 1..m-1)
+    so that a uniform ``theta`` gives a uniform preference (Dirichlet(1, ..., 1)); without it
+    most of the box would crowd the first objective's corner. Continuous and onto; for two
+    objectives it is ``w = (t, 1 - t)``.
 
     Args:
         theta: Shape ``(..., m - 1)`` in ``[0, 1]``.
@@ -208,11 +213,13 @@ def theta_to_preference(theta: Tensor) -> Tensor:
     Returns:
         Shape ``(..., m)``, non-negative, rows summing to one.
     """
+    m = theta.shape[-1] + 1
     rest = torch.ones_like(theta[..., :1])
     weights = []
-    for j in range(theta.shape[-1]):
-        weights.append(rest * theta[..., j : j + 1])
-        rest = rest * (1 - theta[..., j : j + 1])
+    for j in range(m - 1):
+        share = 1 - (1 - theta[..., j : j + 1].clamp(0, 1)) ** (1.0 / (m - 1 - j))
+        weights.append(rest * share)
+        rest = rest * (1 - share)
     return torch.cat([*weights, rest], dim=-1)
 
 
@@ -232,11 +239,12 @@ def preference_to_theta(weights: Sequence[float] | Tensor) -> Tensor:
     if w.shape[-1] < 2 or not torch.isfinite(w).all() or (w < 0).any() or (w.sum(-1) <= 0).any():
         raise ConfigError(f"a preference needs >= 2 non-negative finite weights, not all zero; got {w.tolist()}")
     w = w / w.sum(-1, keepdim=True)
+    m = w.shape[-1]
     rest = torch.ones_like(w[..., :1])
     theta = []
-    for j in range(w.shape[-1] - 1):
-        tj = torch.where(rest > 1e-12, w[..., j : j + 1] / rest.clamp_min(1e-12), torch.zeros_like(rest))
-        theta.append(tj.clamp(0, 1))
+    for j in range(m - 1):
+        share = torch.where(rest > 1e-12, w[..., j : j + 1] / rest.clamp_min(1e-12), torch.zeros_like(rest))
+        theta.append((1 - (1 - share.clamp(0, 1)) ** (m - 1 - j)).clamp(0, 1))
         rest = rest - w[..., j : j + 1]
     return torch.cat(theta, dim=-1)
 
@@ -245,10 +253,11 @@ def chebyshev(Y: Tensor, weights: Tensor, ideal: Tensor, nadir: Tensor, rho: flo
     """Augmented Chebyshev scalarisation of maximised objectives (to be minimised).
 
     With ``u = (ideal - y) / (ideal - nadir)`` (0 at the ideal point, 1 at the nadir),
-    ``s = max_i w_i u_i + rho * sum_i w_i u_i``. A larger ``w_i`` punishes a shortfall
-    on objective ``i`` more, so the preference ``(0.7, 0.3)`` leans towards the first
-    objective; every minimiser is Pareto optimal (rho > 0), and every Pareto-optimal
-    point minimises it for some ``w`` (Miettinen 1999, Thm. 3.4.6).
+    ``s = max_i w_i u_i + rho * sum_i u_i``. A larger ``w_i`` punishes a shortfall on
+    objective ``i`` more, so the preference ``(0.7, 0.3)`` leans towards the first
+    objective. The unweighted augmentation keeps minimisers Pareto optimal even for a
+    weight of zero (rho > 0), and every properly Pareto-optimal point minimises it for
+    some ``w`` (Miettinen 1999, Sec. 3.4).
 
     Args:
         Y: Objectives, maximisation form, shape ``(..., m)``.
@@ -261,8 +270,7 @@ def chebyshev(Y: Tensor, weights: Tensor, ideal: Tensor, nadir: Tensor, rho: flo
         Shape ``(...)``.
     """
     u = (ideal - Y) / (ideal - nadir)
-    wu = weights * u
-    return wu.max(-1).values + rho * wu.sum(-1)
+    return (weights * u).max(-1).values + rho * u.sum(-1)
 
 
 def anchor_range(problem: MergeProblem) -> tuple[Tensor, Tensor]:
@@ -339,6 +347,8 @@ class PreferenceFamily(ParametricProblem):
             task_names=[f"pref_{name}" for name in problem.objective_names[:-1]],
         )
         self.objectives = [self.objectives[0], *problem.objectives]
+        self.front_columns = list(range(1, m + 1))  # the Pareto set is over the objectives, not the scalarisation
+        self.ref_point = None if problem.ref_point is None else problem.ref_point.clone()
 
     def scalarize(self, Y: Tensor, theta: Tensor) -> Tensor:
         """Scalarised value (to minimise) of maximisation-form objectives ``(..., m)`` for ``theta`` ``(..., m-1)``."""
@@ -365,6 +375,8 @@ class PreferenceFamily(ParametricProblem):
         """All outputs, maximisation form, from the metrics of joint row ``x`` (for the runner)."""
         y = torch.tensor([o.sign * o.value(metrics) for o in self.problem.objectives], dtype=torch.float64)
         return self.values(y, self.split(x)[1]).tolist()
+
+    can_rescore = True
 
     def rescore(self, Y: Tensor, theta: Tensor) -> Tensor:
         return -self.scalarize(Y[:, 1:].unsqueeze(1), theta.unsqueeze(0))

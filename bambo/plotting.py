@@ -28,7 +28,8 @@ def plot_front(result: ParetoResult, path: Path | str, title: str = "") -> Path:
     Y = result.Y_user[result.ok].numpy()
     P = result.pareto_Y_user.numpy()
     names = result.objective_names
-    pairs = list(combinations(range(len(names)), 2)) or [(0, 0)]
+    columns = result.front_columns if result.front_columns is not None else list(range(len(names)))
+    pairs = list(combinations(columns, 2)) or [(columns[0], columns[0])]
     cols = min(3, len(pairs))
     rows = (len(pairs) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 4.0 * rows), squeeze=False)

@@ -117,6 +117,7 @@ class Problem(ABC):
     bounds: Tensor
     objectives: list[Objective]
     ref_point: Tensor | None = None
+    front_columns: list[int] | None = None  # objectives defining the Pareto set (None: all)
 
     @property
     def dim(self) -> int:
@@ -260,23 +261,24 @@ class MergeProblem(Problem):
         return _unique_rows(torch.maximum(torch.minimum(X, upper), lower))
 
     def anchor_points(self) -> Tensor:
-        """The base model (every coefficient at its lower bound) and each expert alone.
+        """The base model (every coefficient 0) and each expert alone (its coefficients 1, the others 0).
+
+        Values are clipped to the bounds, as in :meth:`heuristic_points`.
 
         Returns:
-            Shape ``(1 + N, d)`` for N experts with one coefficient each; ``(2, d)`` (lower
-            and upper corner) for a single-coefficient method such as SLERP.
+            Shape ``(1 + N, d)`` for N experts with one coefficient each; ``(2, d)`` (coefficient
+            0 and 1) for a single-coefficient method such as SLERP.
         """
         lower, upper = self.bounds
         n = self.space.n_coefficients
-        rows = [lower.clone()]
+        groups = len(self.space.groups)
+        rows = [torch.zeros(n, dtype=torch.float64)]
         if n == self.merger.task_vectors.n_experts:
-            for i in range(n):  # columns are (group, coefficient) pairs, coefficient fastest
-                x = lower.clone()
-                x[i::n] = upper[i::n]
-                rows.append(x)
+            rows += [torch.eye(n, dtype=torch.float64)[i] for i in range(n)]
         else:
-            rows.append(upper.clone())
-        return torch.stack(rows)
+            rows.append(torch.ones(n, dtype=torch.float64))
+        X = torch.stack([row.repeat(groups) for row in rows])
+        return torch.maximum(torch.minimum(X, upper), lower)
 
     def merge(self, x: Tensor) -> StateDict:
         """The merged state dict for decision vector ``x`` (shape ``(d,)``)."""

@@ -76,7 +76,9 @@ def write_pareto(
             {"x": x, "objectives": None if i in result.errors else y, "error": result.errors.get(i)}
             for i, (x, y) in enumerate(zip(result.X.tolist(), result.Y_user.tolist(), strict=True))
         ],
-        "ref_point": None if result.ref_point is None else (result.ref_point * result.signs).tolist(),
+        "ref_point": None
+        if result.ref_point is None
+        else (result.ref_point * result.signs[result.front_columns or slice(None)]).tolist(),
         "hypervolume_history": result.hypervolume_history,
         "strategy": result.strategy,
         "info": result.info,

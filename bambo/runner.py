@@ -18,6 +18,7 @@ a hung evaluator keeps its thread (a daemon, ended with the process).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from functools import partial
@@ -35,7 +36,9 @@ from bambo.report import write_pareto
 from bambo.store import Journal, Trial
 from bambo.strategies import PMTO, ParetoResult, Strategy, get_strategy
 from bambo.strategies.base import parameter_names_of
+from bambo.strategies.pmto import best_per_task
 
+logger = logging.getLogger(__name__)
 SearchProblem = MergeProblem | PreferenceFamily
 JOURNAL = "journal.sqlite"
 TASK_MODEL = "task_model.pt"
@@ -130,6 +133,7 @@ def start(
         journal.set_meta("signs", problem.signs.tolist())
         journal.set_meta("ref_point", None if problem.ref_point is None else problem.ref_point.tolist())
         journal.set_meta("bounds", problem.bounds.tolist())
+        journal.set_meta("front_columns", getattr(problem, "front_columns", None))
     return run_dir, execute(run_dir, absolute, problem, progress)
 
 
@@ -147,14 +151,26 @@ def search_problem(config: RunConfig, problem: MergeProblem) -> tuple[RunConfig,
     """The problem the strategy searches: the merge problem, or (strategy ``pmto``) its preference family.
 
     For ``pmto`` without ``preferences.ideal``/``nadir``, both are measured now from the
-    base model and each expert alone (:func:`~bambo.parametric.anchor_range`) and put
-    into the returned config, so a resumed run and ``bambo export`` use the same values.
+    base model and each expert alone (:func:`~bambo.parametric.anchor_range`, ``1 + N``
+    evaluations without the evaluator's timeout) and put into the returned config, so a
+    resumed run and ``bambo export`` use the same values.
+
+    Args:
+        config: The run's config.
+        problem: The merge problem built from it.
 
     Returns:
-        ``(config, problem)``.
+        ``(config, problem)``: the config with measured preferences, and the problem to search.
+
+    Raises:
+        ConfigError: ``pmto`` on a problem with one objective, or objectives that do not vary.
     """
     if config.strategy.name != "pmto":
         return config, problem
+    if problem.num_objectives < 2:
+        raise ConfigError(
+            f"strategy pmto searches over preferences and needs >= 2 objectives, got {problem.num_objectives}"
+        )
     preferences = config.preferences or PreferencesConfig()
     if preferences.ideal is None or preferences.nadir is None:
         ideal, nadir = anchor_range(problem)
@@ -210,10 +226,13 @@ def execute(run_dir: Path, config: RunConfig, problem: SearchProblem, progress: 
             _tell(strategy, X, [by_id[i] for i in ids])
             done += X.shape[0]
     result = strategy.result()
-    if isinstance(strategy, PMTO) and result.ok.sum() > 0:
-        strategy.task_model.save(run_dir / TASK_MODEL)  # the online phase: `bambo export --preference`
     metadata = {"config": config.model_dump(mode="json", exclude_none=True), "run_dir": str(run_dir)}
     write_pareto(result, run_dir, metadata, title=f"{config.strategy.name}: {' vs '.join(problem.objective_names)}")
+    if isinstance(strategy, PMTO):  # the online phase (`bambo export --preference`) reads it
+        if len(best_per_task(strategy.family, *strategy.completed)[0]) >= 2:
+            strategy.task_model.save(run_dir / TASK_MODEL, n_evaluations=result.n_evaluations)
+        else:
+            logger.warning("fewer than two preferences have completed evaluations: no task model saved yet")
     return result
 
 
@@ -280,6 +299,7 @@ def journal_result(run_dir: Path | str) -> ParetoResult:
         trials = journal.trials()
         signs = torch.tensor(journal.meta("signs"), dtype=torch.float64)
         ref = journal.meta("ref_point")
+        columns = journal.meta("front_columns")
     m = len(objective_names)
     X = torch.tensor([t.x for t in trials], dtype=torch.float64).reshape(-1, len(names))
     Y = torch.full((len(trials), m), float("nan"), dtype=torch.float64)
@@ -291,8 +311,8 @@ def journal_result(run_dir: Path | str) -> ParetoResult:
             errors[i] = t.error or t.status
     from bambo.strategies.base import _hypervolume_history
 
-    result = ParetoResult(X, Y, errors, list(names), list(objective_names), signs)
+    result = ParetoResult(X, Y, errors, list(names), list(objective_names), signs, front_columns=columns)
     if ref is not None:
         result.ref_point = torch.tensor(ref, dtype=torch.float64)
-        result.hypervolume_history = _hypervolume_history(Y, result.ref_point)
+        result.hypervolume_history = _hypervolume_history(result.front_Y, result.ref_point)
     return result

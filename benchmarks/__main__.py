@@ -295,6 +295,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--name", help="report name (default: the suite's)")
     run.add_argument("--out", type=Path, default=RESULTS)
     run.add_argument("--threads", type=int, default=1, help="torch threads (1: no OpenMP spinning against other work)")
+    run.add_argument(
+        "--no-merge-throughput", action="store_true", help="do not run the merge throughput benchmark (cite its report)"
+    )
     args = parser.parse_args(argv)
     config = SUITES[args.suite]
     overrides = {
@@ -305,6 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seeds": args.seeds,
         "reference_evaluations": args.reference_evaluations,
         "name": args.name,
+        "merge_throughput": False if args.no_merge_throughput else None,
     }
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
     unknown = [p for p in config.problems if p not in PROBLEMS] + [c for c in config.contenders if c not in CONTENDERS]

@@ -19,8 +19,8 @@ every method). Per problem and seed:
   preference (``--fresh-evals``; 200 in total).
 
 Every answer is scored by its true scalarised value (lower is better). The table
-reports, over seeds, the median of the mean value over the 20 preferences, and how
-many preferences PMTO's instant answer beats (or ties within 1e-4) each contender at.
+reports, over seeds, the median of the mean value over the 20 preferences, and at how
+many preferences PMTO's instant answer beats, ties (within 1e-4) or loses to each contender.
 """
 
 from __future__ import annotations
@@ -163,11 +163,11 @@ def report(runs: dict, args: argparse.Namespace, labels: list[str], wall: float)
         f"evaluations per preference; {n} unseen preferences; value: augmented Chebyshev scalarisation (rho 0.05) of "
         "the accuracies normalised between their worst and best over the base model and each expert alone: 0 is the "
         "ideal point, lower is better",
-        f'- cells: median over seeds of the mean value over the {n} preferences [min, max over seeds]; "PMTO '
-        f"better\": preferences (of {n}) where PMTO's instant answer is at least as good (within 1e-4), median over "
-        "seeds; PMTO (refined) climbs the unified GP's mean from the instant answer, still without evaluating",
+        f"- cells: median over seeds of the mean value over the {n} preferences [min, max over seeds]; last columns: "
+        f"preferences (of {n}) where PMTO's instant answer is better / within 1e-4 / worse, medians over seeds; "
+        "PMTO (refined) climbs the unified GP's mean from the instant answer, still without evaluating",
         "",
-        "| problem | d | method | mean value | PMTO (instant) at least as good at | evaluations per new preference |",
+        "| problem | d | method | mean value | PMTO (instant) better / tie / worse | evaluations per new preference |",
         "|---|---|---|---|---|---|",
     ]
     gaps = []
@@ -180,11 +180,11 @@ def report(runs: dict, args: argparse.Namespace, labels: list[str], wall: float)
             cell = f"{statistics.median(means):.4f} [{min(means):.4f}, {max(means):.4f}]"
             better, cost = "-", "0 (task model)" if m.startswith("PMTO") else "0 (pick among evaluated points)"
             if not m.startswith("PMTO"):
-                wins = [
-                    sum(p <= c + 1e-4 for p, c in zip(pv, s[m]["values"], strict=True))
-                    for pv, s in zip(pmto, seeds, strict=True)
-                ]
-                better = f"{statistics.median(wins):.0f}/{n}"
+                pairs = [list(zip(pv, s[m]["values"], strict=True)) for pv, s in zip(pmto, seeds, strict=True)]
+                better = " / ".join(
+                    f"{statistics.median(sum(test(p, c) for p, c in seed_pairs) for seed_pairs in pairs):.0f}"
+                    for test in (lambda p, c: p < c - 1e-4, lambda p, c: abs(p - c) <= 1e-4, lambda p, c: p > c + 1e-4)
+                )
                 gap = statistics.median(
                     statistics.fmean(pv) - statistics.fmean(s[m]["values"]) for pv, s in zip(pmto, seeds, strict=True)
                 )

@@ -66,6 +66,13 @@ def test_stick_breaking_maps_the_box_onto_the_simplex_and_back():
         preference_to_theta([0.5, -0.5])
 
 
+def test_a_uniform_theta_gives_a_uniform_preference():
+    theta = torch.rand(20000, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    w = theta_to_preference(theta)  # Dirichlet(1, 1, 1): mean 1/3 each, P(w_0 > 1/2) = 1/4
+    torch.testing.assert_close(w.mean(0), torch.full((3,), 1 / 3, dtype=torch.float64), atol=0.01, rtol=0)
+    assert float((w[:, 0] > 0.5).double().mean()) == pytest.approx(0.25, abs=0.01)
+
+
 def test_chebyshev_prefers_the_point_on_the_preferred_side():
     ideal, nadir = torch.ones(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
     Y = torch.tensor([[0.9, 0.3], [0.6, 0.6], [0.3, 0.9]], dtype=torch.float64)
@@ -74,6 +81,9 @@ def test_chebyshev_prefers_the_point_on_the_preferred_side():
         for w in ([0.8, 0.2], [0.5, 0.5], [0.2, 0.8])
     ]
     assert picks == [0, 1, 2]
+    one_sided = torch.tensor([[0.9, 0.1], [0.9, 0.8]], dtype=torch.float64)  # a zero weight still breaks the tie
+    values = chebyshev(one_sided, torch.tensor([1.0, 0.0], dtype=torch.float64), ideal, nadir)
+    assert values[1] < values[0]
     dominated = torch.tensor([[0.5, 0.5]], dtype=torch.float64)  # worse than [0.6, 0.6] for every preference
     w = torch.tensor([0.5, 0.5], dtype=torch.float64)
     assert chebyshev(dominated, w, ideal, nadir) > chebyshev(Y[1:2], w, ideal, nadir)

@@ -228,6 +228,9 @@ def test_a_run_exports_as_an_ax_experiment(tmp_path):
     assert missing.exit_code == 2 and "--preference is required" in missing.output
 
 
+PMTO_FAST = {"n_initial_tasks": 3, "samples_per_task": 2, "population": 10, "generations": 5, "raw_samples": 32}
+
+
 def test_a_pmto_run_answers_new_preferences_from_its_task_model(tmp_path):
     from safetensors.torch import load_file
 
@@ -235,8 +238,7 @@ def test_a_pmto_run_answers_new_preferences_from_its_task_model(tmp_path):
     from bambo.runner import build_problem
     from bambo.surrogates.task_model import TaskModel
 
-    options = {"n_initial_tasks": 3, "samples_per_task": 2, "population": 10, "generations": 5, "raw_samples": 32}
-    path = toy_config(tmp_path, strategy={"name": "pmto", "options": options}, budget=13, batch_size=4)
+    path = toy_config(tmp_path, strategy={"name": "pmto", "options": PMTO_FAST}, budget=13, batch_size=4)
     run_dir, result = start(path, progress=False)
     config = RunConfig.from_yaml(run_dir / "config.yaml")
     # ideal and nadir were measured from the base and each expert alone, and kept for resume and export
@@ -244,7 +246,7 @@ def test_a_pmto_run_answers_new_preferences_from_its_task_model(tmp_path):
     assert all(i > n for i, n in zip(config.preferences.ideal, config.preferences.nadir, strict=True))
     assert result.objective_names == ["chebyshev", "a", "b"] and result.n_evaluations == 13
     assert result.parameter_names[-1] == "pref_a" and (run_dir / "task_model.pt").exists()
-    assert resume(run_dir, progress=False).X.tolist() == result.X.tolist()  # a finished run stays finished
+    assert journal_result(run_dir).front_columns == [1, 2]
     out = runner.invoke(app, ["export", str(run_dir), "--preference", "0.7,0.3"])
     assert out.exit_code == 0, out.output
     assert "no evaluation" in out.output and "task_model.pt" in out.output
@@ -255,3 +257,25 @@ def test_a_pmto_run_answers_new_preferences_from_its_task_model(tmp_path):
     assert journal_result(run_dir).n_evaluations == 13  # answering evaluated nothing
     bad = runner.invoke(app, ["export", str(run_dir), "--preference", "0.2,0.3,0.5"])
     assert bad.exit_code == 2 and "3 weights for 2 objectives" in bad.output
+
+
+def test_a_resumed_pmto_run_continues_exactly_as_an_uninterrupted_one(tmp_path):
+    whole = toy_config(tmp_path / "whole", strategy={"name": "pmto", "options": PMTO_FAST}, budget=17, batch_size=3)
+    _, uninterrupted = start(whole, progress=False)
+    # stop after 8 evaluations: inside the first iteration (6 initial rows, then 4 pool tasks in batches of 3)
+    part = toy_config(tmp_path / "part", strategy={"name": "pmto", "options": PMTO_FAST}, budget=8, batch_size=3)
+    run_dir, _ = start(part, progress=False)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config["budget"] = 17
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    resumed = resume(run_dir, progress=False)
+    torch.testing.assert_close(resumed.X, uninterrupted.X)
+
+
+def test_a_pmto_run_too_short_for_a_task_model_still_writes_its_results(tmp_path):
+    path = toy_config(tmp_path, strategy={"name": "pmto", "options": PMTO_FAST}, budget=2, batch_size=2)
+    run_dir, result = start(path, progress=False)
+    assert result.n_evaluations == 2 and (run_dir / "pareto.csv").exists()
+    assert not (run_dir / "task_model.pt").exists()
+    out = runner.invoke(app, ["export", str(run_dir), "--preference", "0.5,0.5"])
+    assert out.exit_code == 2 and "fewer than two preferences" in out.output

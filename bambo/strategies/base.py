@@ -36,6 +36,8 @@ class ParetoResult:
         strategy: Name of the strategy that produced it.
         info: Strategy-specific facts (optimizer time per batch, evaluation counts,
             a recommended point), JSON-serialisable.
+        front_columns: The objectives that define the Pareto set and the hypervolume
+            (``None``: all); a preference family's scalarised value is not one of them.
     """
 
     X: Tensor
@@ -50,6 +52,12 @@ class ParetoResult:
     hypervolume_history: list[float] = field(default_factory=list)
     strategy: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+    front_columns: list[int] | None = None
+
+    @property
+    def front_Y(self) -> Tensor:
+        """The objectives that define the Pareto set, maximisation form, ``(n, m')``."""
+        return self.Y if self.front_columns is None else self.Y[:, self.front_columns]
 
     @property
     def ok(self) -> Tensor:
@@ -64,7 +72,7 @@ class ParetoResult:
         if ok.any():
             # every evaluated x attaining a non-dominated value is reported (ties are common
             # for discrete metrics such as accuracy)
-            mask[ok.nonzero().flatten()] = pareto_mask(self.Y[ok], deduplicate=False)
+            mask[ok.nonzero().flatten()] = pareto_mask(self.front_Y[ok], deduplicate=False)
         return mask
 
     @property
@@ -199,6 +207,7 @@ class Strategy(ABC):
                 completed value per objective minus 10% of its range (fixed over
                 this run's history only).
         """
+        columns = getattr(self.problem, "front_columns", None)
         result = ParetoResult(
             X=self.X.clone(),
             Y=self.Y.clone(),
@@ -207,20 +216,21 @@ class Strategy(ABC):
             objective_names=self.problem.objective_names,
             signs=self.problem.signs,
             strategy=self.name,
+            front_columns=None if columns is None else list(columns),
         )
-        ok = result.ok
+        ok, front = result.ok, result.front_Y
         ref = self.problem.ref_point
         if ref_point is not None:
             ref = torch.as_tensor(ref_point, dtype=torch.float64)
-            if ref.shape != (self.problem.num_objectives,):
-                raise ConfigError(f"ref_point has shape {tuple(ref.shape)}, expected ({self.problem.num_objectives},)")
+            if ref.shape != (front.shape[1],):
+                raise ConfigError(f"ref_point has shape {tuple(ref.shape)}, expected ({front.shape[1]},)")
         if ref is None and ok.any():
-            Yc = self.Y[ok]
+            Yc = front[ok]
             span = (Yc.max(0).values - Yc.min(0).values).clamp_min(1e-12)
             ref = Yc.min(0).values - 0.1 * span
         result.ref_point = ref
         if ref is not None:
-            result.hypervolume_history = _hypervolume_history(self.Y, ref)
+            result.hypervolume_history = _hypervolume_history(front, ref)
         self._finish(result)
         return result
 

@@ -33,22 +33,20 @@ NSGA-II front of the (constant) gradient objective and the determinant.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Literal
 
-import numpy as np
 import torch
-from scipy.optimize import minimize
 from scipy.stats import qmc
 from torch import Tensor
 
-from bambo.errors import BoundsError, ConfigError
+from bambo.errors import ConfigError
 from bambo.parametric import ParametricProblem
 from bambo.strategies.base import ParetoResult, Strategy
-from bambo.surrogates.parametric import fit_parametric_task_gp
+from bambo.strategies.task_search import evolve_task, maximize_bound
+from bambo.surrogates.parametric import ParametricTaskGP, fit_parametric_task_gp
 from bambo.surrogates.task_model import TaskModel
 
-__all__ = ["PMTO", "best_per_task", "fit_task_model", "pool_diversity"]
+__all__ = ["PMTO", "best_per_task", "fit_task_model", "pool_diversity", "task_scores", "training_rows"]
 
 TaskSelection = Literal["evolution", "random"]
 
@@ -186,7 +184,10 @@ class PMTO(Strategy):
         samples_per_task: Initial solutions per initial task.
         beta: Multiplier of the posterior standard deviation in the confidence bound.
         task_selection: ``"evolution"`` (DPP task evolution) or ``"random"``.
-        best_share: Share of tasks (by best value) the task model is fitted on.
+        best_share: Share of tasks (by best value) the task model is fitted on; default
+            0.7 (the reference code), or 1 for a family that can rescore (a preference
+            family), whose values are not comparable across tasks: extreme preferences
+            reach lower scalarised values, so a share would drop the balanced ones.
         population: GA population of task evolution.
         generations: GA generations of task evolution.
         raw_samples: Random solutions per task scored before the L-BFGS-B restarts.
@@ -203,7 +204,7 @@ class PMTO(Strategy):
         samples_per_task: int = 4,
         beta: float = 1.0,
         task_selection: TaskSelection = "evolution",
-        best_share: float = 0.7,
+        best_share: float | None = None,
         population: int = 40,
         generations: int = 25,
         raw_samples: int = 256,
@@ -227,8 +228,12 @@ class PMTO(Strategy):
             raise ConfigError(f"n_initial_tasks must be >= 2 (the task model needs two tasks), got {n_initial_tasks}")
         if beta < 0:
             raise ConfigError(f"beta must be >= 0, got {beta}")
+        if best_share is None:
+            best_share = 1.0 if problem.can_rescore else 0.7
         if not 0 < best_share <= 1:
             raise ConfigError(f"best_share must be in (0, 1], got {best_share}")
+        if seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {seed}")
         super().__init__(problem, seed)
         self.family = problem
         self.n_initial_tasks, self.samples_per_task = n_initial_tasks, samples_per_task
@@ -240,7 +245,9 @@ class PMTO(Strategy):
         self._iteration = 0
         self._task_model: TaskModel | None = None
         self._stale = True
-        self._unified: tuple[int, object] | None = None
+        self._unified: tuple[int, ParametricTaskGP] | None = None
+        self._replay_left = 0  # rows of the replayed iteration still to come
+        self._iteration_start = 0  # evaluations made before the current iteration
 
     @classmethod
     def from_evaluations(
@@ -277,6 +284,10 @@ class PMTO(Strategy):
 
     def ask(self, n: int) -> Tensor:
         self._check_n(n)
+        if self._replay_left > 0:  # a resumed run stopped inside an iteration: plan it again, serve the rest
+            start = self._iteration_start
+            rows = self._plan_iteration(self.X[:start], self.Y[:start], new_task=False)
+            self._queue, self._replay_left = rows[rows.shape[0] - self._replay_left :], 0
         if self._queue.shape[0] == 0:
             self._queue = self._plan()
         X, self._queue = self._queue[:n], self._queue[n:]
@@ -285,24 +296,31 @@ class PMTO(Strategy):
     def _plan(self) -> Tensor:
         """One offline iteration: a new task, then one solution per pool task (newest first)."""
         self._iteration += 1
-        X_ok, Y_ok = self.completed
+        self._iteration_start = self.X.shape[0]
+        return self._plan_iteration(self.X, self.Y, new_task=True)
+
+    def _plan_iteration(self, X: Tensor, Y: Tensor, new_task: bool) -> Tensor:
+        """The rows of iteration ``self._iteration`` from the evaluations ``(X, Y)`` made before it."""
+        ok = torch.isfinite(Y).all(-1)
+        X_ok, Y_ok = X[ok], Y[ok]
         seed = self.seed * 1_000_003 + self._iteration
         if X_ok.shape[0] < 2 or best_per_task(self.family, X_ok, Y_ok)[0].shape[0] < 2:
             # nothing to model yet (failures): a random solution for every task
             generator = torch.Generator().manual_seed(seed)
             lower, upper = self.family.solution_bounds
             U = torch.rand(self.pool.shape[0], self.family.n_solution, generator=generator, dtype=torch.float64)
-            return self.family.join(lower + (upper - lower) * U, self.pool)
+            return self.family.join(lower + (upper - lower) * U, self.pool.flip(0))
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             self._task_model, self._stale = fit_task_model(self.family, X_ok, Y_ok, self.best_share), False
-            new = self._new_task(self._task_model, seed)
-            self.pool = torch.cat([self.pool, new.unsqueeze(0)])
+            if new_task:  # task evolution uses numpy's generator (pymoo), so skipping it leaves torch's as is
+                new = self._new_task(self._task_model, seed)
+                self.pool = torch.cat([self.pool, new.unsqueeze(0)])
             Z, V = training_rows(self.family, X_ok, Y_ok)
             model = fit_parametric_task_gp(Z, V, self.family.task_dims, self.family.bounds).models[0]
         tasks = self.pool.flip(0)  # newest first, as in the paper
-        X = maximize_bound(model, self.family, tasks, self.beta, self.raw_samples, self.restarts, seed)
-        return self.family.join(X, tasks)
+        X_new = maximize_bound(model, self.family, tasks, self.beta, self.raw_samples, self.restarts, seed)
+        return self.family.join(X_new, tasks)
 
     def _new_task(self, task_model: TaskModel, seed: int) -> Tensor:
         lower, upper = self.family.task_bounds
@@ -326,8 +344,26 @@ class PMTO(Strategy):
         super().tell(X, Y, errors)
         self._stale = True
 
+    def replay(self, X: Tensor) -> None:
+        """Advance without refitting: a journaled batch either continues the current
+        iteration or starts one, whose first row carries its new task (newest first).
+        """
+        X = torch.as_tensor(X, dtype=torch.float64)
+        k = X.shape[0]
+        if self._queue.shape[0] > 0:  # the initial design
+            self._queue = self._queue[k:]
+            return
+        if self._replay_left == 0 and k > 0:
+            self._iteration += 1
+            self._iteration_start = self.X.shape[0]
+            theta = self.family.split(X[0])[1]
+            if not bool((self.pool == theta).all(-1).any()):  # a new task (else the no-model fallback)
+                self.pool = torch.cat([self.pool, theta.unsqueeze(0)])
+            self._replay_left = self.pool.shape[0]
+        self._replay_left = max(0, self._replay_left - k)
+
     @property
-    def unified_model(self):  # noqa: ANN201 - a ParametricTaskGP
+    def unified_model(self) -> ParametricTaskGP:
         """The unified GP on every completed evaluation (refitted when data arrived, then cached)."""
         X_ok, Y_ok = self.completed
         if self._unified is None or self._unified[0] != X_ok.shape[0]:
@@ -381,109 +417,3 @@ class PMTO(Strategy):
             "task_selection": self.task_selection,
             "diversity": pool_diversity(thetas, self.family.task_bounds) if thetas.shape[0] > 1 else {},
         }
-
-
-def maximize_bound(
-    model,  # noqa: ANN001 - a ParametricTaskGP (one output)
-    family: ParametricProblem,
-    tasks: Tensor,
-    beta: float,
-    raw_samples: int,
-    restarts: int,
-    seed: int,
-    starts: Tensor | None = None,
-) -> Tensor:
-    """Maximise ``mu + beta * sigma`` of the unified GP over x, for every task at once.
-
-    The bound is separable across tasks, so one L-BFGS-B run over all tasks' restarts
-    (their summed bounds) optimises each independently; per task the best of the
-    optimised points and their starts is kept.
-
-    Args:
-        model: The unified GP over ``(x, theta)``.
-        family: The task family (solution bounds, column layout).
-        tasks: Task parameters ``(t, k)``.
-        beta: Standard-deviation multiplier (0: the posterior mean).
-        raw_samples: Uniform random solutions scored per task to pick the starts.
-        restarts: Best raw samples per task used as starts.
-        seed: Seed of the raw samples.
-        starts: Extra starts ``(s, t, n)`` (e.g. the task model's answers).
-
-    Returns:
-        Shape ``(t, n)``.
-    """
-    lower, upper = family.solution_bounds
-    t, n = tasks.shape[0], family.n_solution
-
-    def bound(X: Tensor) -> Tensor:  # X: (r, t, n) -> (r, t)
-        Z = torch.cat([X, tasks.expand(X.shape[0], -1, -1)], -1).reshape(-1, 1, X.shape[-1] + tasks.shape[-1])
-        post = model.posterior(Z)
-        value = post.mean if beta == 0 else post.mean + beta * post.variance.clamp_min(1e-18).sqrt()
-        return value.reshape(X.shape[0], t)
-
-    generator = torch.Generator().manual_seed(seed)
-    raw = lower + (upper - lower) * torch.rand(raw_samples, t, n, generator=generator, dtype=torch.float64)
-    with torch.no_grad():
-        top = bound(raw).topk(min(restarts, raw_samples), dim=0).indices  # (R, t)
-    start = raw.gather(0, top.unsqueeze(-1).expand(-1, -1, n))
-    if starts is not None:
-        start = torch.cat([start, starts.clamp(lower, upper)])
-    shape = start.shape
-
-    def objective(flat: np.ndarray) -> tuple[float, np.ndarray]:
-        X = torch.tensor(flat, dtype=torch.float64).reshape(shape).requires_grad_(True)
-        value = -bound(X).sum()
-        value.backward()
-        return float(value.detach()), X.grad.reshape(-1).numpy()
-
-    box = list(zip(lower.repeat(shape[0] * t).tolist(), upper.repeat(shape[0] * t).tolist(), strict=True))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        found = minimize(
-            objective, start.reshape(-1).numpy(), jac=True, method="L-BFGS-B", bounds=box, options={"maxiter": 100}
-        )
-    X = torch.as_tensor(found.x, dtype=torch.float64).reshape(shape).clamp(lower, upper)
-    candidates = torch.cat([X, start])
-    with torch.no_grad():
-        best = bound(candidates).argmax(0)  # (t,)
-    return candidates[best, torch.arange(t)]
-
-
-def evolve_task(task_model: TaskModel, pool: Tensor, population: int, generations: int, seed: int) -> Tensor:
-    """Task evolution: a pymoo GA over theta maximising the DPP log-determinant gain.
-
-    Args:
-        task_model: Supplies the kernel (:meth:`TaskModel.diversity_gain`).
-        pool: Current tasks, shape ``(p, k)``.
-        population: GA population size.
-        generations: GA generations.
-        seed: GA seed.
-
-    Returns:
-        The chosen task, shape ``(k,)``.
-    """
-    from pymoo.algorithms.soo.nonconvex.ga import GA
-    from pymoo.core.problem import Problem as PymooProblem
-    from pymoo.optimize import minimize as pymoo_minimize
-
-    lower, upper = task_model.task_bounds
-
-    class Diversity(PymooProblem):
-        def __init__(self) -> None:
-            super().__init__(n_var=lower.numel(), n_obj=1, xl=lower.numpy(), xu=upper.numpy())
-
-        def _evaluate(self, x: np.ndarray, out: dict, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
-            gain = task_model.diversity_gain(pool, torch.as_tensor(x, dtype=torch.float64))
-            out["F"] = -gain.numpy()[:, None]
-
-    found = pymoo_minimize(
-        Diversity(),
-        GA(pop_size=population, eliminate_duplicates=True),
-        ("n_gen", generations),
-        seed=seed % 2**31,
-        verbose=False,
-    )
-    x = torch.as_tensor(np.atleast_2d(found.X)[0], dtype=torch.float64)
-    if not torch.isfinite(x).all():
-        raise BoundsError(f"task evolution returned a non-finite task {x.tolist()}")
-    return x.clamp(lower, upper)

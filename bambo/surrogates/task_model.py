@@ -60,9 +60,12 @@ class TaskModel:
             )
         if T.shape[0] < 2:
             raise ConfigError(f"a task model needs at least 2 tasks, got {T.shape[0]}")
-        if not (torch.isfinite(T).all() and torch.isfinite(S).all()):
-            raise ConfigError("thetas and solutions must be finite")
+        bad = (~torch.isfinite(T).all(-1)) | (~torch.isfinite(S).all(-1))
+        if bad.any():
+            row = int(bad.nonzero()[0, 0])
+            raise ConfigError(f"task {row} is not finite: theta {T[row].tolist()}, solution {S[row].tolist()}")
         self.thetas, self.solutions = T, S
+        self.n_evaluations: int | None = None  # set by :meth:`load`
         if states is not None and len(states) != n:
             raise ConfigError(f"{len(states)} saved GP states for {n} solution dimensions")
         self.models: list[SingleTaskGP] = []
@@ -81,10 +84,16 @@ class TaskModel:
             gp.eval()
             self.models.append(gp)
 
-    def save(self, path: Path | str) -> None:
-        """Write the fitted model (training pairs, bounds, GP hyperparameters) for instant reuse."""
+    def save(self, path: Path | str, n_evaluations: int | None = None) -> None:
+        """Write the fitted model (training pairs, bounds, GP hyperparameters) for instant reuse.
+
+        Args:
+            path: The file.
+            n_evaluations: How many evaluations it was fitted on (read back as :attr:`n_evaluations`).
+        """
         torch.save(
             {
+                "n_evaluations": n_evaluations,
                 "thetas": self.thetas,
                 "solutions": self.solutions,
                 "task_bounds": self.task_bounds,
@@ -101,7 +110,9 @@ class TaskModel:
             data = torch.load(Path(path), weights_only=True)
         except (OSError, RuntimeError) as exc:
             raise ConfigError(f"cannot read task model {path}: {exc}") from None
-        return cls(data["thetas"], data["solutions"], data["task_bounds"], data["solution_bounds"], data["states"])
+        model = cls(data["thetas"], data["solutions"], data["task_bounds"], data["solution_bounds"], data["states"])
+        model.n_evaluations = data.get("n_evaluations")
+        return model
 
     @property
     def n_task(self) -> int:
@@ -114,7 +125,9 @@ class TaskModel:
         if t.dim() != 2 or t.shape[1] != self.n_task:
             raise BoundsError(f"theta must have {self.n_task} values per task, got shape {tuple(t.shape)}")
         lower, upper = self.task_bounds
-        bad = (~torch.isfinite(t).all(-1)) | ((t < lower - 1e-9) | (t > upper + 1e-9)).any(-1)
+        if not torch.isfinite(t).all():
+            raise BoundsError(f"theta is not finite: {t[~torch.isfinite(t).all(-1)][0].tolist()}")
+        bad = ((t < lower - 1e-9) | (t > upper + 1e-9)).any(-1)
         if bad.any():
             row = t[bad.nonzero()[0, 0]].tolist()
             raise BoundsError(f"theta {row} is outside the task bounds [{lower.tolist()}, {upper.tolist()}]")
@@ -144,7 +157,7 @@ class TaskModel:
 
     @torch.no_grad()
     def correlation(self, A: Tensor, B: Tensor) -> Tensor:
-        """Kernel correlation between task parameters, averaged over the solution dimensions.
+        """Kernel correlation between task parameters, one matrix per solution dimension's GP.
 
         The learned Matern kernel of each GP without an output scale (so the diagonal
         is one), on normalised task parameters.
