@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.bambo-installed
 
-.PHONY: demo test lint bench-merge bench-partition bench-surrogates bench-text bench-strategies clean
+.PHONY: demo test lint bench-merge bench-partition bench-surrogates bench-text bench-strategies bench-suite bench-pmto clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,13 @@ bench-text: $(STAMP)
 bench-strategies: $(STAMP)
 	$(BIN)/python -m benchmarks.strategies_synthetic
 	$(BIN)/python -m benchmarks.strategies_digits
+
+bench-suite: $(STAMP)
+	$(BIN)/python -m benchmarks run --suite quick
+
+bench-pmto: $(STAMP)
+	$(BIN)/python -m benchmarks.pmto_synthetic
+	$(BIN)/python -m benchmarks.pmto_merge
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

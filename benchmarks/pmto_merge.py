@@ -81,16 +81,20 @@ def run_seed(  # noqa: PLR0913 - one benchmark cell
     optimize(family, pmto, budget=budget, batch_size=budget, progress=False)
     offline = time.perf_counter() - start
     start = time.perf_counter()
+    pmto.task_model  # noqa: B018 - the final fit on every evaluation ends the offline phase (a run saves it)
+    final_fit = time.perf_counter() - start
+    start = time.perf_counter()
     x, _ = pmto.predict_solution(tests)
     online = time.perf_counter() - start
     out["PMTO (instant)"] = {
         "values": true_values(family, x, tests).tolist(),
         "offline_s": offline,
+        "final_fit_s": final_fit,
         "online_s": online,
         "online_evaluations": 0,
     }
     start = time.perf_counter()
-    x, _ = pmto.predict_solution(tests, refine=True)
+    x, _ = pmto.predict_solution(tests, refine=True)  # fits the unified GP on every evaluation, then climbs it
     online = time.perf_counter() - start
     out["PMTO (refined)"] = {"values": true_values(family, x, tests).tolist(), "online_s": online}
     strategy = MAP(problem, seed=seed, **_map_options(budget, 4))
@@ -195,9 +199,11 @@ def report(runs: dict, args: argparse.Namespace, labels: list[str], wall: float)
         online = max(s["PMTO (instant)"]["online_s"] for s in seeds)
         refined = max(s["PMTO (refined)"]["online_s"] for s in seeds)
         offline = statistics.median(s["PMTO (instant)"]["offline_s"] for s in seeds)
+        final_fit = max(s["PMTO (instant)"]["final_fit_s"] for s in seeds)
         lines.append(
-            f"| {label} | | timing | PMTO offline {offline:.1f} s (median); slowest online answer for all {n} "
-            f"preferences: instant {online * 1000:.0f} ms, refined {refined * 1000:.0f} ms | | |"
+            f"| {label} | | timing | PMTO offline {offline:.1f} s (median) + final task-model fit {final_fit:.2f} s "
+            f"(slowest); slowest online answer for all {n} preferences: instant {online * 1000:.0f} ms, refined "
+            f"{refined * 1000:.0f} ms (incl. fitting the unified GP) | | |"
         )
     worst, best = max(gaps), min(gaps)
     lines += [
