@@ -230,10 +230,20 @@ def throughput_section(config: SuiteConfig) -> list[str]:
         rows = [row for row in report.read_text().splitlines() if row.startswith("|")]
         keep = [row for row in rows if "ceiling" in row or "task_arithmetic" in row]
         lines += ["", *rows[:2], *keep, ""]
-    if importlib.util.find_spec("mergekit") is None:
-        lines.append("mergekit is not installed here, so there is no mergekit row.")
+    compare = RESULTS / "merge_vs_mergekit.md"
+    if config.merge_throughput and importlib.util.find_spec("mergekit") is not None:
+        subprocess.run([sys.executable, "-m", "benchmarks.mergekit_compare"], check=True)
+    if compare.exists():
+        lines.append(
+            "Beside mergekit's merge of the same configuration (`python -m benchmarks.mergekit_compare`, "
+            "[merge_vs_mergekit.md](merge_vs_mergekit.md), its own date and machine):"
+        )
+        lines += ["", *[row for row in compare.read_text().splitlines() if row.startswith("|")], ""]
     else:
-        lines.append("mergekit is importable, but this suite does not time it yet.")
+        lines.append(
+            "No mergekit comparison yet: `pip install mergekit -c constraints.txt`, then "
+            "`python -m benchmarks.mergekit_compare`."
+        )
     return lines + [""]
 
 

@@ -1,8 +1,10 @@
 """Smoke tests of the benchmark runners (the full runs live in benchmarks/)."""
 
+import re
 import sys
 
 import numpy as np
+import pytest
 
 from benchmarks import merge_throughput, partition
 
@@ -50,3 +52,13 @@ def test_pmto_merge_reports_every_contender(tmp_path):
     for method in pmto_merge.METHODS:
         assert f"| {method} |" in report
     assert "Largest loss of PMTO's instant answer" in report
+
+
+def test_mergekit_compare_merges_the_same_weights(capsys):
+    pytest.importorskip("mergekit.merge", reason="mergekit is not a dependency (pip install -e '.[mergekit]')")
+    from benchmarks import mergekit_compare
+
+    assert mergekit_compare.main(["--params", "3e6", "--repeats", "1", "--no-write"]) == 0
+    out = capsys.readouterr().out
+    diff = float(re.search(r"max \|mergekit - bambo\| over all merged tensors: (\S+)", out).group(1))
+    assert diff < 1e-5 and "| mergekit run_merge (disk to disk) |" in out
