@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -35,7 +34,7 @@ from bambo.export import export_merge, mergekit_config, save_safetensors
 from bambo.merge import TaskVectors
 from bambo.problem import MergeProblem, Objective
 from bambo.weights import load_state_dict
-from benchmarks.common import RESULTS, machine_header
+from benchmarks.common import RESULTS, best_time, machine_header
 from benchmarks.merge_throughput import synthetic_llama
 
 HIDDEN, VOCAB = 768, 32_000
@@ -71,15 +70,6 @@ def problem_for(paths: list[Path]) -> MergeProblem:
     return MergeProblem(merger, space, lambda sd: {}, [Objective(name="a"), Objective(name="b")])
 
 
-def best_of(fn, repeats: int) -> float:  # noqa: ANN001 - a no-argument callable
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=float, default=1e8)
@@ -107,13 +97,13 @@ def main(argv: list[str] | None = None) -> int:
         config = MergeConfiguration.model_validate(mergekit_config(problem, x, paths))
         (root / "mergekit.yml").write_text(yaml.safe_dump(mergekit_config(problem, x, paths)))
         options = MergeOptions(copy_tokenizer=False, quiet=True, lazy_unpickle=True)
-        t_mergekit = best_of(lambda: run_merge(config, str(root / "mk"), options), args.repeats)
-        t_bambo = best_of(
+        t_mergekit = best_time(lambda: run_merge(config, str(root / "mk"), options), args.repeats, warmup=0)
+        t_bambo = best_time(
             lambda: export_merge(problem_for(paths), x, root / "bb" / "m.safetensors", "safetensors", None),
             args.repeats,
         )
         loaded = problem_for(paths)
-        t_memory = best_of(lambda: loaded.merge(x), args.repeats)
+        t_memory = best_time(lambda: loaded.merge(x), args.repeats, warmup=0)
         merged_mk = load_state_dict(root / "mk")
         merged_bb = load_state_dict(root / "bb" / "m.safetensors")
         diff = max(float((merged_mk[k].float() - merged_bb[k].float()).abs().max()) for k in merged_bb)
