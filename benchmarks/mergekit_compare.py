@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         t_bambo = best_time(
             lambda: export_merge(problem_for(paths), x, root / "bb" / "m.safetensors", "safetensors", None),
             args.repeats,
+            warmup=0,
         )
         loaded = problem_for(paths)
         t_memory = best_time(lambda: loaded.merge(x), args.repeats, warmup=0)
