@@ -53,7 +53,7 @@ from torch import Tensor
 
 from bambo.errors import ConfigError, UnknownNameError
 from bambo.problem import Problem
-from bambo.strategies.base import ParetoResult
+from bambo.result import ParetoResult
 from bambo.surrogates.gp import QuadraticMean, _evidence_init
 from bambo.surrogates.quadratic import Link, QuadraticSurrogate
 
@@ -420,7 +420,7 @@ def export_to_ax(problem: Problem, result: ParetoResult, path: str | Path, name:
     for i in range(result.n_evaluations):
         index = client.attach_trial(names.parameterization(result.X[i]), arm_name=f"bambo_{i}")
         if result.ok[i]:
-            client.complete_trial(index, raw_data=names.outcome(result.Y_user[i]))
+            client.complete_trial(index, raw_data=names.outcome(result.Y[i]))
         else:
             client.mark_trial_failed(index, failed_reason=result.errors.get(i, _FAILED))
     path = Path(path)
@@ -472,6 +472,6 @@ def check_ax_export(path: str | Path, result: ParetoResult) -> None:
                 raise ConfigError(f"{path}: trial {row} is {trial.status.name} ({trial.status_reason!r}), not failed")
             continue
         for j, metric in enumerate(names.objectives.values()):
-            got, want_y = values.get((trial.index, metric)), float(result.Y_user[row, j])
+            got, want_y = values.get((trial.index, metric)), float(result.Y[row, j])
             if got is None or not math.isclose(got, want_y, rel_tol=_DATA_RTOL, abs_tol=1e-12):
                 raise ConfigError(f"{path}: trial {row} metric {metric!r} is {got}, expected {want_y}")

@@ -29,35 +29,48 @@ from bambo.merge import MERGE_METHODS
 from bambo.partition import PARTITIONERS
 from bambo.problem import Objective
 
-BENCHMARKS = ("digits", "text")
-
 
 class ModelsConfig(FrozenConfig):
     """Where the base and the experts come from.
 
-    Either ``benchmark`` (a built-in benchmark, with its ``tasks``) or ``base`` and
-    ``experts`` (safetensors files, ``.bin`` files loaded with ``weights_only``, or
-    Hugging Face folders).
+    Either ``benchmark`` (a registered benchmark, :func:`bambo.benchmark.available_benchmarks`,
+    with its ``tasks``) or ``base`` and ``experts`` (safetensors files, ``.bin`` files
+    loaded with ``weights_only``, or Hugging Face folders).
 
     Attributes:
-        benchmark: ``digits`` or ``text``.
+        benchmark: A registered benchmark name (``digits``, ``text``, ...).
         tasks: The benchmark's experts to merge (default: the first two).
+        settings: Fields of the benchmark's own config (e.g. ``{seed: 1}``).
+        cache_dir: The benchmark's cache folder (default: its own under ``~/.cache/bambo``).
         base: Path of the base model.
         experts: ``{name: path}`` of the experts, in coefficient order.
     """
 
-    benchmark: Literal["digits", "text"] | None = None
+    benchmark: str | None = None
     tasks: list[str] | None = None
+    settings: dict[str, Any] = Field(default_factory=dict)
+    cache_dir: Path | None = None
     base: Path | None = None
     experts: dict[str, Path] | None = None
+
+    @field_validator("benchmark")
+    @classmethod
+    def _known_benchmark(cls, value: str | None) -> str | None:
+        from bambo.benchmark import available_benchmarks
+
+        if value is not None and value not in available_benchmarks():
+            raise ValueError(f"unknown benchmark {value!r}; valid: {', '.join(available_benchmarks())}")
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelsConfig:
         if self.benchmark is None:
             if self.base is None or not self.experts:
                 raise ConfigError("models: give either `benchmark` (digits or text) or `base` and `experts`")
-            if self.tasks is not None:
-                raise ConfigError("models.tasks only applies to a benchmark; name the experts in models.experts")
+            if self.tasks is not None or self.settings or self.cache_dir is not None:
+                raise ConfigError(
+                    "models.tasks, settings and cache_dir only apply to a benchmark; name the experts in models.experts"
+                )
         elif self.base is not None or self.experts is not None:
             raise ConfigError("models: give either `benchmark` or `base`/`experts`, not both")
         return self
@@ -168,31 +181,6 @@ class StrategyConfig(FrozenConfig):
         return value
 
 
-class PreferencesConfig(FrozenConfig):
-    """How strategy ``pmto`` scalarises a preference over the objectives (:class:`~bambo.parametric.PreferenceFamily`).
-
-    Attributes:
-        ideal: Best value of each objective, own directions; with ``nadir``, or neither:
-            then both are measured at the start of the run from the base model and each
-            expert alone (:func:`~bambo.parametric.anchor_range`) and written into the
-            run's config copy.
-        nadir: Worst value of each objective worth considering, own directions.
-        rho: Augmentation weight of the Chebyshev scalarisation.
-    """
-
-    ideal: list[float] | None = None
-    nadir: list[float] | None = None
-    rho: float = Field(default=0.05, ge=0)
-
-    @model_validator(mode="after")
-    def _both_or_neither(self) -> PreferencesConfig:
-        if (self.ideal is None) != (self.nadir is None):
-            raise ConfigError("preferences: give both ideal and nadir, or neither (then they are measured)")
-        if self.ideal is not None and self.nadir is not None and len(self.ideal) != len(self.nadir):
-            raise ConfigError(f"preferences: ideal has {len(self.ideal)} values but nadir {len(self.nadir)}")
-        return self
-
-
 class RunConfig(FrozenConfig):
     """A whole experiment.
 
@@ -207,8 +195,6 @@ class RunConfig(FrozenConfig):
         batch_size: Points per batch.
         seed: Seed of every random choice.
         output: Run folder (journal, config copy, results), relative to the config file.
-        preferences: Strategy ``pmto`` only: the search is over preference-conditioned
-            tasks (defaults apply when omitted).
     """
 
     models: ModelsConfig
@@ -221,12 +207,9 @@ class RunConfig(FrozenConfig):
     batch_size: int = Field(default=4, ge=1)
     seed: int = 0
     output: Path = Path("runs/run")
-    preferences: PreferencesConfig | None = None
 
     @model_validator(mode="after")
     def _complete(self) -> RunConfig:
-        if self.preferences is not None and self.strategy.name != "pmto":
-            raise ConfigError(f"preferences apply to strategy 'pmto' only, not {self.strategy.name!r}")
         if self.models.benchmark is None:
             if self.evaluator.entry_point is None:
                 raise ConfigError("evaluator.entry_point is required when models are files")

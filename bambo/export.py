@@ -29,7 +29,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from bambo.errors import ConfigError
-from bambo.problem import MergeProblem
+from bambo.merge_problem import MergeProblem
 from bambo.space import DEFAULT_LAYER_PATTERN, LayerLayout
 
 Target = tuple[float, ...] | None  # per-expert coefficients of a tensor; None: copied from the base

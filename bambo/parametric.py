@@ -18,15 +18,19 @@ from abc import abstractmethod
 from collections.abc import Sequence
 
 import torch
+from pydantic import Field, model_validator
 from torch import Tensor
 
+from bambo.config_base import FrozenConfig
 from bambo.errors import BoundsError, ConfigError
-from bambo.problem import MergeProblem, Objective, Problem
+from bambo.merge_problem import MergeProblem
+from bambo.problem import Objective, Problem
 
 __all__ = [
     "FixedTask",
     "ParametricProblem",
     "PreferenceFamily",
+    "Preferences",
     "anchor_range",
     "chebyshev",
     "preference_to_theta",
@@ -300,6 +304,30 @@ def anchor_range(problem: MergeProblem) -> tuple[Tensor, Tensor]:
     return ideal, nadir
 
 
+class Preferences(FrozenConfig):
+    """How a preference over the objectives is scalarised (:class:`PreferenceFamily`).
+
+    Attributes:
+        ideal: Best value of each objective, own directions; with ``nadir``, or neither:
+            then both are measured from the base model and each expert alone
+            (:func:`anchor_range`) when a run starts.
+        nadir: Worst value of each objective worth considering, own directions.
+        rho: Augmentation weight of the Chebyshev scalarisation.
+    """
+
+    ideal: list[float] | None = None
+    nadir: list[float] | None = None
+    rho: float = Field(default=0.05, ge=0)
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> Preferences:
+        if (self.ideal is None) != (self.nadir is None):
+            raise ConfigError("preferences: give both ideal and nadir, or neither (then they are measured)")
+        if self.ideal is not None and self.nadir is not None and len(self.ideal) != len(self.nadir):
+            raise ConfigError(f"preferences: ideal has {len(self.ideal)} values but nadir {len(self.nadir)}")
+        return self
+
+
 class PreferenceFamily(ParametricProblem):
     """Preference-conditioned tasks of a multi-objective problem (PMTO for merging).
 
@@ -366,14 +394,12 @@ class PreferenceFamily(ParametricProblem):
         return float(self.scalarize(self.problem.evaluate(x.unsqueeze(0))[0], theta))
 
     def metrics(self, x: Tensor) -> dict[str, float]:
-        """The wrapped merge problem's raw metrics for the solution part of joint row ``x`` (for the runner)."""
-        if not isinstance(self.problem, MergeProblem):
-            raise ConfigError(f"metrics need a wrapped MergeProblem, got {type(self.problem).__name__}")
+        """The wrapped problem's metrics for the solution part of joint row ``x``."""
         return self.problem.metrics(self.split(x)[0])
 
     def objective_values(self, metrics: dict[str, float], x: Tensor) -> list[float]:
         """All outputs, maximisation form, from the metrics of joint row ``x`` (for the runner)."""
-        y = torch.tensor([o.sign * o.value(metrics) for o in self.problem.objectives], dtype=torch.float64)
+        y = torch.tensor(self.problem.objective_values(metrics, self.split(x)[0]), dtype=torch.float64)
         return self.values(y, self.split(x)[1]).tolist()
 
     can_rescore = True

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from bambo.strategies.base import ParetoResult  # noqa: E402
+from bambo.result import ParetoResult  # noqa: E402
 
 
 def plot_front(result: ParetoResult, path: Path | str, title: str = "") -> Path:
@@ -25,8 +25,8 @@ def plot_front(result: ParetoResult, path: Path | str, title: str = "") -> Path:
         path: Where to write the PNG.
         title: Figure title.
     """
-    Y = result.Y_user[result.ok].numpy()
-    P = result.pareto_Y_user.numpy()
+    Y = result.Y[result.ok].numpy()
+    P = result.pareto_Y.numpy()
     names = result.objective_names
     columns = result.front_columns if result.front_columns is not None else list(range(len(names)))
     pairs = list(combinations(columns, 2)) or [(columns[0], columns[0])]
@@ -76,8 +76,8 @@ def plot_front_nd(result: ParetoResult, path: Path | str, title: str = "") -> Pa
         path: Where to write the PNG.
         title: Figure title.
     """
-    Y = result.Y_user[result.ok].numpy()
-    P = result.pareto_Y_user.numpy()
+    Y = result.Y[result.ok].numpy()
+    P = result.pareto_Y.numpy()
     names = result.objective_names
     if len(names) == 3:
         fig = plt.figure(figsize=(6, 5))

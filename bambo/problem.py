@@ -1,4 +1,4 @@
-"""Problems: objectives with directions, merge problems and synthetic test problems.
+"""Problems: objectives with directions, the problem interface, synthetic test problems.
 
 Every problem exposes ``bounds`` (shape ``(2, d)``) and ``evaluate(X)``, which
 returns objectives in *maximisation* form, shape ``(n, m)``: a minimised
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import ClassVar, Literal
 
 import torch
@@ -21,12 +21,9 @@ from torch import Tensor
 
 from bambo.config_base import FrozenConfig
 from bambo.errors import ConfigError, EvaluationError, UnknownNameError
-from bambo.merge import Merger, StateDict
-from bambo.space import MergeSpace
 
 Direction = Literal["maximize", "minimize"]
 Metrics = Mapping[str, float]
-Evaluator = Callable[[dict[str, Tensor]], Metrics]
 
 
 class Objective(FrozenConfig):
@@ -174,6 +171,26 @@ class Problem(ABC):
     def evaluate_one(self, x: Tensor) -> Tensor:
         """Objectives of one point in maximisation form, shape ``(m,)``."""
 
+    def metrics(self, x: Tensor) -> dict[str, float]:
+        """The named metrics of one evaluation of ``x`` (what the experiment journals).
+
+        Default: each objective's value in its own direction, named by the objective.
+        A merge problem returns its evaluator's metrics instead.
+
+        Raises:
+            EvaluationError: The evaluation failed.
+        """
+        y = self.to_user(self.evaluate_one(x))
+        return {name: float(v) for name, v in zip(self.objective_names, y.tolist(), strict=True)}
+
+    def objective_values(self, metrics: Metrics, x: Tensor) -> list[float]:  # noqa: ARG002 - x: see PreferenceFamily
+        """Objectives in maximisation form from the metrics of ``x``, shape ``(m,)`` as a list.
+
+        Raises:
+            EvaluationError: A metric is missing or not finite.
+        """
+        return [o.sign * o.value(metrics) for o in self.objectives]
+
     def heuristic_points(self) -> Tensor:
         """Hand-picked starting points for a warm start (BAMBO Sec. 3.3, Alg. 2 step 2).
 
@@ -184,140 +201,10 @@ class Problem(ABC):
             Shape ``(k, d)``, inside the bounds, without duplicates.
         """
         lower, upper = self.bounds
-        return _unique_rows(torch.stack([lower, upper, (lower + upper) / 2]))
+        return unique_rows(torch.stack([lower, upper, (lower + upper) / 2]))
 
 
-class MergeProblem(Problem):
-    """Merge the experts for each decision vector and score the merged model.
-
-    Args:
-        merger: Base, experts and merge method.
-        space: Maps decision vectors to per-tensor coefficients; must cover the
-            merger's tensors and use its number of coefficients.
-        evaluator: Takes a merged state dict, returns named metrics.
-        objectives: Objectives computed from those metrics.
-        ref_point: Hypervolume reference in the objectives' own directions, shape
-            ``(m,)`` (e.g. chance-level accuracy). A fixed reference makes
-            hypervolumes comparable across runs and strategies.
-        reuse_buffers: Merge every candidate into the same output buffers (about
-            2.5x faster merges on large models, see ``benchmarks/merge_throughput.py``).
-            Only safe if the evaluator keeps no reference to the state dict it is given.
-    """
-
-    def __init__(
-        self,
-        merger: Merger,
-        space: MergeSpace,
-        evaluator: Evaluator,
-        objectives: Sequence[Objective],
-        ref_point: Sequence[float] | Tensor | None = None,
-        reuse_buffers: bool = False,
-    ) -> None:
-        if space.n_coefficients != merger.n_coefficients:
-            raise ConfigError(
-                f"space has {space.n_coefficients} coefficients per group but merge method "
-                f"{merger.method.name!r} needs {merger.n_coefficients}"
-            )
-        space.check_covers(merger.task_vectors.merged_names, list(merger.task_vectors.base))
-        if not objectives:
-            raise ConfigError("a problem needs at least one objective")
-        names = [o.name for o in objectives]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"objective names must be unique, got {names}")
-        self.merger = merger
-        self.space = space
-        self.evaluator = evaluator
-        self.objectives = list(objectives)
-        self.bounds = space.bounds
-        self._buffers = merger.new_buffers() if reuse_buffers else None
-        if ref_point is not None:
-            ref = torch.as_tensor(ref_point, dtype=torch.float64)
-            if ref.shape != (len(self.objectives),):
-                raise ConfigError(f"ref_point has shape {tuple(ref.shape)}, expected ({len(self.objectives)},)")
-            self.ref_point = self.to_max(ref)
-
-    def heuristic_points(self) -> Tensor:
-        """BAMBO's warm-start settings: each expert alone, the balanced mix, all-0 and all-1.
-
-        With one coefficient per expert (task arithmetic, TIES, DARE, ...) "expert
-        i alone" sets coefficient i of every group to 1 and the others to 0, and the
-        balanced mix gives each expert 1/N. With a single coefficient (SLERP's t),
-        the points are t = 0, 1/2, 1. Values are clipped to the bounds and
-        duplicates dropped.
-
-        Returns:
-            Shape ``(k, d)``.
-        """
-        lower, upper = self.bounds
-        n = self.space.n_coefficients
-        groups = len(self.space.groups)
-        if n == self.merger.task_vectors.n_experts:
-            rows = [torch.eye(n, dtype=torch.float64)[i] for i in range(n)]
-            rows.append(torch.full((n,), 1.0 / n, dtype=torch.float64))
-        else:
-            rows = [torch.full((n,), 0.5, dtype=torch.float64)]
-        rows += [torch.zeros(n, dtype=torch.float64), torch.ones(n, dtype=torch.float64)]
-        X = torch.stack([row.repeat(groups) for row in rows])
-        return _unique_rows(torch.maximum(torch.minimum(X, upper), lower))
-
-    def anchor_points(self) -> Tensor:
-        """The base model (every coefficient 0) and each expert alone (its coefficients 1, the others 0).
-
-        Values are clipped to the bounds, as in :meth:`heuristic_points`.
-
-        Returns:
-            Shape ``(1 + N, d)`` for N experts with one coefficient each; ``(2, d)`` (coefficient
-            0 and 1) for a single-coefficient method such as SLERP.
-        """
-        lower, upper = self.bounds
-        n = self.space.n_coefficients
-        groups = len(self.space.groups)
-        rows = [torch.zeros(n, dtype=torch.float64)]
-        if n == self.merger.task_vectors.n_experts:
-            rows += [torch.eye(n, dtype=torch.float64)[i] for i in range(n)]
-        else:
-            rows.append(torch.ones(n, dtype=torch.float64))
-        X = torch.stack([row.repeat(groups) for row in rows])
-        return torch.maximum(torch.minimum(X, upper), lower)
-
-    def merge(self, x: Tensor) -> StateDict:
-        """The merged state dict for decision vector ``x`` (shape ``(d,)``)."""
-        return self.merger.merge(self.space.to_coefficients(x), out=self._buffers)
-
-    def metrics(self, x: Tensor) -> dict[str, float]:
-        """The evaluator's raw metrics for ``x``.
-
-        Raises:
-            EvaluationError: The evaluator raised (its error is chained).
-        """
-        merged = self.merge(x)
-        try:
-            result = self.evaluator(merged)
-        except EvaluationError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a user evaluator may raise anything
-            raise EvaluationError(f"evaluator raised {type(exc).__name__}: {exc}") from exc
-        if not isinstance(result, Mapping):
-            raise EvaluationError(
-                f"the evaluator must return a mapping of metric names to numbers, got {type(result).__name__}"
-            )
-        metrics = {}
-        for name, value in result.items():
-            try:
-                metrics[str(name)] = float(value)
-            except (TypeError, ValueError):
-                raise EvaluationError(f"metric {name!r} is not a number: {value!r}") from None
-        return metrics
-
-    def objective_values(self, metrics: dict[str, float], x: Tensor) -> list[float]:  # noqa: ARG002 - x: see PreferenceFamily
-        """Objectives in maximisation form from the metrics of decision vector ``x``."""
-        return [o.sign * o.value(metrics) for o in self.objectives]
-
-    def evaluate_one(self, x: Tensor) -> Tensor:
-        return torch.tensor(self.objective_values(self.metrics(x), x), dtype=torch.float64)
-
-
-def _unique_rows(X: Tensor) -> Tensor:
+def unique_rows(X: Tensor) -> Tensor:
     """Rows of ``X`` without duplicates, first occurrences in their order."""
     keep: list[int] = []
     for i in range(X.shape[0]):

@@ -10,7 +10,7 @@ from typing import Any
 from rich.table import Table
 
 from bambo.plotting import plot_front
-from bambo.strategies.base import ParetoResult
+from bambo.result import ParetoResult
 
 
 def pareto_table(result: ParetoResult, title: str = "Pareto set", digits: int = 4, max_variables: int = 6) -> Table:
@@ -33,7 +33,7 @@ def pareto_table(result: ParetoResult, title: str = "Pareto set", digits: int = 
     if show_x:
         for name in result.parameter_names:
             table.add_column(name, justify="right", style="cyan")
-    X, Y = result.pareto_X, result.pareto_Y_user
+    X, Y = result.pareto_X, result.pareto_Y
     order = Y[:, 0].argsort(descending=bool(result.signs[0] > 0))
     for rank, i in enumerate(order.tolist()):
         cells = [f"{v:.{digits}f}" for v in Y[i].tolist()]
@@ -57,7 +57,7 @@ def write_pareto(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    X, Y = result.pareto_X, result.pareto_Y_user
+    X, Y = result.pareto_X, result.pareto_Y
     csv_path = out / "pareto.csv"
     with csv_path.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -74,7 +74,7 @@ def write_pareto(
         "pareto": [{"x": x, "objectives": y} for x, y in zip(X.tolist(), Y.tolist(), strict=True)],
         "evaluations": [
             {"x": x, "objectives": None if i in result.errors else y, "error": result.errors.get(i)}
-            for i, (x, y) in enumerate(zip(result.X.tolist(), result.Y_user.tolist(), strict=True))
+            for i, (x, y) in enumerate(zip(result.X.tolist(), result.Y.tolist(), strict=True))
         ],
         "ref_point": None
         if result.ref_point is None
@@ -86,7 +86,7 @@ def write_pareto(
     if result.predicted_front is not None and result.predicted_X is not None:
         payload["predicted_front"] = [
             {"x": x, "objectives": y}
-            for x, y in zip(result.predicted_X.tolist(), result.predicted_front_user.tolist(), strict=True)
+            for x, y in zip(result.predicted_X.tolist(), result.predicted_front.tolist(), strict=True)
         ]
     json_path = out / "pareto.json"
     json_path.write_text(json.dumps(payload, indent=1))

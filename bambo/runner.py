@@ -1,56 +1,50 @@
-"""Journaled runs: ``bambo run CONFIG`` and ``bambo resume RUN_DIR``.
+"""Journaled runs from a config: ``bambo run CONFIG``, ``bambo resume RUN_DIR``, ``bambo demo``.
 
-A run folder holds ``config.yaml`` (the run's config, with model paths made
-absolute), ``journal.sqlite`` (:mod:`bambo.store`) and the results
-(``pareto.csv``, ``pareto.json``, ``pareto.png``). Each evaluation is journaled as
-``running`` before it starts and ``completed``/``failed`` after it ends.
-
-Resuming rebuilds the problem and the strategy from the config (same seed),
-replays every journaled batch through the strategy (``Strategy.replay`` then
-``tell`` with the journaled results), re-runs the trials of a batch that were
-``pending`` or ``running`` when the process died, and goes on to the budget.
-Completed trials are never evaluated again.
-
-An evaluation with ``evaluator.timeout_s`` runs in a worker thread; one that
-overruns is recorded as failed and the run goes on. Python cannot kill a thread:
-a hung evaluator keeps its thread (a daemon, ended with the process).
+A run folder holds ``config.yaml`` (the run's config, with model paths made absolute
+and whatever the strategy's :meth:`~bambo.strategies.Strategy.prepare` measured),
+``journal.sqlite`` (:mod:`bambo.store`), the strategy's files
+(:meth:`~bambo.strategies.Strategy.save`) and the results (``pareto.csv``,
+``pareto.json``, ``pareto.png``). The search itself is :class:`bambo.experiment.Experiment`:
+resuming opens it on the journal, which replays every journaled batch and re-runs
+the trials of a batch that was cut short; completed trials are never evaluated again.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
+import shutil
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bambo.config import PreferencesConfig, RunConfig, resolve
-from bambo.errors import BamboError, ConfigError, EvaluationError
-from bambo.parametric import PreferenceFamily, anchor_range
-from bambo.problem import MergeProblem, Objective
+from bambo.config import RunConfig, resolve
+from bambo.errors import ConfigError
+from bambo.execution import LocalExecutor
+from bambo.experiment import Experiment
+from bambo.merge_problem import MergeProblem
+from bambo.problem import Problem
 from bambo.report import write_pareto
-from bambo.store import Journal, Trial
-from bambo.strategies import PMTO, ParetoResult, Strategy, get_strategy
-from bambo.strategies.base import parameter_names_of
-from bambo.strategies.pmto import best_per_task
+from bambo.result import ParetoResult, RunMeta, build_result
+from bambo.store import Journal
+from bambo.strategies import STRATEGIES, Strategy, get_strategy
 
-logger = logging.getLogger(__name__)
-SearchProblem = MergeProblem | PreferenceFamily
+if TYPE_CHECKING:
+    from bambo.benchmark import Benchmark
+
 JOURNAL = "journal.sqlite"
-TASK_MODEL = "task_model.pt"
 CONFIG = "config.yaml"
+RESULT_FILES = ("pareto.csv", "pareto.json", "pareto.png", "front.png", "hypervolume.png", "front_nd.png")
 
 
-def build_problem(config: RunConfig, root: Path) -> MergeProblem:
+def build_problem(config: RunConfig, root: Path, benchmark: Benchmark | None = None) -> MergeProblem:
     """Load the models and build the merge problem a config describes (no evaluation).
 
     Args:
         config: The run config.
         root: Folder that relative model paths are resolved against.
+        benchmark: The config's benchmark, already loaded (else it is loaded here).
 
     Raises:
         ConfigError: Missing files, unknown names, an unimportable evaluator.
@@ -58,7 +52,20 @@ def build_problem(config: RunConfig, root: Path) -> MergeProblem:
     """
     models, merge = config.models, config.merge
     if models.benchmark is not None:
-        problem = _benchmark_problem(config)
+        from bambo.benchmark import load_benchmark
+
+        cache = None if models.cache_dir is None else resolve(root, models.cache_dir)
+        bench = benchmark or load_benchmark(models.benchmark, models.settings, cache_dir=cache)
+        tasks = models.tasks or list(bench.task_names)[:2]
+        problem = bench.problem(
+            tasks,
+            method=merge.method,
+            granularity=merge.granularity,
+            blocks=merge.blocks,
+            partitioner=merge.partitioner,
+            bounds=merge.bounds,
+            **merge.options,
+        )
         if config.evaluator.entry_point is None and config.objectives is None and config.ref_point is None:
             return problem
         evaluator = problem.evaluator if config.evaluator.entry_point is None else _user_evaluator(config)
@@ -67,41 +74,20 @@ def build_problem(config: RunConfig, root: Path) -> MergeProblem:
         if ref is None and config.objectives is None and problem.ref_point is not None:
             ref = problem.to_user(problem.ref_point).tolist()
         return MergeProblem(problem.merger, problem.space, evaluator, objectives, ref_point=ref)
-    from bambo.benchmarks.common import merge_setup
-    from bambo.merge import TaskVectors
-    from bambo.weights import load_state_dict
-
     models.check_files(root)
-    base = load_state_dict(resolve(root, models.base))  # type: ignore[arg-type]
-    names = list(models.experts)  # type: ignore[arg-type]
-    experts = [load_state_dict(resolve(root, models.experts[n])) for n in names]  # type: ignore[index]
-    tv = TaskVectors(base, experts, expert_names=names)
-    merger, space = merge_setup(
-        tv, merge.method, merge.granularity, merge.blocks, merge.bounds, merge.options, merge.partitioner
-    )
-    objectives: list[Objective] = list(config.objectives or [])
-    return MergeProblem(merger, space, _user_evaluator(config), objectives, ref_point=config.ref_point)
-
-
-def _benchmark_problem(config: RunConfig) -> MergeProblem:
-    models, merge = config.models, config.merge
-    if models.benchmark == "digits":
-        from bambo.benchmarks.digits import DigitsBenchmark, DigitsConfig
-
-        bench: Any = DigitsBenchmark.build(DigitsConfig())
-    else:
-        from bambo.benchmarks.text import TextBenchmark, TextConfig
-
-        bench = TextBenchmark.build(TextConfig())
-    tasks = models.tasks or list(bench.task_names)[:2]
-    return bench.problem(
-        tasks,
+    experts = {name: resolve(root, path) for name, path in (models.experts or {}).items()}
+    return MergeProblem.from_models(
+        resolve(root, models.base),  # type: ignore[arg-type] - checked by ModelsConfig
+        experts,
+        _user_evaluator(config),
+        list(config.objectives or []),
         method=merge.method,
         granularity=merge.granularity,
-        partition=merge.blocks,
+        blocks=merge.blocks,
         partitioner=merge.partitioner,
         bounds=merge.bounds,
-        **merge.options,
+        ref_point=config.ref_point,
+        method_options=merge.options,
     )
 
 
@@ -109,10 +95,36 @@ def _user_evaluator(config: RunConfig) -> Callable[[dict[str, torch.Tensor]], An
     return partial(config.evaluator.load(), **config.evaluator.options)
 
 
+def search_problem(config: RunConfig, problem: Problem) -> tuple[RunConfig, Problem]:
+    """The problem the config's strategy searches, and the config with what it measured.
+
+    Calls the strategy's :meth:`~bambo.strategies.Strategy.prepare` hook (PMTO builds
+    a preference family and may measure its ideal and nadir) and records the options
+    it returns in the config, so a resumed run and ``bambo export`` rebuild the same search.
+    """
+    cls = STRATEGIES[config.strategy.name]
+    searched, options = cls.prepare(problem, dict(config.strategy.options))
+    if options != config.strategy.options:
+        config = config.model_copy(update={"strategy": config.strategy.model_copy(update={"options": options})})
+    return config, searched
+
+
+def build_strategy(config: RunConfig, problem: Problem) -> Strategy:
+    """The config's strategy for the searched problem (:func:`search_problem`)."""
+    return get_strategy(config.strategy.name, problem, seed=config.seed, **config.strategy.options)
+
+
 def start(
-    config_path: Path | str, output: Path | str | None = None, progress: bool = True
+    config_path: Path | str, output: Path | str | None = None, progress: bool = True, replace: bool = False
 ) -> tuple[Path, ParetoResult]:
     """``bambo run``: validate, build the problem, create the run folder, run to the budget.
+
+    Args:
+        config_path: The YAML config.
+        output: The run folder (default: the config's ``output``, relative to the config).
+        progress: Show a progress bar.
+        replace: Delete a run already in the folder first (``bambo demo``); otherwise
+            such a folder is refused.
 
     Raises:
         ConfigError: Bad config, or the run folder already has a journal.
@@ -121,20 +133,48 @@ def start(
     config = RunConfig.from_yaml(config_path)
     root = config_path.resolve().parent
     run_dir = resolve(root, Path(output) if output is not None else config.output)
-    if (run_dir / JOURNAL).exists() and Journal(run_dir / JOURNAL).trials():
-        raise ConfigError(f"{run_dir} already holds a run; continue it with `bambo resume {run_dir}`")
-    merge_problem = build_problem(config, root)
-    absolute, problem = search_problem(_absolute_paths(config, root), merge_problem)
+    return run_dir, start_config(config, root, run_dir, progress, replace)
+
+
+def start_config(
+    config: RunConfig,
+    root: Path,
+    run_dir: Path,
+    progress: bool = True,
+    replace: bool = False,
+    problem: MergeProblem | None = None,
+) -> ParetoResult:
+    """Start the run a config describes in ``run_dir`` (see :func:`start`).
+
+    Args:
+        config: The run's config.
+        root: The folder relative paths are resolved against.
+        run_dir: The run folder.
+        progress: Show a progress bar.
+        replace: Delete a run already in the folder first.
+        problem: The merge problem already built from ``config`` (else built here).
+    """
+    if (run_dir / JOURNAL).exists():
+        if not replace:
+            with Journal(run_dir / JOURNAL) as journal:
+                held = bool(journal.trials())
+            if held:
+                raise ConfigError(f"{run_dir} already holds a run; continue it with `bambo resume {run_dir}`")
+        _clear_run(run_dir)
+    merge_problem = problem if problem is not None else build_problem(config, root)
+    absolute, searched = search_problem(_absolute_paths(config, root), merge_problem)
     run_dir.mkdir(parents=True, exist_ok=True)
     absolute.to_yaml(run_dir / CONFIG)
-    with Journal(run_dir / JOURNAL) as journal:
-        journal.set_meta("parameter_names", parameter_names_of(problem))
-        journal.set_meta("objective_names", problem.objective_names)
-        journal.set_meta("signs", problem.signs.tolist())
-        journal.set_meta("ref_point", None if problem.ref_point is None else problem.ref_point.tolist())
-        journal.set_meta("bounds", problem.bounds.tolist())
-        journal.set_meta("front_columns", getattr(problem, "front_columns", None))
-    return run_dir, execute(run_dir, absolute, problem, progress)
+    return execute(run_dir, absolute, searched, progress)
+
+
+def _clear_run(run_dir: Path) -> None:
+    for name in (JOURNAL, f"{JOURNAL}-wal", f"{JOURNAL}-shm", CONFIG, *RESULT_FILES):
+        (run_dir / name).unlink(missing_ok=True)
+    for path in run_dir.glob("*.pt"):  # strategy files (a task model)
+        path.unlink()
+    if (run_dir / "merged").is_dir():
+        shutil.rmtree(run_dir / "merged")
 
 
 def resume(run_dir: Path | str, progress: bool = True) -> ParetoResult:
@@ -143,176 +183,71 @@ def resume(run_dir: Path | str, progress: bool = True) -> ParetoResult:
     if not (run_dir / JOURNAL).exists() or not (run_dir / CONFIG).exists():
         raise ConfigError(f"{run_dir} is not a run folder (needs {CONFIG} and {JOURNAL})")
     config = RunConfig.from_yaml(run_dir / CONFIG)
-    _, problem = search_problem(config, build_problem(config, run_dir))
+    config, problem = search_problem(config, build_problem(config, run_dir))
     return execute(run_dir, config, problem, progress)
-
-
-def search_problem(config: RunConfig, problem: MergeProblem) -> tuple[RunConfig, SearchProblem]:
-    """The problem the strategy searches: the merge problem, or (strategy ``pmto``) its preference family.
-
-    For ``pmto`` without ``preferences.ideal``/``nadir``, both are measured now from the
-    base model and each expert alone (:func:`~bambo.parametric.anchor_range`, ``1 + N``
-    evaluations without the evaluator's timeout) and put into the returned config, so a
-    resumed run and ``bambo export`` use the same values.
-
-    Args:
-        config: The run's config.
-        problem: The merge problem built from it.
-
-    Returns:
-        ``(config, problem)``: the config with measured preferences, and the problem to search.
-
-    Raises:
-        ConfigError: ``pmto`` on a problem with one objective, or objectives that do not vary.
-    """
-    if config.strategy.name != "pmto":
-        return config, problem
-    if problem.num_objectives < 2:
-        raise ConfigError(
-            f"strategy pmto searches over preferences and needs >= 2 objectives, got {problem.num_objectives}"
-        )
-    preferences = config.preferences or PreferencesConfig()
-    if preferences.ideal is None or preferences.nadir is None:
-        ideal, nadir = anchor_range(problem)
-        preferences = preferences.model_copy(update={"ideal": ideal.tolist(), "nadir": nadir.tolist()})
-        config = config.model_copy(update={"preferences": preferences})
-    family = PreferenceFamily(problem, preferences.ideal, preferences.nadir, preferences.rho)
-    return config, family
 
 
 def _absolute_paths(config: RunConfig, root: Path) -> RunConfig:
     models = config.models
     if models.benchmark is not None:
-        return config
+        if models.cache_dir is None:
+            return config
+        return config.model_copy(
+            update={"models": models.model_copy(update={"cache_dir": resolve(root, models.cache_dir).resolve()})}
+        )
     experts = {k: resolve(root, v).resolve() for k, v in (models.experts or {}).items()}
     new_models = models.model_copy(update={"base": resolve(root, models.base).resolve(), "experts": experts})  # type: ignore[arg-type]
     return config.model_copy(update={"models": new_models})
 
 
-def execute(run_dir: Path, config: RunConfig, problem: SearchProblem, progress: bool = True) -> ParetoResult:
-    """Replay the journal, then evaluate batches until the budget; write the results.
+def execute(run_dir: Path, config: RunConfig, problem: Problem, progress: bool = True) -> ParetoResult:
+    """Open the experiment on the run's journal, run it to the budget, write the results.
 
     Args:
         run_dir: The run folder.
         config: The run's config.
-        problem: The problem built from it (:func:`search_problem`).
+        problem: The problem it searches (:func:`search_problem`).
         progress: Show a progress bar.
     """
-    strategy = get_strategy(config.strategy.name, problem, seed=config.seed, **config.strategy.options)
-    timeout = config.evaluator.timeout_s
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Journal(run_dir / JOURNAL) as journal, Progress(*columns, disable=not progress) as bar:
-        task = bar.add_task(f"{strategy.name} evaluations", total=config.budget)
-        done = 0
-        for batch in journal.batches():
-            X = torch.tensor([t.x for t in batch], dtype=torch.float64)
-            strategy.replay(X)
-            for trial in batch:
-                if trial.status in ("pending", "running"):
-                    _evaluate(journal, problem, trial.id, X[trial.id - batch[0].id], timeout)
-            by_id = {t.id: t for t in journal.trials()}
-            _tell(strategy, X, [by_id[t.id] for t in batch])
-            done += len(batch)
-            bar.update(task, completed=done)
-        while done < config.budget:
-            X = strategy.ask(min(config.batch_size, config.budget - done))
-            if X.shape[0] == 0:
-                break
-            ids = journal.add_batch(X.tolist())
-            for trial_id, x in zip(ids, X, strict=True):
-                _evaluate(journal, problem, trial_id, x, timeout)
-                bar.advance(task)
-            by_id = {t.id: t for t in journal.trials()}
-            _tell(strategy, X, [by_id[i] for i in ids])
-            done += X.shape[0]
-    result = strategy.result()
+    strategy = build_strategy(config, problem)
+    with Journal(run_dir / JOURNAL) as journal:
+        experiment = Experiment(problem, strategy, journal, LocalExecutor(config.evaluator.timeout_s))
+        result = experiment.run(config.budget, config.batch_size, progress=progress)
     metadata = {"config": config.model_dump(mode="json", exclude_none=True), "run_dir": str(run_dir)}
     write_pareto(result, run_dir, metadata, title=f"{config.strategy.name}: {' vs '.join(problem.objective_names)}")
-    if isinstance(strategy, PMTO):  # the online phase (`bambo export --preference`) reads it
-        if len(best_per_task(strategy.family, *strategy.completed)[0]) >= 2:
-            strategy.task_model.save(run_dir / TASK_MODEL, n_evaluations=result.n_evaluations)
-        else:
-            logger.warning("fewer than two preferences have completed evaluations: no task model saved yet")
+    strategy.save(run_dir)
     return result
-
-
-def _tell(strategy: Strategy, X: torch.Tensor, trials: list[Trial]) -> None:
-    m = strategy.problem.num_objectives
-    Y = torch.full((len(trials), m), float("nan"), dtype=torch.float64)
-    errors: dict[int, str] = {}
-    for row, trial in enumerate(trials):
-        if trial.status == "completed" and trial.objectives is not None:
-            Y[row] = torch.tensor(trial.objectives, dtype=torch.float64)
-        else:
-            errors[row] = trial.error or f"trial {trial.id} is {trial.status}"
-    strategy.tell(X, Y, errors)
-
-
-def _evaluate(journal: Journal, problem: SearchProblem, trial_id: int, x: torch.Tensor, timeout: float | None) -> None:
-    """Evaluate one trial, journaling ``running`` before and the outcome after."""
-    journal.mark_running(trial_id)
-    try:
-        metrics = _metrics_with_timeout(problem, x, timeout)
-        objectives = problem.objective_values(metrics, x)
-    except EvaluationError as exc:
-        journal.fail(trial_id, str(exc))
-        return
-    journal.complete(trial_id, objectives, metrics)
-
-
-def _metrics_with_timeout(problem: SearchProblem, x: torch.Tensor, timeout: float | None) -> dict[str, float]:
-    if timeout is None:
-        return problem.metrics(x)
-    outcome: dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            outcome["metrics"] = problem.metrics(x)
-        except BaseException as exc:  # noqa: BLE001 - reported to the caller below
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=work, name="bambo-evaluation", daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        raise EvaluationError(f"evaluation timed out after {timeout:g} s (its thread was abandoned)")
-    if "error" in outcome:
-        error = outcome["error"]
-        if isinstance(error, EvaluationError):
-            raise error
-        raise EvaluationError(f"evaluation raised {type(error).__name__}: {error}") from error
-    return outcome["metrics"]
 
 
 def journal_result(run_dir: Path | str) -> ParetoResult:
     """A :class:`ParetoResult` of a run from its journal alone (no models loaded).
 
     Raises:
-        BamboError: The folder has no journal, or the journal no metadata.
+        JournalError: The folder has no journal.
+        ConfigError: The journal has no run metadata.
     """
     run_dir = Path(run_dir)
     with Journal(run_dir / JOURNAL, create=False) as journal:
-        names = journal.meta("parameter_names")
-        if names is None:
-            raise BamboError(f"the journal in {run_dir} has no run metadata")
-        objective_names = journal.meta("objective_names")
+        stored = journal.meta("run")
         trials = journal.trials()
-        signs = torch.tensor(journal.meta("signs"), dtype=torch.float64)
-        ref = journal.meta("ref_point")
-        columns = journal.meta("front_columns")
-    m = len(objective_names)
-    X = torch.tensor([t.x for t in trials], dtype=torch.float64).reshape(-1, len(names))
-    Y = torch.full((len(trials), m), float("nan"), dtype=torch.float64)
-    errors = {}
-    for i, t in enumerate(trials):
-        if t.status == "completed" and t.objectives is not None:
-            Y[i] = torch.tensor(t.objectives, dtype=torch.float64)
-        else:
-            errors[i] = t.error or t.status
-    from bambo.strategies.base import _hypervolume_history
+    if stored is None:
+        raise ConfigError(f"the journal in {run_dir} has no run metadata")
+    return build_result(trials, RunMeta.from_dict(stored))
 
-    result = ParetoResult(X, Y, errors, list(names), list(objective_names), signs, front_columns=columns)
-    if ref is not None:
-        result.ref_point = torch.tensor(ref, dtype=torch.float64)
-        result.hypervolume_history = _hypervolume_history(result.front_Y, result.ref_point)
-    return result
+
+def recommend(
+    run_dir: Path | str, preference: list[float], rule: str = "cosine", refine: bool = False
+) -> tuple[RunConfig, MergeProblem, ParetoResult, Any]:
+    """The model a run's strategy recommends for a preference (``bambo export``), without evaluating.
+
+    Returns:
+        ``(config, merge problem, result, recommendation)``; the recommendation's ``x``
+        is a decision vector of the merge problem.
+    """
+    run_dir = Path(run_dir)
+    config = RunConfig.from_yaml(run_dir / CONFIG)
+    merge_problem = build_problem(config, run_dir)
+    config, searched = search_problem(config, merge_problem)
+    result = journal_result(run_dir)
+    choice = build_strategy(config, searched).recommend(result, preference, rule, run_dir, refine)  # type: ignore[arg-type]
+    return config, merge_problem, result, choice

@@ -4,7 +4,7 @@ Three rules from the papers: BAMBO's cosine rule (BAMBO Sec. 3.4, "Solution
 Selection"), MAP's preference-weighted sum (MAP Sec. 4, Table 4) and MAP's
 constrained pick (maximise one task while every other task keeps a minimum
 score, MAP Fig. 2). Every function takes objectives in *maximisation* form, ``Y``
-of shape ``(n, m)`` (e.g. :attr:`bambo.strategies.ParetoResult.Y`), ignores rows
+of shape ``(n, m)`` (e.g. :attr:`bambo.result.ParetoResult.Y_max`), ignores rows
 with a non-finite value (failed evaluations) and returns row indices into ``Y``.
 """
 

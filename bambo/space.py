@@ -244,7 +244,7 @@ class MergeSpace:
     def block_wise(
         cls,
         tensors: Mapping[str, Tensor] | Sequence[str] | object,
-        partition: Sequence[Sequence[int]] | int,
+        blocks: Sequence[Sequence[int]] | int,
         n_coefficients: int | None = None,
         bounds: tuple[float, float] | Tensor = (0.0, 1.0),
         coefficient_labels: Sequence[str] | None = None,
@@ -256,7 +256,7 @@ class MergeSpace:
 
         Args:
             tensors: A :class:`~bambo.merge.TaskVectors`, a state dict or tensor names.
-            partition: Blocks as sequences of layer indices (e.g. a
+            blocks: Blocks as sequences of layer indices (e.g. a
                 :class:`bambo.partition.Partition`, or ``[range(0, 2), range(2, 6)]``)
                 covering every layer once, in order; or an int K for
                 :func:`uniform_partition` into K blocks.
@@ -269,10 +269,10 @@ class MergeSpace:
         """
         n_coefficients, coefficient_labels = _coefficient_defaults(tensors, n_coefficients, coefficient_labels)
         layout = LayerLayout.from_names(_names_of(tensors), layer_pattern)
-        if isinstance(partition, numbers.Integral):
-            blocks = uniform_partition(layout.n_layers, int(partition))
+        if isinstance(blocks, numbers.Integral):
+            blocks = uniform_partition(layout.n_layers, int(blocks))
         else:
-            blocks = [list(block) for block in partition]
+            blocks = [list(block) for block in blocks]
             flat = [i for block in blocks for i in block]
             if flat != list(range(layout.n_layers)) or any(len(b) == 0 for b in blocks):
                 raise ConfigError(
@@ -288,7 +288,7 @@ class MergeSpace:
         tensors: Mapping[str, Tensor] | Sequence[str] | object,
         granularity: str,
         n_coefficients: int | None = None,
-        partition: Sequence[Sequence[int]] | int = 3,
+        blocks: Sequence[Sequence[int]] | int = 3,
         bounds: tuple[float, float] | Tensor = (0.0, 1.0),
         coefficient_labels: Sequence[str] | None = None,
         layer_pattern: str = DEFAULT_LAYER_PATTERN,
@@ -297,7 +297,7 @@ class MergeSpace:
 
         Args:
             granularity: ``model``, ``layer`` or ``block``.
-            partition: Blocks for ``block`` (a partition or a count K); ignored otherwise.
+            blocks: Blocks for ``block`` (a partition or a count K); ignored otherwise.
             Others: as for :meth:`model_wise`, :meth:`layer_wise` and :meth:`block_wise`.
 
         Raises:
@@ -308,7 +308,7 @@ class MergeSpace:
         if granularity == "layer":
             return cls.layer_wise(tensors, n_coefficients, bounds, coefficient_labels, layer_pattern)
         if granularity == "block":
-            return cls.block_wise(tensors, partition, n_coefficients, bounds, coefficient_labels, layer_pattern)
+            return cls.block_wise(tensors, blocks, n_coefficients, bounds, coefficient_labels, layer_pattern)
         raise UnknownNameError("granularity", str(granularity), GRANULARITIES)
 
     # -- properties ---------------------------------------------------------------------

@@ -44,6 +44,9 @@ CREATE TABLE IF NOT EXISTS trials (
 """
 
 
+_SELECT = "SELECT id, batch, x, status, metrics, objectives, error, started, finished FROM trials"
+
+
 class JournalError(BamboError):
     """The journal is missing, corrupt, or used out of order."""
 
@@ -75,6 +78,11 @@ class Trial:
     finished: float | None
 
     @property
+    def ended(self) -> bool:
+        """Whether the evaluation ended (``completed`` or ``failed``)."""
+        return self.status in ("completed", "failed")
+
+    @property
     def seconds(self) -> float | None:
         """Duration of the evaluation, if it ended."""
         return None if self.started is None or self.finished is None else self.finished - self.started
@@ -84,18 +92,22 @@ class Journal:
     """A run's journal in ``path`` (created if missing).
 
     Args:
-        path: The SQLite file.
+        path: The SQLite file; ``None`` keeps the journal in memory (a search that
+            needs no resume, e.g. :func:`bambo.optimize` without a journal path).
         create: Create the file if it does not exist (else raise :class:`JournalError`).
     """
 
-    def __init__(self, path: Path | str, create: bool = True) -> None:
-        self.path = Path(path)
-        if not create and not self.path.exists():
-            raise JournalError(f"no journal at {self.path}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
+    def __init__(self, path: Path | str | None = None, create: bool = True) -> None:
+        self.path = None if path is None else Path(path)
+        if self.path is None:
+            self._conn = sqlite3.connect(":memory:", isolation_level=None)
+        else:
+            if not create and not self.path.exists():
+                raise JournalError(f"no journal at {self.path}")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
         self._conn.executescript(_SCHEMA)  # idempotent; executescript commits by itself
 
     def close(self) -> None:
@@ -132,8 +144,8 @@ class Journal:
 
     # -- trials --------------------------------------------------------------------------------
 
-    def add_batch(self, X: Sequence[Sequence[float]]) -> list[int]:
-        """Record a proposed batch as ``pending`` trials; returns their ids."""
+    def add_batch(self, X: Sequence[Sequence[float]]) -> list[Trial]:
+        """Record a proposed batch as ``pending`` trials, in one transaction; returns them."""
         with self._transaction() as conn:
             (next_id,) = conn.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM trials").fetchone()
             (batch,) = conn.execute("SELECT COALESCE(MAX(batch) + 1, 0) FROM trials").fetchone()
@@ -143,22 +155,28 @@ class Journal:
                 "INSERT INTO trials (id, batch, x, status, created) VALUES (?, ?, ?, 'pending', ?)",
                 [(i, batch, json.dumps([float(v) for v in x]), now) for i, x in zip(ids, X, strict=True)],
             )
-        return ids
+        return [self.trial(i) for i in ids]
 
-    def mark_running(self, trial_id: int) -> None:
-        """Record that the evaluation of ``trial_id`` starts now (before it runs)."""
-        self._update(trial_id, "status = 'running', started = ?, error = NULL", (time.time(),), ("pending", "running"))
+    def mark_running(self, trial_id: int) -> Trial:
+        """Record that the evaluation of ``trial_id`` starts now (before it runs); returns the trial."""
+        return self._update(
+            trial_id, "status = 'running', started = ?, error = NULL", (time.time(),), ("pending", "running")
+        )
 
-    def complete(self, trial_id: int, objectives: Sequence[float], metrics: dict[str, float]) -> None:
-        """Record a finished evaluation with its objectives (max form) and metrics."""
+    def complete(self, trial_id: int, objectives: Sequence[float], metrics: dict[str, float]) -> Trial:
+        """Record a finished evaluation with its objectives (max form) and metrics; returns the trial."""
         values = (json.dumps([float(v) for v in objectives]), json.dumps(metrics), time.time())
-        self._update(trial_id, "status = 'completed', objectives = ?, metrics = ?, finished = ?", values, ("running",))
+        return self._update(
+            trial_id, "status = 'completed', objectives = ?, metrics = ?, finished = ?", values, ("pending", "running")
+        )
 
-    def fail(self, trial_id: int, error: str) -> None:
-        """Record a failed evaluation with its error text."""
-        self._update(trial_id, "status = 'failed', error = ?, finished = ?", (error, time.time()), ("running",))
+    def fail(self, trial_id: int, error: str) -> Trial:
+        """Record a failed evaluation with its error text; returns the trial."""
+        return self._update(
+            trial_id, "status = 'failed', error = ?, finished = ?", (error, time.time()), ("pending", "running")
+        )
 
-    def _update(self, trial_id: int, assignments: str, values: tuple, allowed_from: tuple[str, ...]) -> None:
+    def _update(self, trial_id: int, assignments: str, values: tuple, allowed_from: tuple[str, ...]) -> Trial:
         with self._transaction() as conn:
             row = conn.execute("SELECT status FROM trials WHERE id = ?", (trial_id,)).fetchone()
             if row is None:
@@ -166,26 +184,22 @@ class Journal:
             if row[0] not in allowed_from:
                 raise JournalError(f"trial {trial_id} is {row[0]}; expected one of {list(allowed_from)}")
             conn.execute(f"UPDATE trials SET {assignments} WHERE id = ?", (*values, trial_id))  # noqa: S608
+        return self.trial(trial_id)
+
+    def trial(self, trial_id: int) -> Trial:
+        """One trial by id.
+
+        Raises:
+            JournalError: No such trial.
+        """
+        row = self._conn.execute(f"{_SELECT} WHERE id = ?", (trial_id,)).fetchone()
+        if row is None:
+            raise JournalError(f"no trial {trial_id} in {self.path or 'the in-memory journal'}")
+        return _trial(row)
 
     def trials(self) -> list[Trial]:
         """Every trial in id order."""
-        rows = self._conn.execute(
-            "SELECT id, batch, x, status, metrics, objectives, error, started, finished FROM trials ORDER BY id"
-        ).fetchall()
-        return [
-            Trial(
-                id=r[0],
-                batch=r[1],
-                x=json.loads(r[2]),
-                status=r[3],
-                metrics=None if r[4] is None else json.loads(r[4]),
-                objectives=None if r[5] is None else json.loads(r[5]),
-                error=r[6],
-                started=r[7],
-                finished=r[8],
-            )
-            for r in rows
-        ]
+        return [_trial(r) for r in self._conn.execute(f"{_SELECT} ORDER BY id").fetchall()]
 
     def batches(self) -> list[list[Trial]]:
         """Trials grouped by batch, in order."""
@@ -198,3 +212,17 @@ class Journal:
         """Number of trials per status."""
         rows = self._conn.execute("SELECT status, COUNT(*) FROM trials GROUP BY status").fetchall()
         return {status: 0 for status in ("pending", "running", "completed", "failed")} | dict(rows)
+
+
+def _trial(r: tuple) -> Trial:
+    return Trial(
+        id=r[0],
+        batch=r[1],
+        x=json.loads(r[2]),
+        status=r[3],
+        metrics=None if r[4] is None else json.loads(r[4]),
+        objectives=None if r[5] is None else json.loads(r[5]),
+        error=r[6],
+        started=r[7],
+        finished=r[8],
+    )

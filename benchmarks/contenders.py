@@ -1,9 +1,10 @@
-"""The contenders of the benchmark suite behind one ask/tell session, and the timed run loop.
+"""The contenders of the benchmark suite, each a bambo :class:`~bambo.strategies.Strategy`.
 
-Every contender is wrapped as a :class:`Session` with ``ask(n) -> X`` and
-``tell(X, Y)`` (``Y`` in bambo's maximisation form), so one loop (:func:`run_session`)
-runs them all with the same budget and batch size and times the optimizer alone:
-``ask`` plus ``tell`` per batch, never the evaluations.
+Every contender (another tool's too) is a strategy with ``ask(n) -> X`` and
+``tell(X, Y)`` (``Y`` in bambo's maximisation form), so bambo's one experiment loop
+(:class:`bambo.experiment.Experiment`, through :func:`run_session`) runs them all with
+the same budget and batch size and times the optimizer alone: ``ask`` plus ``tell``
+per batch, never the evaluations.
 
 - bambo's own strategies (:func:`bambo.strategies.get_strategy`): BAMBO with a GP or a
   quadratic-mean GP per objective, MAP (Sobol design, then its predicted Pareto set
@@ -22,26 +23,15 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import torch
 from torch import Tensor
 
-from bambo.errors import EvaluationError
+from bambo.experiment import Experiment
 from bambo.problem import Problem
-from bambo.strategies import get_strategy
+from bambo.strategies import Strategy, get_strategy
 
-__all__ = ["CONTENDERS", "BAMBO_FAMILY", "Contender", "RunRecord", "Session", "run_session"]
-
-
-class Session(Protocol):
-    """One search in progress: proposes points and learns their objectives."""
-
-    def ask(self, n: int) -> Tensor:
-        """Up to ``n`` points, shape ``(k, d)``; ``k = 0`` ends the search."""
-
-    def tell(self, X: Tensor, Y: Tensor) -> None:
-        """Objectives of ``X`` in maximisation form, shape ``(k, m)``; NaN rows failed."""
+__all__ = ["CONTENDERS", "BAMBO_FAMILY", "Contender", "RunRecord", "run_session"]
 
 
 @dataclass
@@ -50,65 +40,40 @@ class RunRecord:
 
     Attributes:
         Y: Objectives in evaluation order, maximisation form, shape ``(n, m)``.
-        batch_seconds: Optimizer time (ask + tell) of every batch, evaluations excluded.
+        batch_seconds: Optimizer wall time (ask + tell) of every batch, evaluations excluded.
+        batch_cpu_seconds: The same in process CPU time.
         wall_s: Wall time of the whole run, evaluations included.
     """
 
     Y: Tensor
     batch_seconds: list[float] = field(default_factory=list)
+    batch_cpu_seconds: list[float] = field(default_factory=list)
     wall_s: float = 0.0
 
 
-def run_session(problem: Problem, session: Session, budget: int, batch_size: int) -> RunRecord:
-    """Run ``session`` for ``budget`` evaluations in batches of ``batch_size``.
+def run_session(problem: Problem, strategy: Strategy, budget: int, batch_size: int) -> RunRecord:
+    """Run one contender through bambo's experiment loop (the same loop for every contender).
 
     Args:
         problem: The true objective.
-        session: The contender.
+        strategy: The contender, as a strategy built for ``problem``.
         budget: Evaluations; a finite design (grid, MAP) may stop earlier.
         batch_size: Points asked for per batch.
 
     Returns:
-        The evaluations and the optimizer's time per batch.
+        The evaluations and the optimizer's time per batch (the loop's ``strategy_seconds``).
     """
     start = time.perf_counter()
-    rows: list[Tensor] = []
-    seconds: list[float] = []
-    done = 0
-    while done < budget:
-        t0 = time.perf_counter()
-        X = session.ask(min(batch_size, budget - done))
-        asked = time.perf_counter() - t0
-        if X.shape[0] == 0:
-            break
-        Y = torch.full((X.shape[0], problem.num_objectives), float("nan"), dtype=torch.float64)
-        for i, x in enumerate(X):
-            try:
-                Y[i] = problem.evaluate_one(x)
-            except EvaluationError:
-                continue  # the row stays NaN: every contender's tell treats it as a failed evaluation
-        t1 = time.perf_counter()
-        session.tell(X, Y)
-        seconds.append(asked + time.perf_counter() - t1)
-        rows.append(Y)
-        done += X.shape[0]
-    Y_all = torch.cat(rows) if rows else torch.empty(0, problem.num_objectives, dtype=torch.float64)
-    return RunRecord(Y_all, seconds, time.perf_counter() - start)
+    result = Experiment(problem, strategy).run(budget, batch_size)
+    return RunRecord(
+        result.Y_max,
+        list(result.info["strategy_seconds"]),
+        list(result.info["strategy_cpu_seconds"]),
+        time.perf_counter() - start,
+    )
 
 
 # -- bambo's strategies --------------------------------------------------------------------------
-
-
-class _StrategySession:
-    def __init__(self, problem: Problem, name: str, seed: int, **options: object) -> None:
-        self.strategy = get_strategy(name, problem, seed=seed, **options)
-
-    def ask(self, n: int) -> Tensor:
-        return self.strategy.ask(n)
-
-    def tell(self, X: Tensor, Y: Tensor) -> None:
-        errors = {i: "failed evaluation" for i in range(Y.shape[0]) if not bool(torch.isfinite(Y[i]).all())}
-        self.strategy.tell(X, Y, errors)
 
 
 def _n_initial(budget: int, batch: int) -> int:
@@ -135,10 +100,10 @@ def _grid_options(problem: Problem, budget: int) -> dict:
     return {"levels": torch.linspace(0.1, 0.9, k).tolist() if k > 2 else [0.1, 0.9]}
 
 
-def _bambo(name: str, options: Callable[[Problem, int, int], dict] | None = None) -> Callable[..., Session]:
-    def make(problem: Problem, seed: int, budget: int, batch: int) -> Session:
+def _bambo(name: str, options: Callable[[Problem, int, int], dict] | None = None) -> Callable[..., Strategy]:
+    def make(problem: Problem, seed: int, budget: int, batch: int) -> Strategy:
         extra = options(problem, budget, batch) if options else {}
-        return _StrategySession(problem, name, seed, **extra)
+        return get_strategy(name, problem, seed=seed, **extra)
 
     return make
 
@@ -146,8 +111,13 @@ def _bambo(name: str, options: Callable[[Problem, int, int], dict] | None = None
 # -- Ax -------------------------------------------------------------------------------------------
 
 
-class _AxSession:
+class _AxStrategy(Strategy):
+    """Ax's ``Client`` behind the ask/tell interface."""
+
+    name = "ax"
+
     def __init__(self, problem: Problem, seed: int) -> None:
+        super().__init__(problem, seed)
         from ax.api.client import Client
         from ax.utils.common.logger import set_stderr_log_level
 
@@ -155,7 +125,6 @@ class _AxSession:
 
         set_stderr_log_level(logging.ERROR)
         warnings.filterwarnings("ignore", module=r"ax\.")
-        self.problem = problem
         self.client = Client(random_seed=seed)
         self.names = configure_client(self.client, problem, name="bench")
         self.client.configure_generation_strategy()
@@ -169,6 +138,7 @@ class _AxSession:
         return torch.stack([self.names.vector(p) for p in trials.values()]).to(torch.float64)
 
     def tell(self, X: Tensor, Y: Tensor) -> None:
+        super().tell(X, Y)
         for index, y in zip(self.pending, Y, strict=True):
             if bool(torch.isfinite(y).all()):
                 self.client.complete_trial(index, raw_data=self.names.outcome(self.problem.to_user(y)))
@@ -176,20 +146,24 @@ class _AxSession:
                 self.client.mark_trial_failed(index, failed_reason="failed evaluation")
 
 
-def _ax(problem: Problem, seed: int, budget: int, batch: int) -> Session:
-    return _AxSession(problem, seed)
+def _ax(problem: Problem, seed: int, budget: int, batch: int) -> Strategy:
+    return _AxStrategy(problem, seed)
 
 
 # -- Optuna ---------------------------------------------------------------------------------------
 
 
-class _OptunaSession:
+class _OptunaStrategy(Strategy):
+    """An Optuna study (ask-and-tell interface) behind bambo's ask/tell interface."""
+
+    name = "optuna"
+
     def __init__(self, problem: Problem, sampler: object) -> None:
         import optuna
 
+        super().__init__(problem, seed=0)  # the sampler carries the seed
         optuna.logging.set_verbosity(optuna.logging.ERROR)
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        self.problem = problem
         self.study = optuna.create_study(directions=["maximize"] * problem.num_objectives, sampler=sampler)
         self.pending: list = []
 
@@ -205,6 +179,7 @@ class _OptunaSession:
     def tell(self, X: Tensor, Y: Tensor) -> None:
         import optuna
 
+        super().tell(X, Y)
         for trial, y in zip(self.pending, Y, strict=True):
             if bool(torch.isfinite(y).all()):
                 self.study.tell(trial, values=y.tolist())
@@ -212,16 +187,16 @@ class _OptunaSession:
                 self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
 
-def _optuna_nsga2(problem: Problem, seed: int, budget: int, batch: int) -> Session:
+def _optuna_nsga2(problem: Problem, seed: int, budget: int, batch: int) -> Strategy:
     import optuna
 
-    return _OptunaSession(problem, optuna.samplers.NSGAIISampler(seed=seed, population_size=8))
+    return _OptunaStrategy(problem, optuna.samplers.NSGAIISampler(seed=seed, population_size=8))
 
 
-def _optuna_tpe(problem: Problem, seed: int, budget: int, batch: int) -> Session:
+def _optuna_tpe(problem: Problem, seed: int, budget: int, batch: int) -> Strategy:
     import optuna
 
-    return _OptunaSession(problem, optuna.samplers.TPESampler(seed=seed))
+    return _OptunaStrategy(problem, optuna.samplers.TPESampler(seed=seed))
 
 
 # -- the registry ---------------------------------------------------------------------------------
@@ -233,7 +208,7 @@ class Contender:
 
     Attributes:
         label: Name in the report.
-        make: ``(problem, seed, budget, batch_size) -> Session``.
+        make: ``(problem, seed, budget, batch_size) -> Strategy``.
         family: ``"bambo"`` (bambo's own methods), ``"baseline"`` (bambo's baselines) or
             ``"external"`` (another tool).
         note: How it is configured, for the report.
@@ -241,7 +216,7 @@ class Contender:
     """
 
     label: str
-    make: Callable[[Problem, int, int, int], Session]
+    make: Callable[[Problem, int, int, int], Strategy]
     family: str
     note: str
     applies: Callable[[Problem], bool] = lambda problem: True

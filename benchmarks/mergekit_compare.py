@@ -29,10 +29,10 @@ from pathlib import Path
 import torch
 import yaml
 
-from bambo.benchmarks.common import merge_setup
 from bambo.export import export_merge, mergekit_config, save_safetensors
 from bambo.merge import TaskVectors
-from bambo.problem import MergeProblem, Objective
+from bambo.merge_problem import MergeProblem, merge_setup
+from bambo.problem import Objective
 from bambo.weights import load_state_dict
 from benchmarks.common import RESULTS, best_time, machine_header
 from benchmarks.merge_throughput import synthetic_llama

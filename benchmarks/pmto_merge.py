@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torch.quasirandom import SobolEngine
 
-from bambo.optimize import optimize
+from bambo.experiment import Experiment, optimize
 from bambo.parametric import PreferenceFamily, anchor_range
 from bambo.problem import Problem
 from bambo.strategies import BAMBO, MAP
@@ -78,7 +78,7 @@ def run_seed(  # noqa: PLR0913 - one benchmark cell
     start = time.perf_counter()
     # 6 initial preferences x 3 solutions at the default budget of 60 (30%), fewer for smaller budgets
     pmto = PMTO(family, seed=seed, n_initial_tasks=max(2, min(6, budget // 10)), samples_per_task=3)
-    optimize(family, pmto, budget=budget, batch_size=budget, progress=False)
+    Experiment(family, pmto).run(budget, batch_size=budget)
     offline = time.perf_counter() - start
     start = time.perf_counter()
     pmto.task_model  # noqa: B018 - the final fit on every evaluation ends the offline phase (a run saves it)
@@ -99,17 +99,17 @@ def run_seed(  # noqa: PLR0913 - one benchmark cell
     out["PMTO (refined)"] = {"values": true_values(family, x, tests).tolist(), "online_s": online}
     strategy = MAP(problem, seed=seed, **_map_options(budget, 4))
     result = optimize(problem, strategy, budget=budget, batch_size=4, progress=False)
-    out["MAP front pick"] = {"values": front_pick(family, result.Y, tests).tolist()}
+    out["MAP front pick"] = {"values": front_pick(family, result.Y_max, tests).tolist()}
     strategy = BAMBO(problem, seed=seed, n_iterations=None)
     result = optimize(problem, strategy, budget=budget, batch_size=4, progress=False)
-    out["BAMBO front pick"] = {"values": front_pick(family, result.Y, tests).tolist()}
+    out["BAMBO front pick"] = {"values": front_pick(family, result.Y_max, tests).tolist()}
     values = []
     start = time.perf_counter()
     for j, theta in enumerate(tests):
         task = family.fixed_task(theta)
         bo = BAMBO(task, seed=seed * 1000 + j, n_initial=4, heuristics=False, n_iterations=None)
         res = optimize(task, bo, budget=fresh, batch_size=2, progress=False)
-        values.append(float(res.Y_user[res.ok].min()))
+        values.append(float(res.Y[res.ok].min()))
     out["fresh BO"] = {"values": values, "seconds": time.perf_counter() - start}
     print(label, seed, {m: round(statistics.fmean(out[m]["values"]), 4) for m in METHODS}, flush=True)
     return out

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from bambo.benchmarks.task_families import FUNCTIONS, SHIFTS, TaskFamily
-from bambo.optimize import optimize
+from bambo.experiment import Experiment, optimize
 from bambo.strategies import BAMBO
 from bambo.strategies.pmto import PMTO
 from benchmarks.common import RESULTS, machine_header
@@ -54,13 +54,13 @@ def run_pmto(family: TaskFamily, tests: torch.Tensor, seed: int, budget: int, se
     start = time.perf_counter()
     # the paper's reference runs spend 10% of the budget on 20 initial tasks; here 10 tasks x 4 (16% of 250)
     strategy = PMTO(family, seed=seed, task_selection=selection, n_initial_tasks=max(2, min(10, budget // 25)))
-    optimize(family, strategy, budget=budget, batch_size=budget, progress=False)
+    Experiment(family, strategy).run(budget, batch_size=budget)
     offline = time.perf_counter() - start
     start = time.perf_counter()
     x, _ = strategy.predict_solution(tests)
     online = time.perf_counter() - start
     values = family.value(x, tests)
-    pool = strategy.result().info["pmto"]
+    pool = strategy.artifacts().info["pmto"]
     return {"values": values.tolist(), "seconds": offline, "online_s": online, "diversity": pool["diversity"]}
 
 
@@ -71,7 +71,7 @@ def run_single_task(family: TaskFamily, tests: torch.Tensor, seed: int, per_task
         task = family.fixed_task(theta)
         strategy = BAMBO(task, seed=seed * 1000 + j, n_initial=4, heuristics=False, n_iterations=None)
         result = optimize(task, strategy, budget=per_task, batch_size=2, progress=False)
-        values.append(float(result.Y_user[result.ok].min()))
+        values.append(float(result.Y[result.ok].min()))
     return {"values": values, "seconds": time.perf_counter() - start}
 
 

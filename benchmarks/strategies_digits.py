@@ -34,9 +34,9 @@ import matplotlib
 import torch
 
 from bambo.benchmarks.digits import DigitsBenchmark, DigitsConfig
-from bambo.optimize import optimize
+from bambo.experiment import optimize
+from bambo.merge_problem import MergeProblem
 from bambo.pareto import generational_distance, hypervolume, inverted_generational_distance, pareto_front, win_rate
-from bambo.problem import MergeProblem
 from bambo.selection import select_weighted_sum
 from bambo.strategies import MAP, BayesianMAP, GridSearch, NestedMAP, get_strategy
 from benchmarks.common import RESULTS, machine_header
@@ -85,13 +85,16 @@ def map_vs_grid(problem: MergeProblem, reference: torch.Tensor, seeds: list[int]
     sobol_rows = []
     for seed in seeds:
         result = optimize(problem, MAP(problem, seed=seed, n_samples=30, n_reevaluate=20), budget=50, progress=False)
-        predicted = pareto_front(result.predicted_front)
-        real = pareto_front(result.Y[30:])
+        predicted = pareto_front(result.predicted_front_max)
+        real = pareto_front(result.Y_max[30:])
         for label, front in (("MAP predicted (30 pts)", predicted), ("MAP real (re-evaluated)", real)):
             rows[label].append({**front_scores(front, reference), "win_rate": win_rate(front, grid_front)})
         sobol = optimize(problem, "sobol", budget=30, seed=seed, progress=False)
         sobol_rows.append(
-            {**front_scores(pareto_front(sobol.Y), reference), "win_rate": win_rate(pareto_front(sobol.Y), grid_front)}
+            {
+                **front_scores(pareto_front(sobol.Y_max), reference),
+                "win_rate": win_rate(pareto_front(sobol.Y_max), grid_front),
+            }
         )
     rows["Sobol, 30 evaluated points"] = sobol_rows
     grid_scores = front_scores(grid_front, reference)
@@ -131,7 +134,7 @@ def bayesian_vs_plain(problem: MergeProblem, reference: torch.Tensor, seeds: lis
         raw[label] = []
         for seed in seeds:
             result = optimize(problem, make(seed), budget=100, batch_size=3, progress=False)
-            raw[label].append(front_scores(pareto_front(result.predicted_front), reference))
+            raw[label].append(front_scores(pareto_front(result.predicted_front_max), reference))
     lines = [
         "## 2. Bayesian MAP (6 + 3 + 3) vs MAP (12), predicted fronts",
         "",
@@ -175,7 +178,7 @@ def nested_vs_plain(bench: DigitsBenchmark, seed: int) -> tuple[list[str], dict]
         n_models = nested.n_evaluations
         plain = MAP(problem, seed=seed, n_samples=n_models - 1)
         plain_result = optimize(problem, plain, budget=n_models - 1, progress=False)
-        X_front, Y_front = plain_result.predicted_X, plain_result.predicted_front
+        X_front, Y_front = plain_result.predicted_X, plain_result.predicted_front_max
         x_pick = X_front[select_weighted_sum(Y_front, w)]
         y_pick = problem.evaluate(x_pick.unsqueeze(0))[0]
         raw[label] = {
@@ -229,10 +232,10 @@ def bambo_vs_baselines(bench: DigitsBenchmark, seeds: list[int], budget: int) ->
     for label, method in BASELINE_METHODS.items():
         problem = bench.problem(tasks, method=method)
         result = optimize(problem, GridSearch(problem, mode="simplex"), budget=100, progress=False)
-        baselines[f"{label} (0.1..0.9 interpolation)"] = result.Y[result.ok]
+        baselines[f"{label} (0.1..0.9 interpolation)"] = result.Y_max[result.ok]
     ta = bench.problem(tasks)
     result = optimize(ta, GridSearch(ta), budget=100, progress=False)
-    baselines["TA (9 x 9 grid)"] = result.Y[result.ok]
+    baselines["TA (9 x 9 grid)"] = result.Y_max[result.ok]
     pooled = torch.cat(list(baselines.values()))
     pooled_front = pareto_front(pooled)
     block = bench.problem(tasks, granularity="block", partition=3, partitioner="hybrid")
@@ -242,7 +245,7 @@ def bambo_vs_baselines(bench: DigitsBenchmark, seeds: list[int], budget: int) ->
         for seed in seeds:
             start = time.perf_counter()
             result = optimize(problem, get_strategy("bambo", problem, seed=seed), budget=budget, progress=False)
-            front = result.pareto_Y
+            front = result.pareto_Y_max
             acq = [t["acquisition_s"] for t in result.info["timings"]]
             joint = pareto_front(torch.cat([front, pooled]))
             in_front = int(sum(bool((front == row).all(-1).any()) for row in joint))

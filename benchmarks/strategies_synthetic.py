@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from bambo.optimize import optimize
+from bambo.experiment import optimize
 from bambo.problem import SyntheticProblem
 from bambo.strategies import get_strategy
 from benchmarks.common import RESULTS, machine_header

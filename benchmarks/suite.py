@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bambo.optimize import optimize
+from bambo.experiment import optimize
 from bambo.pareto import hypervolume, inverted_generational_distance, pareto_front
 from bambo.problem import Problem, SyntheticProblem
 from bambo.strategies import get_strategy
@@ -221,7 +221,7 @@ def merge_reference(spec: ProblemSpec, problem: Problem, evaluations: int, poole
     if evaluations > 0:
         strategy = get_strategy("nsga2", problem, seed=0, pop_size=40)
         result = optimize(problem, strategy, budget=evaluations, batch_size=40, progress=False)
-        parts.append(result.Y[result.ok])
+        parts.append(result.Y_max[result.ok])
         notes.append(f"a {evaluations}-evaluation pymoo NSGA-II run (population 40) on the true objectives")
     notes.append(f"all {pooled.shape[0]} evaluations of the contenders in this run")
     front = pareto_front(torch.cat(parts))

@@ -33,7 +33,7 @@ from ax.utils.common.logger import set_stderr_log_level
 from bambo.ax import AX_SURROGATES, configure_client, generation_strategy
 from bambo.benchmarks.digits import DigitsBenchmark, DigitsConfig
 from bambo.errors import EvaluationError
-from bambo.problem import MergeProblem
+from bambo.merge_problem import MergeProblem
 
 TASKS = ("rotated", "inverted")
 
@@ -48,7 +48,7 @@ def build_problem(cache_dir: Path | None = None) -> MergeProblem:
         A problem with 10 coefficients in [0, 1] and two accuracies to maximise.
     """
     benchmark = DigitsBenchmark.build(DigitsConfig(), cache_dir=cache_dir)
-    return benchmark.problem(list(TASKS), granularity="block", partition=3, partitioner="hybrid")
+    return benchmark.problem(list(TASKS), granularity="block", blocks=3, partitioner="hybrid")
 
 
 def run(

@@ -10,16 +10,16 @@ from bambo.cli import app
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("args", [["--help"], ["demo", "--help"], ["digits", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["demo", "--help"], ["describe", "--help"], ["export", "--help"]])
 def test_help(args):
     result = runner.invoke(app, args)
     assert result.exit_code == 0
     assert "Usage" in result.output
 
 
-def test_demo_writes_the_three_files(tmp_path):
+def test_demo_writes_a_run_that_report_and_export_read(tmp_path):
     out = tmp_path / "run"
-    args = ["demo", "--strategy", "sobol", "--granularity", "model", "--budget", "12", "--out", str(out)]
+    args = ["demo", "--strategy", "sobol", "--granularity", "model", "--budget", "12", "--output", str(out)]
     result = runner.invoke(app, [*args, "--cache-dir", str(tmp_path / "cache")])
     assert result.exit_code == 0, result.output
     assert "Pareto set" in result.output
@@ -33,15 +33,24 @@ def test_demo_writes_the_three_files(tmp_path):
     assert len(lines) >= 3  # at least two Pareto points: the experts trade off
     assert len(payload["pareto"]) == len(lines) - 1
     assert payload["ref_point"] == [0.1, 0.1] and payload["hypervolume_history"][-1] > 0
+    report = runner.invoke(app, ["report", str(out)])
+    assert report.exit_code == 0, report.output
+    assert (out / "front.png").stat().st_size > 0 and (out / "hypervolume.png").stat().st_size > 0
+    export = runner.invoke(app, ["export", str(out), "--preference", "0.5,0.5"])
+    assert export.exit_code == 0 and (out / "merged.safetensors").exists(), export.output
+    again = runner.invoke(app, [*args, "--cache-dir", str(tmp_path / "cache")])  # the demo replaces its run
+    assert again.exit_code == 0 and len(json.loads((out / "pareto.json").read_text())["evaluations"]) == 12
 
 
 def test_demo_runs_bambo_block_wise_by_default(tmp_path):
     out = tmp_path / "run"
-    result = runner.invoke(app, ["demo", "--budget", "12", "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
+    result = runner.invoke(
+        app, ["demo", "--budget", "12", "--output", str(out), "--cache-dir", str(tmp_path / "cache")]
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads((out / "pareto.json").read_text())
-    assert payload["strategy"] == "bambo" and payload["metadata"]["granularity"] == "block"
-    assert payload["metadata"]["partitioner"] == "hybrid"
+    merge = payload["metadata"]["config"]["merge"]
+    assert payload["strategy"] == "bambo" and merge["granularity"] == "block" and merge["partitioner"] == "hybrid"
     assert len(payload["parameter_names"]) == 10  # (3 blocks + embed + head) x 2 experts
     assert len(payload["info"]["timings"]) == 1  # 8 warm-start points, then one batch of 4
     assert "model-based batches" in result.output
@@ -50,7 +59,7 @@ def test_demo_runs_bambo_block_wise_by_default(tmp_path):
 @pytest.mark.parametrize("strategy", ["map", "nested-map"])
 def test_demo_runs_the_map_family_at_model_level(tmp_path, strategy):
     out = tmp_path / "run"
-    args = ["demo", "--strategy", strategy, "--budget", "30", "--out", str(out), "--cache-dir", str(tmp_path / "c")]
+    args = ["demo", "--strategy", strategy, "--budget", "30", "--output", str(out), "--cache-dir", str(tmp_path / "c")]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     payload = json.loads((out / "pareto.json").read_text())
@@ -63,19 +72,21 @@ def test_demo_runs_the_map_family_at_model_level(tmp_path, strategy):
 
 def test_demo_reports_bad_input_clearly(tmp_path):
     result = runner.invoke(
-        app, ["demo", "--method", "tie", "--budget", "2", "--out", str(tmp_path), "--cache-dir", str(tmp_path)]
+        app, ["demo", "--method", "tie", "--budget", "2", "--output", str(tmp_path), "--cache-dir", str(tmp_path)]
     )
     assert result.exit_code == 2
     assert "unknown merge method 'tie'" in result.output
-    result = runner.invoke(app, ["demo", "--strategy", "bo", "--out", str(tmp_path), "--cache-dir", str(tmp_path)])
-    assert result.exit_code == 2 and "unknown strategy 'bo'; valid names: bambo" in result.output
+    result = runner.invoke(app, ["demo", "--strategy", "bo", "--output", str(tmp_path), "--cache-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "unknown strategy 'bo'; valid: bambo" in result.output
 
 
-def test_digits_report_shows_base_experts_and_merges(tmp_path):
-    result = runner.invoke(app, ["digits", "--cache-dir", str(tmp_path)])
+def test_describe_shows_base_experts_and_merges(tmp_path):
+    result = runner.invoke(app, ["describe", "digits", "--cache-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     for row in ("base", "noisy", "TA all c=0.3", "task vector L1 ratio"):
         assert row in result.output
+    unknown = runner.invoke(app, ["describe", "digitz"])
+    assert unknown.exit_code == 2 and "unknown benchmark 'digitz'; valid names: digits, text" in unknown.output
 
 
 def test_partition_on_hf_folders(tmp_path):
@@ -104,7 +115,7 @@ def test_partition_on_hf_folders(tmp_path):
         str(tmp_path / "expert1"),
         "-k",
         "2",
-        "--out",
+        "--output",
         str(out),
     ]
     result = runner.invoke(app, args)
@@ -115,7 +126,7 @@ def test_partition_on_hf_folders(tmp_path):
 
 
 def test_partition_errors(tmp_path):
-    result = runner.invoke(app, ["partition", "--benchmark", "digits", "-k", "9", "--out", str(tmp_path / "p.png")])
+    result = runner.invoke(app, ["partition", "--benchmark", "digits", "-k", "9", "--output", str(tmp_path / "p.png")])
     assert result.exit_code == 2 and "K=9 exceeds the number of layers L=6" in result.output
     result = runner.invoke(app, ["partition", str(tmp_path)])
     assert result.exit_code == 2 and "at least one expert" in result.output

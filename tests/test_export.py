@@ -20,7 +20,8 @@ from bambo.export import (
     write_mergekit_yaml,
 )
 from bambo.merge import Merger, TaskVectors, get_merge_method
-from bambo.problem import MergeProblem, Objective
+from bambo.merge_problem import MergeProblem
+from bambo.problem import Objective
 from bambo.space import MergeSpace
 from bambo.weights import load_state_dict
 
@@ -45,7 +46,7 @@ def make_problem(method="task_arithmetic", granularity="block", states=None, **o
     base, *experts = states if states is not None else [llama_like(s) for s in range(3)]
     tv = TaskVectors(base, experts, expert_names=["math", "code"])
     merger = Merger(tv, get_merge_method(method, **options))
-    space = MergeSpace.for_granularity(tv, granularity, n_coefficients=merger.n_coefficients, partition=4)
+    space = MergeSpace.for_granularity(tv, granularity, n_coefficients=merger.n_coefficients, blocks=4)
     problem = MergeProblem(merger, space, lambda sd: {"a": 0.0}, [Objective(name="a")])
     x = torch.rand(space.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(7)) * 0.9 + 0.05
     return problem, x, base, experts

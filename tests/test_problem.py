@@ -5,8 +5,9 @@ import torch
 
 from bambo.errors import ConfigError, EvaluationError, UnknownNameError
 from bambo.merge import Merger, TaskVectors, get_merge_method
+from bambo.merge_problem import MergeProblem
 from bambo.pareto import hypervolume
-from bambo.problem import MergeProblem, Objective, SyntheticProblem
+from bambo.problem import Objective, SyntheticProblem
 from bambo.space import MergeSpace
 
 

@@ -76,9 +76,10 @@ def _write(path: Path, text: str) -> Path:
         ({"strategy": {"name": "bo"}}, "unknown strategy 'bo'; valid: bambo"),
         ({"models": {"base": "models/nope.safetensors", "experts": {"a": "models/a.safetensors"}}}, "nope.safetensors"),
         ({"evaluator.entry_point": "tests.run_helpers:nothing"}, "has no function 'nothing'"),
-        ({"preferences": {"rho": 0.1}}, "preferences apply to strategy 'pmto' only, not 'sobol'"),
+        ({"preferences": {"rho": 0.1}}, "preferences: Extra inputs are not permitted"),
+        ({"strategy": {"name": "sobol", "options": {"preferences": {}}}}, "strategy 'sobol'"),
         (
-            {"strategy": {"name": "pmto"}, "preferences": {"ideal": [1.0, 1.0]}},
+            {"strategy": {"name": "pmto", "options": {"preferences": {"ideal": [1.0, 1.0]}}}},
             "give both ideal and nadir, or neither",
         ),
     ],
@@ -202,7 +203,7 @@ def test_export_writes_the_chosen_models_weights_and_a_mergekit_config(tmp_path)
     run_dir, result = start(path, progress=False)
     out = runner.invoke(app, ["export", str(run_dir), "--preference", "1,0", "--rule", "weighted-sum"])
     assert out.exit_code == 0, out.output
-    row = int(result.Y[:, 0].argmax())  # all weight on the first objective: its best trial
+    row = int(result.Y_max[:, 0].argmax())  # all weight on the first objective: its best trial
     problem = build_problem(RunConfig.from_yaml(run_dir / "config.yaml"), run_dir)
     expected = problem.merge(result.X[row])
     written = load_file(run_dir / "merged.safetensors")
@@ -242,8 +243,9 @@ def test_a_pmto_run_answers_new_preferences_from_its_task_model(tmp_path):
     run_dir, result = start(path, progress=False)
     config = RunConfig.from_yaml(run_dir / "config.yaml")
     # ideal and nadir were measured from the base and each expert alone, and kept for resume and export
-    assert config.preferences is not None and len(config.preferences.ideal) == 2
-    assert all(i > n for i, n in zip(config.preferences.ideal, config.preferences.nadir, strict=True))
+    preferences = config.strategy.options["preferences"]
+    assert len(preferences["ideal"]) == 2
+    assert all(i > n for i, n in zip(preferences["ideal"], preferences["nadir"], strict=True))
     assert result.objective_names == ["chebyshev", "a", "b"] and result.n_evaluations == 13
     assert result.parameter_names[-1] == "pref_a" and (run_dir / "task_model.pt").exists()
     assert journal_result(run_dir).front_columns == [1, 2]

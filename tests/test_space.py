@@ -255,7 +255,7 @@ def test_older_checkpoint_head_names_sorted_first():
 def test_granularity_by_name():
     assert MergeSpace.for_granularity(NAMES, "model", 2).dim == 2
     assert MergeSpace.for_granularity(NAMES, "layer", 2).dim == 2 * 6
-    assert MergeSpace.for_granularity(NAMES, "block", 2, partition=2).dim == 2 * 4
+    assert MergeSpace.for_granularity(NAMES, "block", 2, blocks=2).dim == 2 * 4
     with pytest.raises(UnknownNameError, match="valid names: block, layer, model"):
         MergeSpace.for_granularity(NAMES, "tensor", 2)
 

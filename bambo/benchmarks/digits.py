@@ -24,7 +24,7 @@ import hashlib
 import math
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -38,11 +38,13 @@ from sklearn.datasets import load_digits
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from bambo.benchmarks.common import merge_setup, select_task_vectors
+from bambo.benchmark import Benchmark
+from bambo.benchmarks.common import select_task_vectors
 from bambo.config_base import FrozenConfig
 from bambo.errors import ConfigError, UnknownNameError
 from bambo.merge import Merger, TaskVectors, get_merge_method
-from bambo.problem import MergeProblem, Objective
+from bambo.merge_problem import MergeProblem
+from bambo.problem import Objective
 
 TASKS = ("rotated", "inverted", "flipped", "noisy", "transposed")
 # Bump when the training code changes in a way that changes the weights (invalidates caches).
@@ -252,7 +254,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("BAMBO_CACHE_DIR", Path.home() / ".cache" / "bambo"))
 
 
-class DigitsBenchmark:
+class DigitsBenchmark(Benchmark):
     """Base, experts and evaluation of the digits benchmark.
 
     Build it with :meth:`build`. Metrics are ``acc/{task}`` (accuracy, maximise)
@@ -265,6 +267,12 @@ class DigitsBenchmark:
         data: The task data.
     """
 
+    name = "digits"
+    config_class = DigitsConfig
+    default_tasks = ("inverted", "noisy")
+    default_budget = 32
+    splits = ("train", "val", "test")
+
     def __init__(
         self, config: DigitsConfig, base: dict[str, Tensor], experts: dict[str, dict[str, Tensor]], data: DigitsData
     ) -> None:
@@ -276,7 +284,11 @@ class DigitsBenchmark:
 
     @classmethod
     def build(
-        cls, config: DigitsConfig | None = None, cache_dir: Path | str | None = None, use_cache: bool = True
+        cls,
+        config: DigitsConfig | None = None,
+        cache_dir: Path | str | None = None,
+        use_cache: bool = True,
+        progress: Callable[[str], None] | None = None,  # noqa: ARG003 - training takes seconds
     ) -> DigitsBenchmark:
         """Load the models from the cache, or train and cache them.
 
@@ -284,6 +296,7 @@ class DigitsBenchmark:
             config: Settings (defaults to :class:`DigitsConfig()`).
             cache_dir: Cache folder (default :func:`default_cache_dir` / ``digits``).
             use_cache: Read and write the cache; ``False`` always trains.
+            progress: Unused (training takes about a second).
         """
         config = config or DigitsConfig()
         data = load_digits_tasks(config)
@@ -340,7 +353,7 @@ class DigitsBenchmark:
         tasks: Sequence[str] | None = None,
         method: str = "task_arithmetic",
         granularity: Literal["model", "layer", "block"] = "model",
-        partition: Sequence[Sequence[int]] | int = 3,
+        blocks: Sequence[Sequence[int]] | int = 3,
         partitioner: str = "uniform",
         bounds: tuple[float, float] = (0.0, 1.0),
         metric: Literal["acc", "loss"] = "acc",
@@ -353,7 +366,7 @@ class DigitsBenchmark:
             tasks: Experts to merge and tasks to score (default: all).
             method: Merge method name.
             granularity: ``model``, ``layer`` or ``block``.
-            partition: Blocks for block granularity: a partition (e.g. from
+            blocks: Blocks for block granularity: a partition (e.g. from
                 :func:`bambo.partition.partition_layers`) or a count K of blocks.
             partitioner: How a count K is split: ``uniform`` or ``hybrid`` (BAMBO's DP
                 partition of the experts' layer differences), ``variance``, ``balance``.
@@ -363,21 +376,33 @@ class DigitsBenchmark:
             **method_options: Options of the merge method.
         """
         tasks = list(tasks or self.tasks)
-        merger, space = merge_setup(
-            self.task_vectors(tasks), method, granularity, partition, bounds, method_options, partitioner
-        )
         direction = "maximize" if metric == "acc" else "minimize"
         value_range = (0.0, 1.0) if metric == "acc" else (0.0, None)
         objectives = [Objective(name=f"{metric}/{t}", direction=direction, bounds=value_range) for t in tasks]
         # Hypervolume reference: chance level (accuracy 0.1, cross-entropy ln 10) on every task.
         chance = 0.1 if metric == "acc" else math.log(10.0)
         evaluator = partial(self.evaluate, split=split, tasks=tasks)
-        return MergeProblem(merger, space, evaluator, objectives, ref_point=[chance] * len(tasks))
+        return MergeProblem.from_task_vectors(
+            self.task_vectors(tasks),
+            evaluator,
+            objectives,
+            method,
+            granularity,
+            blocks,
+            partitioner,
+            bounds,
+            ref_point=[chance] * len(tasks),
+            method_options=method_options,
+        )
 
     def summary(self, split: Split = "val") -> dict[str, dict[str, float]]:
         """Accuracy of the base and each expert on every task: ``{model: {task: acc}}``."""
         rows = {"base": self.base, **self.experts}
         return {name: {t: self.evaluate(sd, split)[f"acc/{t}"] for t in self.tasks} for name, sd in rows.items()}
+
+    def describe(self, split: Split = "val") -> str:
+        """See :func:`describe`."""
+        return describe(self, split)
 
 
 def describe(benchmark: DigitsBenchmark, split: Split = "val") -> str:

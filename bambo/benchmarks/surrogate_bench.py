@@ -94,7 +94,7 @@ def digits_landscape(tasks: Sequence[str], granularity: str = "model", n_blocks:
     """The digits merge landscape: accuracies of task-arithmetic merges (outputs in [0, 1])."""
     from bambo.benchmarks.digits import DigitsBenchmark
 
-    problem = DigitsBenchmark.build().problem(list(tasks), granularity=granularity, partition=n_blocks)  # type: ignore[arg-type]
+    problem = DigitsBenchmark.build().problem(list(tasks), granularity=granularity, blocks=n_blocks)  # type: ignore[arg-type]
     label = f"digits-{len(tasks)} {granularity}" + (f" K={n_blocks}" if granularity == "block" else "")
     return LandscapeProblem(label, problem.bounds, problem.evaluate, output_range=(0.0, 1.0))
 

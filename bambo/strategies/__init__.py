@@ -2,7 +2,8 @@
 
 Every strategy is a :class:`Strategy` (``ask(n)`` / ``tell(X, Y)`` / ``result()``)
 registered here by its ``name``; :func:`get_strategy` builds one by name with
-its options, and :func:`bambo.optimize.optimize` runs any of them.
+its options, and :class:`bambo.experiment.Experiment` (behind :func:`bambo.optimize`)
+runs any of them.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 from bambo.errors import ConfigError, UnknownNameError
 from bambo.problem import Problem
 from bambo.strategies.bambo import BAMBO
-from bambo.strategies.base import ParetoResult, Strategy
+from bambo.strategies.base import Recommendation, Strategy
 from bambo.strategies.baselines import (
     CMAESWeightedSum,
     GridSearch,
@@ -83,7 +84,7 @@ __all__ = [
     "MOEADSearch",
     "NSGA2Search",
     "NestedMAP",
-    "ParetoResult",
+    "Recommendation",
     "RandomSearch",
     "SobolSearch",
     "Strategy",

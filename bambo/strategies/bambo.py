@@ -71,7 +71,8 @@ from torch.quasirandom import SobolEngine
 from bambo.errors import ConfigError
 from bambo.pareto import pareto_front
 from bambo.problem import Problem
-from bambo.strategies.base import ParetoResult, Strategy
+from bambo.result import Artifacts
+from bambo.strategies.base import Strategy
 from bambo.surrogates.registry import SURROGATES, fit_surrogate
 
 logger = logging.getLogger(__name__)
@@ -179,8 +180,8 @@ class BAMBO(Strategy):
         self._pending = torch.cat([self._pending, X])
         return X
 
-    def tell(self, X: Tensor, Y: Tensor, errors: dict[int, str] | None = None) -> None:
-        super().tell(X, Y, errors)
+    def tell(self, X: Tensor, Y: Tensor) -> None:
+        super().tell(X, Y)
         told = torch.as_tensor(X, dtype=torch.float64)
         if self._pending.shape[0] and told.shape[0]:
             matched = (torch.cdist(self._pending, told) < 1e-12).any(dim=1)
@@ -336,10 +337,11 @@ class BAMBO(Strategy):
             chosen.append(candidate.detach())
         return torch.cat(chosen)
 
-    def _finish(self, result: ParetoResult) -> None:
-        result.info.update(
-            acquisition=self.acquisition_name,
-            surrogate=self.surrogate,
-            ref_point_rule=self.ref_point_rule,
-            timings=[dict(t) for t in self.timings],
-        )
+    def artifacts(self) -> Artifacts:
+        info = {
+            "acquisition": self.acquisition_name,
+            "surrogate": self.surrogate,
+            "ref_point_rule": self.ref_point_rule,
+            "timings": [dict(t) for t in self.timings],
+        }
+        return Artifacts(info=info)

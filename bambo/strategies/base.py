@@ -1,109 +1,56 @@
-"""The ask/tell interface every search strategy implements, and its result."""
+"""The ask/tell interface every search strategy implements, with its lifecycle hooks.
+
+A strategy proposes points (``ask``) and learns their objectives (``tell``); the
+experiment loop (:class:`bambo.experiment.Experiment`) owns the trials, the journal
+and the result. Around that core, four hooks let a strategy take part in a run
+without the loop knowing which strategy it is:
+
+- :meth:`Strategy.prepare` (before construction): the problem the strategy searches
+  (PMTO searches a preference family built from the merge problem) and the options
+  to record in the run's config;
+- :meth:`Strategy.artifacts`: what it adds to the result (MAP's predicted front, timings);
+- :meth:`Strategy.save`: files for the run folder (PMTO's task model);
+- :meth:`Strategy.recommend`: one decision vector for a preference over the objectives
+  (BAMBO's cosine rule or MAP's weighted sum by default; PMTO answers from its task model).
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
 
 from bambo.errors import ConfigError
-from bambo.pareto import hypervolume, pareto_mask
 from bambo.problem import Problem
+from bambo.result import Artifacts
+
+if TYPE_CHECKING:
+    from bambo.result import ParetoResult
+
+Rule = Literal["cosine", "weighted-sum"]
+RULES = ("cosine", "weighted-sum")
 
 
-@dataclass
-class ParetoResult:
-    """Everything a search evaluated and the Pareto set it found.
-
-    Objectives are stored in maximisation form (``Y``); :attr:`Y_user` and
-    :attr:`pareto_Y_user` restore the objectives' own directions.
+@dataclass(frozen=True)
+class Recommendation:
+    """One model chosen for a preference (:meth:`Strategy.recommend`).
 
     Attributes:
-        X: Evaluated decision vectors, shape ``(n, d)``.
-        Y: Objectives, maximisation form, shape ``(n, m)``; NaN rows failed.
-        errors: ``{row: error text}`` of failed evaluations.
-        parameter_names: Names of the d decision variables.
-        objective_names: Names of the m objectives.
-        signs: +1/-1 per objective (``Y_user = Y * signs``).
-        ref_point: Hypervolume reference point, maximisation form, shape ``(m,)``.
-        predicted_X: For amortised methods (MAP), the decision vectors of the
-            surrogate-predicted Pareto set, ``(k, d)``.
-        predicted_front: Their surrogate-predicted objectives, maximisation form, ``(k, m)``.
-        hypervolume_history: Hypervolume w.r.t. ``ref_point`` after each evaluation.
-        strategy: Name of the strategy that produced it.
-        info: Strategy-specific facts (optimizer time per batch, evaluation counts,
-            a recommended point), JSON-serialisable.
-        front_columns: The objectives that define the Pareto set and the hypervolume
-            (``None``: all); a preference family's scalarised value is not one of them.
+        x: The decision vector, shape ``(d,)``.
+        row: Its row in the result when it was evaluated (``None`` for a prediction).
+        source: How it was chosen, in words.
+        spread: Predicted uncertainty of ``x`` per coordinate, when it is a prediction.
     """
 
-    X: Tensor
-    Y: Tensor
-    errors: dict[int, str]
-    parameter_names: list[str]
-    objective_names: list[str]
-    signs: Tensor
-    ref_point: Tensor | None = None
-    predicted_X: Tensor | None = None
-    predicted_front: Tensor | None = None
-    hypervolume_history: list[float] = field(default_factory=list)
-    strategy: str = ""
-    info: dict[str, Any] = field(default_factory=dict)
-    front_columns: list[int] | None = None
-
-    @property
-    def front_Y(self) -> Tensor:
-        """The objectives that define the Pareto set, maximisation form, ``(n, m')``."""
-        return self.Y if self.front_columns is None else self.Y[:, self.front_columns]
-
-    @property
-    def ok(self) -> Tensor:
-        """Mask of completed (finite) evaluations, shape ``(n,)``."""
-        return torch.isfinite(self.Y).all(dim=-1)
-
-    @property
-    def pareto_mask(self) -> Tensor:
-        """Mask of Pareto-optimal completed evaluations, shape ``(n,)``."""
-        mask = torch.zeros(self.Y.shape[0], dtype=torch.bool)
-        ok = self.ok
-        if ok.any():
-            # every evaluated x attaining a non-dominated value is reported (ties are common
-            # for discrete metrics such as accuracy)
-            mask[ok.nonzero().flatten()] = pareto_mask(self.front_Y[ok], deduplicate=False)
-        return mask
-
-    @property
-    def pareto_X(self) -> Tensor:
-        """Decision vectors of the Pareto set, ``(k, d)``."""
-        return self.X[self.pareto_mask]
-
-    @property
-    def pareto_Y(self) -> Tensor:
-        """Objectives of the Pareto set, maximisation form, ``(k, m)``."""
-        return self.Y[self.pareto_mask]
-
-    @property
-    def Y_user(self) -> Tensor:
-        """All objectives in their own directions, ``(n, m)``."""
-        return self.Y * self.signs
-
-    @property
-    def pareto_Y_user(self) -> Tensor:
-        """Pareto objectives in their own directions, ``(k, m)``."""
-        return self.pareto_Y * self.signs
-
-    @property
-    def predicted_front_user(self) -> Tensor | None:
-        """The predicted front in the objectives' own directions, ``(k, m)``, if any."""
-        return None if self.predicted_front is None else self.predicted_front * self.signs
-
-    @property
-    def n_evaluations(self) -> int:
-        """Number of evaluations, failed ones included."""
-        return int(self.X.shape[0])
+    x: Tensor
+    row: int | None
+    source: str
+    spread: Tensor | None = None
 
 
 class Strategy(ABC):
@@ -112,9 +59,12 @@ class Strategy(ABC):
     ``ask(n)`` proposes up to ``n`` points (fewer, or none, once a strategy with a
     finite design such as a grid is exhausted); ``tell(X, Y)`` reports their
     objectives in maximisation form, where a NaN row marks a failed evaluation: it
-    is kept in the history but never reaches a model. Subclasses implement
-    :meth:`ask` and may extend :meth:`tell` (call ``super().tell`` first) and
-    :meth:`_finish` (to add a predicted front or facts to the result).
+    is kept in :attr:`X`/:attr:`Y` (a strategy may count it) but never reaches a
+    model. The data told is all the history a strategy keeps; trials, error texts
+    and results belong to the experiment.
+
+    Subclasses implement :meth:`ask` and may extend :meth:`tell` (call
+    ``super().tell`` first), :meth:`replay` and the hooks.
 
     Args:
         problem: The problem (bounds, objectives).
@@ -128,7 +78,76 @@ class Strategy(ABC):
         self.seed = seed
         self.X = torch.empty(0, problem.dim, dtype=torch.float64)
         self.Y = torch.empty(0, problem.num_objectives, dtype=torch.float64)
-        self.errors: dict[int, str] = {}
+
+    # -- lifecycle hooks ----------------------------------------------------------------------
+
+    @classmethod
+    def prepare(cls, problem: Problem, options: dict[str, Any]) -> tuple[Problem, dict[str, Any]]:
+        """The problem this strategy searches for ``problem``, and the options to record.
+
+        Called once before the strategy is built for a run; whatever it measures goes
+        into the returned options, so a resumed run rebuilds the same search without
+        measuring again. Default: the problem and the options unchanged.
+
+        Args:
+            problem: The problem the user described.
+            options: The strategy's options from the config.
+        """
+        return problem, options
+
+    def artifacts(self) -> Artifacts:
+        """What this strategy adds to its result (predicted front, info); default: nothing."""
+        return Artifacts()
+
+    def save(self, folder: Path) -> list[Path]:
+        """Write strategy files into a run folder (called after every run); default: none.
+
+        Returns:
+            The paths written.
+        """
+        return []
+
+    def recommend(
+        self,
+        result: ParetoResult,
+        preference: Sequence[float],
+        rule: Rule = "cosine",
+        folder: Path | None = None,
+        refine: bool = False,  # noqa: ARG002 - for strategies that predict their answer
+    ) -> Recommendation:
+        """The decision vector to pick for a preference over the objectives.
+
+        Default: among the evaluated points, BAMBO's cosine rule (the closest
+        direction among the top 3 by weighted score, :func:`~bambo.selection.select_by_cosine`)
+        or MAP's weighted sum (:func:`~bambo.selection.select_weighted_sum`).
+
+        Args:
+            result: The run's result.
+            preference: One weight per objective.
+            rule: ``"cosine"`` or ``"weighted-sum"``.
+            folder: The run folder (strategies that saved files read them from there).
+            refine: Strategies that predict their answer (PMTO) may refine it with their
+                model; the rules here ignore it.
+
+        Raises:
+            ConfigError: Wrong number of weights or an unknown rule.
+        """
+        from bambo.selection import select_by_cosine, select_weighted_sum
+
+        names = result.objective_names
+        if len(preference) != len(names):
+            raise ConfigError(
+                f"the preference has {len(preference)} weights for {len(names)} objectives ({', '.join(names)})"
+            )
+        if rule == "cosine":
+            row = select_by_cosine(result.Y_max, list(preference), top_k=3)
+        elif rule == "weighted-sum":
+            row = select_weighted_sum(result.Y_max, list(preference))
+        else:
+            raise ConfigError(f"unknown rule {rule!r}; valid: {', '.join(RULES)}")
+        return Recommendation(result.X[row].clone(), row, f"the {rule} rule over {result.n_evaluations} evaluations")
+
+    # -- ask / tell ---------------------------------------------------------------------------
 
     @abstractmethod
     def ask(self, n: int) -> Tensor:
@@ -150,17 +169,16 @@ class Strategy(ABC):
         if n < 1:
             raise ConfigError(f"ask(n) needs n >= 1, got {n}")
 
-    def _finish(self, result: ParetoResult) -> None:
-        """Add strategy-specific parts (predicted front, info) to ``result``; default: nothing."""
-        return None
-
-    def tell(self, X: Tensor, Y: Tensor, errors: dict[int, str] | None = None) -> None:
-        """Record evaluations.
+    def tell(self, X: Tensor, Y: Tensor) -> None:
+        """Learn evaluations.
 
         Args:
-            X: Shape ``(n, d)``.
-            Y: Shape ``(n, m)``, maximisation form; NaN rows are failures.
-            errors: ``{row within X: error text}`` for failed rows.
+            X: Shape ``(n, d)``, inside the bounds.
+            Y: Shape ``(n, m)``, maximisation form; a row with a non-finite value is
+                a failed evaluation (stored as all-NaN).
+
+        Raises:
+            ConfigError: Wrong shapes, non-finite or out-of-bounds ``X``.
         """
         X = torch.as_tensor(X, dtype=torch.float64).clone()
         Y = torch.as_tensor(Y, dtype=torch.float64).clone()
@@ -179,16 +197,7 @@ class Strategy(ABC):
                 f"X row {outside[0]} is outside the bounds: {X[outside[0]].tolist()} not in "
                 f"[{lower.tolist()}, {upper.tolist()}]"
             )
-        errors = dict(errors or {})
-        bad_rows = [row for row in errors if not 0 <= row < X.shape[0]]
-        if bad_rows:
-            raise ConfigError(f"error rows {bad_rows} are outside the batch of {X.shape[0]} points")
-        for row in (~torch.isfinite(Y).all(dim=-1)).nonzero().flatten().tolist():
-            errors.setdefault(row, "non-finite objective")
-        offset = self.X.shape[0]
-        for row, text in errors.items():
-            Y[row] = float("nan")
-            self.errors[offset + row] = text
+        Y[~torch.isfinite(Y).all(dim=-1)] = float("nan")
         self.X = torch.cat([self.X, X])
         self.Y = torch.cat([self.Y, Y])
 
@@ -197,64 +206,3 @@ class Strategy(ABC):
         """``(X, Y)`` of the completed evaluations only (what models may see)."""
         ok = torch.isfinite(self.Y).all(dim=-1)
         return self.X[ok], self.Y[ok]
-
-    def result(self, ref_point: Tensor | None = None) -> ParetoResult:
-        """The evaluations so far and their Pareto set.
-
-        Args:
-            ref_point: Hypervolume reference (maximisation form). Defaults to the
-                problem's (fixed, so runs are comparable), else to the worst
-                completed value per objective minus 10% of its range (fixed over
-                this run's history only).
-        """
-        columns = getattr(self.problem, "front_columns", None)
-        result = ParetoResult(
-            X=self.X.clone(),
-            Y=self.Y.clone(),
-            errors=dict(self.errors),
-            parameter_names=parameter_names_of(self.problem),
-            objective_names=self.problem.objective_names,
-            signs=self.problem.signs,
-            strategy=self.name,
-            front_columns=None if columns is None else list(columns),
-        )
-        ok, front = result.ok, result.front_Y
-        ref = self.problem.ref_point
-        if ref_point is not None:
-            ref = torch.as_tensor(ref_point, dtype=torch.float64)
-            if ref.shape != (front.shape[1],):
-                raise ConfigError(f"ref_point has shape {tuple(ref.shape)}, expected ({front.shape[1]},)")
-        if ref is None and ok.any():
-            Yc = front[ok]
-            span = (Yc.max(0).values - Yc.min(0).values).clamp_min(1e-12)
-            ref = Yc.min(0).values - 0.1 * span
-        result.ref_point = ref
-        if ref is not None:
-            result.hypervolume_history = _hypervolume_history(front, ref)
-        self._finish(result)
-        return result
-
-
-def _hypervolume_history(Y: Tensor, ref: Tensor) -> list[float]:
-    """Hypervolume after each evaluation; recomputed only when a point enters the front."""
-    history: list[float] = []
-    front = torch.empty(0, Y.shape[1], dtype=torch.float64)
-    value = 0.0
-    for y in Y:
-        improves = bool(torch.isfinite(y).all()) and bool((y > ref).all())
-        if improves and front.shape[0] > 0:
-            improves = not bool(((front >= y).all(dim=-1)).any())
-        if improves:
-            front = torch.cat([front, y.unsqueeze(0)])
-            front = front[pareto_mask(front)]
-            value = hypervolume(front, ref)
-        history.append(value)
-    return history
-
-
-def parameter_names_of(problem: Problem) -> list[str]:
-    """Names of a problem's decision columns: a family's, a merge space's, else ``x0..``."""
-    names = getattr(problem, "parameter_names", None)  # a task family names its joint columns
-    if names is None and getattr(problem, "space", None) is not None:
-        names = problem.space.parameter_names  # type: ignore[attr-defined]
-    return list(names) if names is not None else [f"x{i}" for i in range(problem.dim)]

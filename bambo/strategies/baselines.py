@@ -70,7 +70,7 @@ class GridSearch(Strategy):
     weights 0.1 to 0.9 in steps of 0.1, its Table 2). Level values in ``[0, 1]`` are mapped affinely onto each
     dimension's bounds. Because the order is a random permutation, a partial
     budget is an unbiased sample of the grid; once the grid is exhausted ``ask``
-    returns a ``(0, d)`` tensor, which ends :func:`bambo.optimize.optimize`.
+    returns a ``(0, d)`` tensor, which ends :func:`bambo.optimize`.
 
     Args:
         problem: The problem.

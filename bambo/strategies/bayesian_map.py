@@ -28,7 +28,7 @@ from torch import Tensor
 
 from bambo.errors import ConfigError
 from bambo.problem import Problem
-from bambo.strategies.base import ParetoResult
+from bambo.result import Artifacts
 from bambo.strategies.map import MAP, LinkChoice, TaskQuadratics
 
 
@@ -229,6 +229,7 @@ class BayesianMAP(MAP):
                 return candidates[hits[0]]
         raise ConfigError(f"could not sample a point in angular bin {k} after {tries * chunk} draws")
 
-    def _finish(self, result: ParetoResult) -> None:
-        super()._finish(result)
-        result.info.update(round_scores=self.round_scores, n_bins=self.n_bins)
+    def artifacts(self) -> Artifacts:
+        base = super().artifacts()
+        info = {**base.info, "round_scores": self.round_scores, "n_bins": self.n_bins}
+        return Artifacts(base.predicted_X, base.predicted_front, info)

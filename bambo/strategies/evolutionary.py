@@ -7,7 +7,7 @@ told the generation is passed to the optimiser. Told points that were not handed
 out (a warm start, say) are recorded in the history but do not reach the
 optimiser. Asking again before the whole generation was told is an error. If
 the optimiser stops (pymoo's mating finds no new offspring), ``ask`` returns a
-``(0, d)`` tensor, which ends :func:`bambo.optimize.optimize`. Import the classes
+``(0, d)`` tensor, which ends :func:`bambo.optimize`. Import the classes
 from :mod:`bambo.strategies.baselines`.
 """
 
@@ -33,7 +33,8 @@ from torch import Tensor
 
 from bambo.errors import ConfigError
 from bambo.problem import Problem
-from bambo.strategies.base import ParetoResult, Strategy
+from bambo.result import Artifacts
+from bambo.strategies.base import Strategy
 
 T = TypeVar("T")
 
@@ -94,9 +95,9 @@ class _GenerationalStrategy(Strategy):
         self._handed += chunk.shape[0]
         return chunk.clone()
 
-    def tell(self, X: Tensor, Y: Tensor, errors: dict[int, str] | None = None) -> None:
+    def tell(self, X: Tensor, Y: Tensor) -> None:
         start = self.X.shape[0]
-        super().tell(X, Y, errors)
+        super().tell(X, Y)
         if self._population is None:
             return
         for x, y in zip(self.X[start:], self.Y[start:], strict=True):
@@ -111,8 +112,8 @@ class _GenerationalStrategy(Strategy):
             self._tell_population(population, values)
             self.generations += 1
 
-    def _finish(self, result: ParetoResult) -> None:
-        result.info["generations"] = self.generations
+    def artifacts(self) -> Artifacts:
+        return Artifacts(info={"generations": self.generations})
 
 
 class _PymooSearch(_GenerationalStrategy):
@@ -242,6 +243,11 @@ def _n_directions(p: int, m: int) -> int:
     return comb(p + m - 1, m - 1)
 
 
+def _global_randn(*shape: int) -> np.ndarray:
+    """numpy's global ``randn`` (CMA-ES's sampler; its state is the strategy's own, see ``_with_cma_rng``)."""
+    return np.random.randn(*shape)
+
+
 class CMAESWeightedSum(_GenerationalStrategy):
     """CMA-ES (Hansen & Ostermeier 2001; Hansen 2016, the ``cma`` package) on a weighted sum of objectives.
 
@@ -255,7 +261,7 @@ class CMAESWeightedSum(_GenerationalStrategy):
 
     Args:
         problem: The problem.
-        seed: Mapped to cma's (positive) seed.
+        seed: Seeds the generator CMA-ES samples from (its own state, kept apart from numpy's global one).
         weights: Non-negative weights, shape ``(m,)``, normalised to sum to one
             (default: equal).
         sigma0: Initial step size as a fraction of the box width.
@@ -289,7 +295,10 @@ class CMAESWeightedSum(_GenerationalStrategy):
         self.weights = w / w.sum()
         options: dict[str, Any] = {
             "bounds": [[0.0] * d, [1.0] * d],
-            "seed": seed % (2**32 - 1) + 1,  # cma reads seed 0 as "random"
+            # cma draws through this module-level function (a copy of the strategy then keeps
+            # drawing from numpy's global generator, which _with_cma_rng swaps in), not through a
+            # bound np.random.randn that copy.deepcopy would clone with a frozen state.
+            "randn": _global_randn,
             "verbose": -9,
             "verb_log": 0,
             "verb_disp": 0,
@@ -298,6 +307,7 @@ class CMAESWeightedSum(_GenerationalStrategy):
             options["popsize"] = popsize
         saved = np.random.get_state()
         try:
+            np.random.seed(seed % 2**32)
             self._es = cma.CMAEvolutionStrategy([0.5] * d, sigma0, options)
             self._rng_state = np.random.get_state()
         finally:
@@ -328,16 +338,16 @@ class CMAESWeightedSum(_GenerationalStrategy):
         solutions = self._solutions
         self._with_cma_rng(lambda: self._es.tell(solutions, values.tolist()))
 
-    def _finish(self, result: ParetoResult) -> None:
-        super()._finish(result)
-        result.info["weights"] = self.weights.tolist()
-        ok = result.ok
+    def artifacts(self) -> Artifacts:
+        info = {**super().artifacts().info, "weights": self.weights.tolist()}
+        ok = torch.isfinite(self.Y).all(dim=-1)
         if ok.any():
-            scores = torch.full((result.n_evaluations,), -float("inf"), dtype=torch.float64)
-            scores[ok] = result.Y[ok] @ self.weights
+            scores = torch.full((self.Y.shape[0],), -float("inf"), dtype=torch.float64)
+            scores[ok] = self.Y[ok] @ self.weights
             best = int(scores.argmax())
-            result.info["best_weighted_sum"] = float(scores[best])
-            result.info["recommended_index"] = best
+            info["best_weighted_sum"] = float(scores[best])
+            info["recommended_index"] = best
+        return Artifacts(info=info)
 
 
 __all__ = ["CMAESWeightedSum", "MOEADSearch", "NSGA2Search"]

@@ -30,7 +30,8 @@ from torch.quasirandom import SobolEngine
 
 from bambo.errors import ConfigError
 from bambo.problem import Objective, Problem
-from bambo.strategies.base import ParetoResult, Strategy
+from bambo.result import Artifacts
+from bambo.strategies.base import Strategy
 from bambo.surrogates.quadratic import Link, QuadraticSurrogate
 
 LinkChoice = Literal["auto", "identity", "sigmoid", "softplus"]
@@ -286,8 +287,9 @@ class MAP(Strategy):
             self._front = amortized_front(surrogates, self.problem.bounds, self.seed, self.pop_size, self.n_generations)
         return self._front
 
-    def _finish(self, result: ParetoResult) -> None:
+    def artifacts(self) -> Artifacts:
         if torch.isfinite(self.Y).all(dim=-1).sum() < 2:
-            return
-        result.predicted_X, result.predicted_front = (t.clone() for t in self.predicted_front())
-        result.info.update(links=list(self.surrogates().links), n_samples=self.n_samples)
+            return Artifacts()
+        X_front, Y_front = self.predicted_front()
+        info = {"links": list(self.surrogates().links), "n_samples": self.n_samples}
+        return Artifacts(X_front.clone(), Y_front.clone(), info)

@@ -37,7 +37,8 @@ from torch.quasirandom import SobolEngine
 
 from bambo.errors import ConfigError
 from bambo.problem import Objective, Problem
-from bambo.strategies.base import ParetoResult, Strategy
+from bambo.result import Artifacts
+from bambo.strategies.base import Strategy
 from bambo.strategies.map import LinkChoice, TaskQuadratics, amortized_front
 
 
@@ -244,8 +245,8 @@ class NestedMAP(Strategy):
         X, self._queue = self._queue[:n], self._queue[n:]
         return X.clone()
 
-    def tell(self, X: Tensor, Y: Tensor, errors: dict[int, str] | None = None) -> None:
-        super().tell(X, Y, errors)
+    def tell(self, X: Tensor, Y: Tensor) -> None:
+        super().tell(X, Y)
         if self._queue.shape[0] > 0 or self.X.shape[0] < self._outstanding_until:
             return
         if self._stage == "experts":
@@ -260,7 +261,7 @@ class NestedMAP(Strategy):
         elif self._stage == "final":
             self._stage = "done"
 
-    def _finish(self, result: ParetoResult) -> None:
+    def artifacts(self) -> Artifacts:
         info: dict[str, object] = {
             "preference": self.preference.tolist(),
             "merge_tree": list(self.merge_tree),
@@ -274,4 +275,4 @@ class NestedMAP(Strategy):
             info["recommended_y"] = (y * self.problem.signs).tolist()
             score = float(y @ self.preference)
             info["recommended_preference_score"] = score if math.isfinite(score) else None
-        result.info.update(info)
+        return Artifacts(info=info)

@@ -32,19 +32,29 @@ NSGA-II front of the (constant) gradient objective and the determinant.
 
 from __future__ import annotations
 
+import logging
 import math
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from scipy.stats import qmc
 from torch import Tensor
 
 from bambo.errors import ConfigError
-from bambo.parametric import ParametricProblem
-from bambo.strategies.base import ParetoResult, Strategy
+from bambo.parametric import ParametricProblem, PreferenceFamily, Preferences, anchor_range, preference_to_theta
+from bambo.problem import Problem
+from bambo.result import Artifacts
+from bambo.strategies.base import Recommendation, Rule, Strategy
 from bambo.strategies.task_search import evolve_task, maximize_bound
 from bambo.surrogates.parametric import ParametricTaskGP, fit_parametric_task_gp
 from bambo.surrogates.task_model import TaskModel
+
+if TYPE_CHECKING:
+    from bambo.result import ParetoResult
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["PMTO", "best_per_task", "fit_task_model", "pool_diversity", "task_scores", "training_rows"]
 
@@ -192,9 +202,13 @@ class PMTO(Strategy):
         generations: GA generations of task evolution.
         raw_samples: Random solutions per task scored before the L-BFGS-B restarts.
         restarts: L-BFGS-B starts per task.
+        preferences: For a multi-objective problem, how :meth:`prepare` scalarises a
+            preference (:class:`~bambo.parametric.Preferences`: ``ideal``, ``nadir``,
+            ``rho``); the family it builds carries them, so the strategy itself ignores them.
     """
 
     name = "pmto"
+    TASK_MODEL = "task_model.pt"
 
     def __init__(
         self,
@@ -209,6 +223,7 @@ class PMTO(Strategy):
         generations: int = 25,
         raw_samples: int = 256,
         restarts: int = 4,
+        preferences: Mapping[str, Any] | None = None,  # noqa: ARG002 - consumed by prepare
     ) -> None:
         if not isinstance(problem, ParametricProblem):
             raise ConfigError(f"PMTO needs a ParametricProblem (a task family), got {type(problem).__name__}")
@@ -240,6 +255,17 @@ class PMTO(Strategy):
         self.beta, self.task_selection, self.best_share = beta, task_selection, best_share
         self.population, self.generations = population, generations
         self.raw_samples, self.restarts = raw_samples, restarts
+        self._options = {
+            "n_initial_tasks": n_initial_tasks,
+            "samples_per_task": samples_per_task,
+            "beta": beta,
+            "task_selection": task_selection,
+            "best_share": best_share,
+            "population": population,
+            "generations": generations,
+            "raw_samples": raw_samples,
+            "restarts": restarts,
+        }
         self.pool = self._initial_tasks()
         self._queue = self._initial_design()
         self._iteration = 0
@@ -248,6 +274,82 @@ class PMTO(Strategy):
         self._unified: tuple[int, ParametricTaskGP] | None = None
         self._replay_left = 0  # rows of the replayed iteration still to come
         self._iteration_start = 0  # evaluations made before the current iteration
+
+    # ----- run hooks -----------------------------------------------------------------
+    @classmethod
+    def prepare(cls, problem: Problem, options: dict[str, Any]) -> tuple[Problem, dict[str, Any]]:
+        """A multi-objective problem is searched as its preference family (PMTO for merging).
+
+        Without ``preferences.ideal``/``nadir`` both are measured now from the base model
+        and each expert alone (:func:`~bambo.parametric.anchor_range`, ``1 + N``
+        evaluations) and returned in the options, so a resumed run and ``bambo export``
+        rebuild the same family. A task family is searched as it is.
+
+        Raises:
+            ConfigError: One objective only, or bad preferences.
+        """
+        if isinstance(problem, ParametricProblem):
+            return problem, options
+        if problem.num_objectives < 2:
+            raise ConfigError(
+                f"strategy pmto searches over preferences and needs >= 2 objectives, got {problem.num_objectives}"
+            )
+        preferences = Preferences(**dict(options.get("preferences") or {}))
+        if preferences.ideal is None or preferences.nadir is None:
+            ideal, nadir = anchor_range(problem)
+            preferences = preferences.model_copy(update={"ideal": ideal.tolist(), "nadir": nadir.tolist()})
+        family = PreferenceFamily(problem, preferences.ideal, preferences.nadir, preferences.rho)
+        return family, {**options, "preferences": preferences.model_dump()}
+
+    def save(self, folder: Path) -> list[Path]:
+        """Save the task model (the online phase, ``bambo export --preference``, reads it)."""
+        if len(best_per_task(self.family, *self.completed)[0]) < 2:
+            logger.warning("fewer than two tasks have completed evaluations: no task model saved yet")
+            return []
+        path = Path(folder) / self.TASK_MODEL
+        self.task_model.save(path, n_evaluations=self.X.shape[0])
+        return [path]
+
+    def recommend(
+        self,
+        result: ParetoResult,
+        preference: Sequence[float],
+        rule: Rule = "cosine",  # noqa: ARG002 - the task model answers, not a rule
+        folder: Path | None = None,
+        refine: bool = False,
+    ) -> Recommendation:
+        """PMTO's online phase for a preference: the task model's answer, with no evaluation.
+
+        Uses the task model saved in ``folder`` when it was fitted on all of ``result``'s
+        evaluations (and ``refine`` is off), else fits it on them.
+
+        Returns:
+            The solution part (the merge coefficients), with the task model's spread.
+
+        Raises:
+            ConfigError: Not a preference family, a wrong number of weights, or fewer than
+                two tasks with completed evaluations.
+        """
+        if not isinstance(self.family, PreferenceFamily):
+            raise ConfigError("recommend needs a preference family; for a task family use predict_solution(theta)")
+        names = self.family.problem.objective_names
+        if len(preference) != len(names):
+            raise ConfigError(
+                f"the preference has {len(preference)} weights for {len(names)} objectives ({', '.join(names)})"
+            )
+        if len(best_per_task(self.family, result.X, result.Y_max)[0]) < 2:
+            raise ConfigError("completed evaluations exist for fewer than two preferences: resume the run first")
+        theta = preference_to_theta(list(preference))
+        saved = None if folder is None else Path(folder) / self.TASK_MODEL
+        model = TaskModel.load(saved) if saved is not None and saved.exists() and not refine else None
+        if model is not None and model.n_evaluations == result.n_evaluations:
+            x, spread = model.predict(theta)
+            source = f"the run's saved task model ({saved.name})"  # type: ignore[union-attr]
+        else:
+            fresh = PMTO.from_evaluations(self.family, result.X, result.Y_max, seed=self.seed, **self._options)
+            x, spread = fresh.predict_solution(theta, refine=refine)
+            source = "the task model fitted on the evaluations" + (" and the unified GP (refine)" if refine else "")
+        return Recommendation(x[0], None, source, spread[0])
 
     @classmethod
     def from_evaluations(
@@ -340,8 +442,8 @@ class PMTO(Strategy):
             self._stale = False
         return self._task_model
 
-    def tell(self, X: Tensor, Y: Tensor, errors: dict[int, str] | None = None) -> None:
-        super().tell(X, Y, errors)
+    def tell(self, X: Tensor, Y: Tensor) -> None:
+        super().tell(X, Y)
         self._stale = True
 
     def replay(self, X: Tensor) -> None:
@@ -409,11 +511,15 @@ class PMTO(Strategy):
             )
         return X, std
 
-    def _finish(self, result: ParetoResult) -> None:
+    def artifacts(self) -> Artifacts:
         thetas = best_per_task(self.family, *self.completed)[0]
-        result.info["pmto"] = {
-            "iterations": self._iteration,
-            "tasks": thetas.tolist(),
-            "task_selection": self.task_selection,
-            "diversity": pool_diversity(thetas, self.family.task_bounds) if thetas.shape[0] > 1 else {},
-        }
+        return Artifacts(
+            info={
+                "pmto": {
+                    "iterations": self._iteration,
+                    "tasks": thetas.tolist(),
+                    "task_selection": self.task_selection,
+                    "diversity": pool_diversity(thetas, self.family.task_bounds) if thetas.shape[0] > 1 else {},
+                }
+            }
+        )

@@ -87,7 +87,7 @@ def test_merging_trades_one_task_against_another(default_benchmark):
 
 def test_problem_granularities_and_errors(default_benchmark):
     assert default_benchmark.problem(granularity="layer").dim == 4 * (6 + 2)
-    assert default_benchmark.problem(["rotated", "noisy"], granularity="block", partition=3).dim == 2 * (3 + 2)
+    assert default_benchmark.problem(["rotated", "noisy"], granularity="block", blocks=3).dim == 2 * (3 + 2)
     loss = default_benchmark.problem(["rotated"], metric="loss")
     assert loss.objectives[0].direction == "minimize"
     assert torch.allclose(loss.to_user(loss.ref_point), torch.tensor([2.302585], dtype=torch.float64))

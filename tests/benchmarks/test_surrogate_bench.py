@@ -34,7 +34,7 @@ def test_every_applicable_surrogate_is_scored():
 
 def test_bench_cli_quick_suite_writes_report_and_plot(tmp_path, monkeypatch):
     monkeypatch.setitem(sb.SUITES, "quick", {"sizes": (10,), "seeds": (0,), "n_test": 20})
-    result = CliRunner().invoke(app, ["bench", "surrogates", "--suite", "quick", "--out", str(tmp_path)])
+    result = CliRunner().invoke(app, ["bench", "surrogates", "--suite", "quick", "--output", str(tmp_path)])
     assert result.exit_code == 0, result.output
     report = (tmp_path / "surrogates_quick.md").read_text()
     assert "| digits-2 model | 10 | quadratic |" in report and (tmp_path / "surrogates_quick.png").stat().st_size > 0

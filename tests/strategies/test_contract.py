@@ -1,12 +1,14 @@
-"""One contract for every registered strategy: bounds, determinism per seed, failures."""
+"""One contract for every registered strategy: bounds, determinism per seed, failures, exact resume."""
 
 import pytest
 import torch
 
 from bambo.benchmarks.task_families import TaskFamily
 from bambo.errors import ConfigError, EvaluationError, UnknownNameError
-from bambo.optimize import optimize
+from bambo.execution import LocalExecutor
+from bambo.experiment import Experiment, optimize
 from bambo.problem import Problem, SyntheticProblem
+from bambo.store import Journal
 from bambo.strategies import STRATEGIES, available_strategies, get_strategy
 
 # Small settings so the whole contract runs in seconds.
@@ -70,6 +72,49 @@ def test_contract(name):
     assert a.ok.sum() + len(a.errors) == a.n_evaluations
 
 
+class Crash(BaseException):
+    """A process dying mid-batch (not an evaluation failure: nothing catches it)."""
+
+
+class CrashingExecutor(LocalExecutor):
+    """Evaluates ``survive`` trials, then dies just after starting the next one."""
+
+    def __init__(self, survive: int) -> None:
+        super().__init__()
+        self.left = survive
+
+    def evaluate(self, problem, trials, started, finished):
+        def start(trial_id):
+            started(trial_id)
+            if self.left == 0:
+                raise Crash
+            self.left -= 1
+
+        super().evaluate(problem, trials, start, finished)
+
+
+@pytest.mark.parametrize("name", available_strategies())
+def test_a_resumed_run_proposes_what_the_uninterrupted_run_does(name, tmp_path):
+    problem = failing_problem(name)
+    whole = run(name, problem, seed=2)
+    path = tmp_path / "journal.sqlite"
+    survive = 2 * whole.n_evaluations // 3  # dies inside a later batch
+    with Journal(path) as journal, pytest.raises(Crash):
+        strategy = get_strategy(name, problem, seed=2, **FAST.get(name, {}))
+        Experiment(problem, strategy, journal, CrashingExecutor(survive)).run(BUDGET, batch_size=4)
+    with Journal(path) as journal:
+        counts = journal.counts()
+        assert counts["running"] == 1 and counts["completed"] + counts["failed"] == survive
+        ended_before = [(t.started, t.finished) for t in journal.trials() if t.ended]
+        strategy = get_strategy(name, problem, seed=2, **FAST.get(name, {}))
+        resumed = Experiment(problem, strategy, journal).run(BUDGET, batch_size=4)
+        ended_after = [(t.started, t.finished) for t in journal.trials()[:survive]]
+    torch.testing.assert_close(resumed.X, whole.X)
+    torch.testing.assert_close(resumed.Y, whole.Y, equal_nan=True)
+    assert resumed.errors == whole.errors
+    assert ended_after == ended_before  # the trials that had ended were not evaluated again
+
+
 def test_a_different_seed_changes_the_points():
     problem = SyntheticProblem("branin_currin")
     for name in ("bambo", "map", "bayesian-map", "sobol", "random", "nsga2", "cmaes"):
@@ -92,9 +137,10 @@ def test_tell_refuses_points_that_cannot_have_been_evaluated():
         strategy.tell(torch.tensor([[float("nan"), 0.5]]), torch.tensor([[1.0, 1.0]]))
     with pytest.raises(ConfigError, match="outside the bounds"):
         strategy.tell(torch.tensor([[1.5, 0.5]]), torch.tensor([[1.0, 1.0]]))
+    experiment = Experiment(problem, strategy)
     with pytest.raises(ConfigError, match="ref_point has shape"):
-        strategy.result(ref_point=[1.0, 2.0, 3.0])
-    assert strategy.result(ref_point=[-300.0, -20.0]).hypervolume_history == []
+        experiment.result(ref_point=torch.tensor([1.0, 2.0, 3.0]))
+    assert experiment.result(ref_point=torch.tensor([-300.0, -20.0])).hypervolume_history == []
 
 
 def test_a_failing_strategy_keeps_what_was_evaluated():
@@ -102,8 +148,8 @@ def test_a_failing_strategy_keeps_what_was_evaluated():
     from bambo.strategies import MAP
 
     class Broken(MAP):
-        def tell(self, X, Y, errors=None):
-            super().tell(X, Y, errors)
+        def tell(self, X, Y):
+            super().tell(X, Y)
             if self.X.shape[0] >= 8:
                 raise RuntimeError("surrogate exploded")
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bambo.errors import ConfigError
-from bambo.optimize import optimize
+from bambo.experiment import optimize
 from bambo.pareto import pareto_mask
 from bambo.problem import Objective, Problem
 from bambo.strategies import MAP, BayesianMAP, NestedMAP
@@ -40,7 +40,7 @@ def test_map_recovers_the_true_front_of_quadratic_tasks():
     strategy = MAP(problem, seed=0, n_samples=12, n_reevaluate=5)
     result = optimize(problem, strategy, budget=100, batch_size=6, progress=False)
     assert result.n_evaluations == 17  # 12 design points + 5 re-evaluated predictions, then exhausted
-    X_pred, Y_pred = result.predicted_X, result.predicted_front
+    X_pred, Y_pred = result.predicted_X, result.predicted_front_max
     # closed-form fit of exact quadratics: predictions are the truth
     torch.testing.assert_close(Y_pred, problem.evaluate(X_pred), atol=1e-6, rtol=0)
     # and NSGA-III's set is (nearly) Pareto optimal: no dense-grid point dominates it by more than 1e-3
@@ -60,7 +60,7 @@ def test_map_with_a_sigmoid_link_stays_in_the_metric_range():
     problem = Quadratics(bounds=(-1.0, 1.0))
     result = optimize(problem, MAP(problem, seed=3, n_samples=10), budget=10, progress=False)
     assert result.info["links"] == ["sigmoid", "sigmoid"]
-    assert (result.predicted_front_user > -1).all() and (result.predicted_front_user < 1).all()
+    assert (result.predicted_front > -1).all() and (result.predicted_front < 1).all()
 
 
 def test_spread_subset_picks_distinct_extremes():

@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from bambo.errors import ConfigError, UnknownNameError
+from bambo.experiment import Experiment, optimize
 from bambo.merge import Merger, TaskVectors, get_merge_method
-from bambo.optimize import optimize
-from bambo.problem import MergeProblem, Objective, SyntheticProblem
+from bambo.merge_problem import MergeProblem
+from bambo.problem import Objective, SyntheticProblem
 from bambo.space import MergeSpace
 from bambo.strategies import SobolSearch, get_strategy
 
@@ -27,7 +28,7 @@ def test_optimize_on_a_known_front():
     history = result.hypervolume_history
     assert len(history) == 64 and all(b >= a for a, b in zip(history[:-1], history[1:], strict=True))
     assert 0.5 * problem.max_hv < history[-1] <= problem.max_hv
-    torch.testing.assert_close(result.pareto_Y_user, -result.pareto_Y)
+    torch.testing.assert_close(result.pareto_Y, -result.pareto_Y_max)
 
 
 def test_failed_evaluations_are_recorded_and_never_reach_the_model():
@@ -47,15 +48,15 @@ def test_failed_evaluations_are_recorded_and_never_reach_the_model():
         evaluator,
         [Objective(name="a"), Objective(name="b")],
     )
-    strategy = SobolSearch(problem, seed=0)
-    result = optimize(problem, strategy, budget=20, batch_size=4, progress=False)
+    experiment = Experiment(problem, SobolSearch(problem, seed=0))
+    result = experiment.run(budget=20, batch_size=4)
     assert result.X.shape[0] == 20
     failed = sorted(result.errors)
     assert failed and len(failed) < 20
     assert all(torch.isnan(result.Y[i]).all() for i in failed)
     assert any("crashed" in result.errors[i] for i in failed)
     assert any("not finite" in result.errors[i] for i in failed)
-    X_ok, Y_ok = strategy.completed
+    X_ok, Y_ok = experiment.strategy.completed
     assert X_ok.shape[0] == 20 - len(failed) and torch.isfinite(Y_ok).all()
     assert not result.pareto_mask[failed].any()
 
@@ -70,17 +71,60 @@ def test_bad_arguments():
         SobolSearch(problem).tell(torch.zeros(1, 2), torch.zeros(1, 3))
 
 
-def test_tell_validates_error_rows_and_does_not_touch_the_callers_tensors():
+def test_strategy_tell_does_not_touch_the_callers_tensors():
     problem = SyntheticProblem("branin_currin")
     strategy = SobolSearch(problem)
     X = strategy.ask(2)
-    Y = torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64)
-    with pytest.raises(ConfigError, match=r"error rows \[5\] are outside the batch of 2"):
-        strategy.tell(X, Y, {5: "boom"})
-    strategy.tell(X, Y, {1: "evaluator crashed"})
-    assert torch.equal(Y, torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64))
-    assert torch.isnan(strategy.Y[1]).all() and strategy.errors == {1: "evaluator crashed"}
-    assert strategy.result().pareto_mask.tolist() == [True, False]
+    Y = torch.tensor([[1.0, 2.0], [3.0, float("inf")]], dtype=torch.float64)
+    strategy.tell(X, Y)
+    assert torch.equal(Y, torch.tensor([[1.0, 2.0], [3.0, float("inf")]], dtype=torch.float64))
+    assert torch.isnan(strategy.Y[1]).all() and strategy.completed[0].shape[0] == 1
+
+
+def test_ask_and_tell_metrics_by_name_in_their_own_directions():
+    problem = SyntheticProblem("branin_currin")  # both objectives minimised
+    experiment = Experiment(problem, SobolSearch(problem))
+    first, second, third = experiment.ask(3)
+    with pytest.raises(ConfigError, match=r"trials \[0, 1, 2\] have not ended"):
+        experiment.ask(1)
+    experiment.tell(first.id, {"f0": 10.0, "f1": 5.0})
+    experiment.fail(second.id, "evaluator crashed")
+    experiment.tell(third.id, {"f0": 1.0})  # a missing metric fails the trial, with the reason
+    with pytest.raises(ConfigError, match="trial 0 has already ended"):
+        experiment.tell(first.id, {"f0": 1.0, "f1": 1.0})
+    result = experiment.result()
+    assert result.Y[0].tolist() == [10.0, 5.0] and result.Y_max[0].tolist() == [-10.0, -5.0]
+    assert result.errors == {1: "evaluator crashed", 2: "the evaluator returned no metric 'f1' (got ['f0'])"}
+    assert result.pareto_mask.tolist() == [True, False, False]
+    assert experiment.strategy.completed[0].shape[0] == 1  # failures never reach the strategy's data
+    assert len(experiment.ask(2)) == 2  # the batch was told: the next one can be asked
+
+
+def test_optimize_never_changes_what_it_is_given_and_refuses_a_seed_it_cannot_apply():
+    problem = SyntheticProblem("branin_currin")
+    strategy = SobolSearch(problem, seed=3)
+    result = optimize(problem, strategy, budget=8, progress=False)
+    assert strategy.X.shape[0] == 0 and result.n_evaluations == 8
+    assert torch.equal(optimize(problem, strategy, budget=8, progress=False).X, result.X)
+    torch.testing.assert_close(optimize(problem, "sobol", budget=8, seed=3, progress=False).X, result.X)
+    with pytest.raises(ConfigError, match=r"seed=4 cannot be applied to a 'sobol' instance built with seed=3"):
+        optimize(problem, strategy, seed=4, progress=False)
+    with pytest.raises(ConfigError, match="options apply to a strategy given by name"):
+        optimize(problem, strategy, options={"scramble": False}, progress=False)
+    with pytest.raises(ConfigError, match="built for another problem"):
+        optimize(SyntheticProblem("zdt1", dim=2), strategy, progress=False)
+
+
+def test_a_journal_path_makes_optimize_resumable(tmp_path):
+    problem = SyntheticProblem("branin_currin")
+    whole = optimize(problem, "random", budget=12, batch_size=4, seed=1, progress=False)
+    optimize(problem, "random", budget=8, batch_size=4, seed=1, journal=tmp_path / "j.sqlite", progress=False)
+    resumed = optimize(
+        problem, "random", budget=12, batch_size=4, seed=1, journal=tmp_path / "j.sqlite", progress=False
+    )
+    assert torch.equal(resumed.X, whole.X) and resumed.trial_ids == list(range(12))
+    with pytest.raises(ConfigError, match="the journal belongs to another problem"):
+        optimize(SyntheticProblem("dtlz2", dim=3), "random", budget=4, journal=tmp_path / "j.sqlite", progress=False)
 
 
 def test_an_evaluator_returning_garbage_is_a_recorded_failure():

@@ -5,7 +5,7 @@ import torch
 
 from bambo.benchmarks.task_families import TaskFamily
 from bambo.errors import BoundsError, ConfigError
-from bambo.optimize import optimize
+from bambo.experiment import Experiment
 from bambo.parametric import PreferenceFamily
 from bambo.problem import SyntheticProblem
 from bambo.strategies import get_strategy
@@ -16,7 +16,7 @@ FAST = {"n_initial_tasks": 5, "samples_per_task": 3, "population": 20, "generati
 
 def run(family, seed: int = 0, budget: int = 80, **options) -> PMTO:
     strategy = PMTO(family, seed=seed, **{**FAST, **options})
-    optimize(family, strategy, budget=budget, batch_size=budget, progress=False)
+    Experiment(family, strategy).run(budget, batch_size=budget)
     return strategy
 
 
@@ -56,7 +56,7 @@ def test_task_evolution_spreads_the_pool_more_than_random_selection(sphere, fitt
     random = run(sphere, task_selection="random")
     drawn = pool_diversity(best_per_task(sphere, random.X, random.Y)[0], sphere.task_bounds)
     assert evolved["log_det"] > drawn["log_det"] and evolved["nn_distance"] > drawn["nn_distance"]
-    assert fitted.result().info["pmto"]["task_selection"] == "evolution"
+    assert fitted.artifacts().info["pmto"]["task_selection"] == "evolution"
 
 
 def test_same_seed_same_run_and_another_seed_another(sphere):
@@ -71,7 +71,7 @@ def test_a_preference_family_shares_every_evaluation_across_preferences():
     family = PreferenceFamily(problem, ideal=[0.0, 1.0], nadir=[150.0, 13.0])  # both objectives minimised
     strategy = get_strategy("pmto", family, seed=0, **FAST)
     assert strategy.best_share == 1.0  # scalarised values are not comparable across preferences
-    optimize(family, strategy, budget=40, batch_size=8, progress=False)
+    result = Experiment(family, strategy).run(budget=40, batch_size=8)
     thetas, solutions, values = best_per_task(family, strategy.X, strategy.Y)
     raw = problem.evaluate(family.split(strategy.X)[0])  # oracle: re-evaluate every row's solution
     ideal, nadir = family.ideal, family.nadir
@@ -81,7 +81,6 @@ def test_a_preference_family_shares_every_evaluation_across_preferences():
         scalarised = (w * u).max(-1).values + 0.05 * u.sum(-1)
         assert float(-value) == pytest.approx(float(scalarised.min()))  # the best over *all* rows, not its own
         assert torch.equal(x, family.split(strategy.X)[0][scalarised.argmin()])
-    result = strategy.result()
     assert result.front_columns == [1, 2]  # the Pareto set is over the objectives, not the scalarisation
     torch.testing.assert_close(result.pareto_mask, pareto_mask_of(raw))
     x, _ = strategy.predict_solution([0.25])

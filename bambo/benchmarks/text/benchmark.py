@@ -27,14 +27,16 @@ from pydantic import Field
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from bambo.benchmarks.common import merge_setup, select_task_vectors
+from bambo.benchmark import Benchmark
+from bambo.benchmarks.common import select_task_vectors
 from bambo.benchmarks.digits import default_cache_dir
 from bambo.benchmarks.text.data import DEFAULT_TASKS, TextTask, TextTaskSpec, load_task
 from bambo.benchmarks.text.model import embed, finetune, load_encoder, minilm_folder, tokenize, train_head
 from bambo.config_base import FrozenConfig
 from bambo.errors import ConfigError
 from bambo.merge import Merger, TaskVectors, get_merge_method
-from bambo.problem import MergeProblem, Objective
+from bambo.merge_problem import MergeProblem
+from bambo.problem import Objective
 
 RECIPE_VERSION = 1
 TRAIN_THREADS = 2
@@ -73,8 +75,14 @@ class TextConfig(FrozenConfig):
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-class TextBenchmark:
+class TextBenchmark(Benchmark):
     """Data, base encoder, experts and heads; build it with :meth:`build`."""
+
+    name = "text"
+    config_class = TextConfig
+    default_tasks = ("amazon", "tweets3")
+    default_budget = 12
+    splits = ("val", "test")
 
     def __init__(
         self,
@@ -241,7 +249,7 @@ class TextBenchmark:
         tasks: Sequence[str] | None = None,
         method: str = "task_arithmetic",
         granularity: Literal["model", "layer", "block"] = "model",
-        partition: Sequence[Sequence[int]] | int = 3,
+        blocks: Sequence[Sequence[int]] | int = 3,
         partitioner: str = "uniform",
         bounds: tuple[float, float] = (0.0, 1.0),
         split: Split = "val",
@@ -253,7 +261,7 @@ class TextBenchmark:
             tasks: Experts to merge and tasks to score (default all).
             method: Merge method.
             granularity: ``model``, ``layer`` or ``block``.
-            partition: Blocks for ``block`` granularity (a partition or a count K).
+            blocks: Blocks for ``block`` granularity (a partition or a count K).
             partitioner: How a count K is split: ``uniform`` or ``hybrid`` (BAMBO's DP
                 partition of the experts' layer differences), ``variance``, ``balance``.
             bounds: Coefficient bounds.
@@ -261,16 +269,28 @@ class TextBenchmark:
             **method_options: Options of the merge method.
         """
         tasks = list(tasks or self.task_names)
-        merger, space = merge_setup(
-            self.task_vectors(tasks), method, granularity, partition, bounds, method_options, partitioner
-        )
         objectives = [Objective(name=f"acc/{t}", bounds=(0.0, 1.0)) for t in tasks]
         chance = [1.0 / len(self.tasks[t].classes) for t in tasks]
 
         def evaluator(state_dict: Mapping[str, Tensor]) -> dict[str, float]:
             return self.evaluate(state_dict, split, tasks)
 
-        return MergeProblem(merger, space, evaluator, objectives, ref_point=chance)
+        return MergeProblem.from_task_vectors(
+            self.task_vectors(tasks),
+            evaluator,
+            objectives,
+            method,
+            granularity,
+            blocks,
+            partitioner,
+            bounds,
+            ref_point=chance,
+            method_options=method_options,
+        )
+
+    def describe(self, split: Split = "val") -> str:
+        """See :func:`describe`."""
+        return describe(self, split)
 
 
 def describe(bench: TextBenchmark, split: Split = "val") -> str:

@@ -1,0 +1,5 @@
+"""``python -m bambo.cli``: the command line."""
+
+from bambo.cli import app
+
+app()

@@ -1,0 +1,59 @@
+"""What the CLI's commands share: the console, error handling, torch set-up, printing a result."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from bambo.errors import BamboError
+
+if TYPE_CHECKING:
+    from bambo.result import ParetoResult
+
+console = Console()
+T = TypeVar("T")
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print an error (its text taken literally, brackets included) and return the exit to raise."""
+    console.print(f"[red]error:[/red] {escape(message)}")
+    return typer.Exit(code=code)
+
+
+def guarded(step: Callable[[], T]) -> T:
+    """Run a command's work: bad input exits 2; a failure mid-run exits 1 and points to resume."""
+    try:
+        return step()
+    except BamboError as exc:
+        raise fail(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - a strategy or library failure mid-run
+        console.print(f"[red]the run stopped:[/red] {escape(f'{type(exc).__name__}: {exc}')}")
+        console.print("every finished evaluation is in the journal; fix the cause and continue with `bambo resume`")
+        raise typer.Exit(code=1) from exc
+
+
+def setup_torch(threads: int) -> None:
+    """Set torch's CPU threads and flush denormals (subnormal floats slow the acquisition optimiser)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)
+
+
+def print_run(run_dir: Path, result: ParetoResult) -> None:
+    """The Pareto table, failed evaluations and the final hypervolume of a run."""
+    from bambo.report import pareto_table
+
+    title = f"Pareto set ({int(result.pareto_mask.sum())} of {result.n_evaluations} evaluated)"
+    console.print(pareto_table(result, title=title))
+    if result.errors:
+        console.print(f"[yellow]{len(result.errors)} failed evaluations[/yellow]")
+        for row, text in sorted(result.errors.items())[:5]:
+            console.print(f"  trial {result.trial_ids[row] if result.trial_ids else row}: {escape(text)}")
+    if result.hypervolume_history:
+        console.print(f"hypervolume {result.hypervolume_history[-1]:.4g}; run folder {run_dir}")

@@ -1,0 +1,94 @@
+"""Executors: where and how the evaluations of a batch run.
+
+The experiment loop (:class:`bambo.experiment.Experiment`) hands an executor the
+trials of a batch and two callbacks; the executor calls ``started(trial_id)``
+before an evaluation and ``finished(trial_id, metrics, error)`` after it, in
+whatever order evaluations end. The loop alone writes the journal, so an executor
+never touches it. :class:`LocalExecutor` evaluates in this process, one trial
+after another, optionally under a timeout.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from torch import Tensor
+
+from bambo.errors import ConfigError, EvaluationError
+from bambo.problem import Problem
+
+Started = Callable[[int], None]
+Finished = Callable[[int, "dict[str, float] | None", "str | None"], None]
+
+
+class Executor(ABC):
+    """Runs the evaluations of a batch and reports each outcome through callbacks."""
+
+    @abstractmethod
+    def evaluate(
+        self, problem: Problem, trials: Sequence[tuple[int, Tensor]], started: Started, finished: Finished
+    ) -> None:
+        """Evaluate every ``(trial_id, x)``; return when each has been reported to ``finished``.
+
+        Args:
+            problem: The problem (its :meth:`~bambo.problem.Problem.metrics`).
+            trials: Trial ids and decision vectors ``(d,)``.
+            started: Called with the trial id just before its evaluation starts.
+            finished: Called with ``(trial_id, metrics, None)`` for an evaluation that
+                returned, ``(trial_id, None, error text)`` for one that failed.
+        """
+
+
+class LocalExecutor(Executor):
+    """Evaluate in this process, one trial after another.
+
+    Any exception an evaluation raises (a crashed evaluator) becomes a failed trial
+    with its message; the search goes on.
+
+    Args:
+        timeout_s: Seconds an evaluation may take; one that overruns is recorded as
+            failed. It runs in a worker thread, which Python cannot kill: a hung
+            evaluator keeps its thread (a daemon, ended with the process).
+    """
+
+    def __init__(self, timeout_s: float | None = None) -> None:
+        if timeout_s is not None and not timeout_s > 0:
+            raise ConfigError(f"timeout_s must be > 0, got {timeout_s}")
+        self.timeout_s = timeout_s
+
+    def evaluate(
+        self, problem: Problem, trials: Sequence[tuple[int, Tensor]], started: Started, finished: Finished
+    ) -> None:
+        for trial_id, x in trials:
+            started(trial_id)
+            try:
+                metrics = self._metrics(problem, x)
+            except EvaluationError as exc:
+                finished(trial_id, None, str(exc))
+            except Exception as exc:  # noqa: BLE001 - a crashed evaluator fails its trial, not the search
+                finished(trial_id, None, f"evaluation raised {type(exc).__name__}: {exc}")
+            else:
+                finished(trial_id, metrics, None)
+
+    def _metrics(self, problem: Problem, x: Tensor) -> dict[str, float]:
+        if self.timeout_s is None:
+            return problem.metrics(x)
+        outcome: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                outcome["metrics"] = problem.metrics(x)
+            except BaseException as exc:  # noqa: BLE001 - reported to the caller below
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=work, name="bambo-evaluation", daemon=True)
+        thread.start()
+        thread.join(self.timeout_s)
+        if thread.is_alive():
+            raise EvaluationError(f"evaluation timed out after {self.timeout_s:g} s (its thread was abandoned)")
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["metrics"]

@@ -1,0 +1,252 @@
+"""Merge problems: merge the experts for each decision vector and score the merged model.
+
+:class:`MergeProblem` joins a :class:`~bambo.merge.Merger` (base, experts, method), a
+:class:`~bambo.space.MergeSpace` (decision vector -> per-tensor coefficients) and an
+evaluator (merged state dict -> named metrics). :meth:`MergeProblem.from_models` builds
+one from models in memory or on disk, with BAMBO's block partition (BAMBO Sec. 3.2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from bambo.errors import ConfigError, EvaluationError
+from bambo.merge import Merger, StateDict, TaskVectors, get_merge_method
+from bambo.partition import layer_differences_from_task_vectors, partition_layers
+from bambo.problem import Metrics, Objective, Problem, unique_rows
+from bambo.space import MergeSpace
+from bambo.weights import load_state_dict
+
+Evaluator = Callable[[dict[str, Tensor]], Metrics]
+Granularity = Literal["model", "layer", "block"]
+
+
+def merge_setup(
+    tv: TaskVectors,
+    method: str,
+    granularity: str,
+    blocks: Sequence[Sequence[int]] | int,
+    bounds: tuple[float, float],
+    method_options: Mapping[str, Any],
+    partitioner: str = "uniform",
+) -> tuple[Merger, MergeSpace]:
+    """The merger of ``method`` and the space of ``granularity``, coefficients labelled by expert.
+
+    Args:
+        tv: Task vectors of the experts.
+        method: Merge method name.
+        granularity: ``model``, ``layer`` or ``block``.
+        blocks: Blocks (lists of layer indices) or a count K.
+        bounds: Bounds of every coefficient.
+        method_options: Options of the merge method.
+        partitioner: With a count K: ``"uniform"`` blocks, or a DP partitioner of
+            :func:`bambo.partition.partition_layers` (``"hybrid"`` is BAMBO's) applied
+            to the experts' layer differences (p = 1).
+    """
+    if granularity == "block" and isinstance(blocks, int) and partitioner != "uniform":
+        diffs = layer_differences_from_task_vectors(tv)
+        blocks = [list(block) for block in partition_layers(diffs.l1, blocks, partitioner)]
+    merger = Merger(tv, get_merge_method(method, **method_options))
+    n = merger.n_coefficients
+    labels = tv.expert_names if n == tv.n_experts else [f"t{i}" for i in range(n)]
+    return merger, MergeSpace.for_granularity(tv, granularity, n, blocks, bounds, labels)
+
+
+def _state_dict(model: StateDict | str | Path) -> StateDict:
+    return load_state_dict(model) if isinstance(model, str | Path) else model
+
+
+class MergeProblem(Problem):
+    """Merge the experts for each decision vector and score the merged model.
+
+    Args:
+        merger: Base, experts and merge method.
+        space: Maps decision vectors to per-tensor coefficients; must cover the
+            merger's tensors and use its number of coefficients.
+        evaluator: Takes a merged state dict, returns named metrics.
+        objectives: Objectives computed from those metrics.
+        ref_point: Hypervolume reference in the objectives' own directions, shape
+            ``(m,)`` (e.g. chance-level accuracy). A fixed reference makes
+            hypervolumes comparable across runs and strategies.
+        reuse_buffers: Merge every candidate into the same output buffers (about
+            2.5x faster merges on large models, see ``benchmarks/merge_throughput.py``).
+            Only safe if the evaluator keeps no reference to the state dict it is given.
+    """
+
+    def __init__(
+        self,
+        merger: Merger,
+        space: MergeSpace,
+        evaluator: Evaluator,
+        objectives: Sequence[Objective],
+        ref_point: Sequence[float] | Tensor | None = None,
+        reuse_buffers: bool = False,
+    ) -> None:
+        if space.n_coefficients != merger.n_coefficients:
+            raise ConfigError(
+                f"space has {space.n_coefficients} coefficients per group but merge method "
+                f"{merger.method.name!r} needs {merger.n_coefficients}"
+            )
+        space.check_covers(merger.task_vectors.merged_names, list(merger.task_vectors.base))
+        if not objectives:
+            raise ConfigError("a problem needs at least one objective")
+        names = [o.name for o in objectives]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"objective names must be unique, got {names}")
+        self.merger = merger
+        self.space = space
+        self.evaluator = evaluator
+        self.objectives = list(objectives)
+        self.bounds = space.bounds
+        self._buffers = merger.new_buffers() if reuse_buffers else None
+        if ref_point is not None:
+            ref = torch.as_tensor(ref_point, dtype=torch.float64)
+            if ref.shape != (len(self.objectives),):
+                raise ConfigError(f"ref_point has shape {tuple(ref.shape)}, expected ({len(self.objectives)},)")
+            self.ref_point = self.to_max(ref)
+
+    @classmethod
+    def from_models(
+        cls,
+        base: StateDict | str | Path,
+        experts: Mapping[str, StateDict | str | Path],
+        evaluator: Evaluator,
+        objectives: Sequence[Objective],
+        method: str = "task_arithmetic",
+        granularity: Granularity = "block",
+        blocks: Sequence[Sequence[int]] | int = 3,
+        partitioner: str = "hybrid",
+        bounds: tuple[float, float] = (0.0, 1.0),
+        ref_point: Sequence[float] | Tensor | None = None,
+        method_options: Mapping[str, Any] | None = None,
+    ) -> MergeProblem:
+        """The merge problem of a base model and its experts (state dicts or model files).
+
+        Args:
+            base: The base model: a state dict, a ``.safetensors``/``.bin`` file or a
+                Hugging Face folder (:func:`bambo.weights.load_state_dict`).
+            experts: ``{name: model}`` in coefficient order, each like ``base``.
+            evaluator: Takes a merged state dict, returns named metrics.
+            objectives: Objectives computed from those metrics.
+            method: A merge method name (:data:`bambo.merge.MERGE_METHODS`).
+            granularity: ``model``, ``layer`` or ``block`` coefficients.
+            blocks: For ``block`` granularity: the number of blocks K, or the blocks
+                themselves (lists of layer indices).
+            partitioner: How K blocks are found: ``hybrid`` (BAMBO's DP over the
+                experts' layer differences), ``variance``, ``balance`` or ``uniform``.
+            bounds: ``(lower, upper)`` of every coefficient.
+            ref_point: Hypervolume reference in the objectives' own directions.
+            method_options: Options of the merge method (e.g. ``density`` for TIES).
+
+        Raises:
+            ConfigError: Unknown names, bad bounds, no experts.
+            ModelMismatchError: Experts whose tensors differ from the base's.
+        """
+        if not experts:
+            raise ConfigError("from_models needs at least one expert")
+        names = list(experts)
+        tv = TaskVectors(_state_dict(base), [_state_dict(experts[n]) for n in names], expert_names=names)
+        return cls.from_task_vectors(
+            tv, evaluator, objectives, method, granularity, blocks, partitioner, bounds, ref_point, method_options
+        )
+
+    @classmethod
+    def from_task_vectors(
+        cls,
+        task_vectors: TaskVectors,
+        evaluator: Evaluator,
+        objectives: Sequence[Objective],
+        method: str = "task_arithmetic",
+        granularity: Granularity = "block",
+        blocks: Sequence[Sequence[int]] | int = 3,
+        partitioner: str = "hybrid",
+        bounds: tuple[float, float] = (0.0, 1.0),
+        ref_point: Sequence[float] | Tensor | None = None,
+        method_options: Mapping[str, Any] | None = None,
+    ) -> MergeProblem:
+        """The merge problem of prepared task vectors; arguments as in :meth:`from_models`."""
+        merger, space = merge_setup(
+            task_vectors, method, granularity, blocks, bounds, method_options or {}, partitioner
+        )
+        return cls(merger, space, evaluator, objectives, ref_point=ref_point)
+
+    def heuristic_points(self) -> Tensor:
+        """BAMBO's warm-start settings: each expert alone, the balanced mix, all-0 and all-1.
+
+        With one coefficient per expert (task arithmetic, TIES, DARE, ...) "expert
+        i alone" sets coefficient i of every group to 1 and the others to 0, and the
+        balanced mix gives each expert 1/N. With a single coefficient (SLERP's t),
+        the points are t = 0, 1/2, 1. Values are clipped to the bounds and
+        duplicates dropped.
+
+        Returns:
+            Shape ``(k, d)``.
+        """
+        lower, upper = self.bounds
+        n = self.space.n_coefficients
+        groups = len(self.space.groups)
+        if n == self.merger.task_vectors.n_experts:
+            rows = [torch.eye(n, dtype=torch.float64)[i] for i in range(n)]
+            rows.append(torch.full((n,), 1.0 / n, dtype=torch.float64))
+        else:
+            rows = [torch.full((n,), 0.5, dtype=torch.float64)]
+        rows += [torch.zeros(n, dtype=torch.float64), torch.ones(n, dtype=torch.float64)]
+        X = torch.stack([row.repeat(groups) for row in rows])
+        return unique_rows(torch.maximum(torch.minimum(X, upper), lower))
+
+    def anchor_points(self) -> Tensor:
+        """The base model (every coefficient 0) and each expert alone (its coefficients 1, the others 0).
+
+        Values are clipped to the bounds, as in :meth:`heuristic_points`.
+
+        Returns:
+            Shape ``(1 + N, d)`` for N experts with one coefficient each; ``(2, d)`` (coefficient
+            0 and 1) for a single-coefficient method such as SLERP.
+        """
+        lower, upper = self.bounds
+        n = self.space.n_coefficients
+        groups = len(self.space.groups)
+        rows = [torch.zeros(n, dtype=torch.float64)]
+        if n == self.merger.task_vectors.n_experts:
+            rows += [torch.eye(n, dtype=torch.float64)[i] for i in range(n)]
+        else:
+            rows.append(torch.ones(n, dtype=torch.float64))
+        X = torch.stack([row.repeat(groups) for row in rows])
+        return torch.maximum(torch.minimum(X, upper), lower)
+
+    def merge(self, x: Tensor) -> StateDict:
+        """The merged state dict for decision vector ``x`` (shape ``(d,)``)."""
+        return self.merger.merge(self.space.to_coefficients(x), out=self._buffers)
+
+    def metrics(self, x: Tensor) -> dict[str, float]:
+        """The evaluator's raw metrics for ``x``.
+
+        Raises:
+            EvaluationError: The evaluator raised (its error is chained).
+        """
+        merged = self.merge(x)
+        try:
+            result = self.evaluator(merged)
+        except EvaluationError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a user evaluator may raise anything
+            raise EvaluationError(f"evaluator raised {type(exc).__name__}: {exc}") from exc
+        if not isinstance(result, Mapping):
+            raise EvaluationError(
+                f"the evaluator must return a mapping of metric names to numbers, got {type(result).__name__}"
+            )
+        metrics = {}
+        for name, value in result.items():
+            try:
+                metrics[str(name)] = float(value)
+            except (TypeError, ValueError):
+                raise EvaluationError(f"metric {name!r} is not a number: {value!r}") from None
+        return metrics
+
+    def evaluate_one(self, x: Tensor) -> Tensor:
+        return torch.tensor(self.objective_values(self.metrics(x), x), dtype=torch.float64)
