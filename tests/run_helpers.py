@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -37,16 +38,34 @@ def toy_metrics(
     fail_above: float | None = None,
     nan_above: float | None = None,
     hang_above: float | None = None,
+    hold_after: int | None = None,
+    release: str | None = None,
 ) -> dict[str, float]:
     """Two conflicting scores of a merged toy model; optionally slow, logged, failing, NaN or hanging.
 
     The "signal" is the first entry of ``layers.0.w``: failures are triggered by it.
+
+    With ``log``, ``hold_after`` and ``release``, an evaluation that starts after
+    ``hold_after`` evaluations have ended (``end`` lines in the log) writes ``held`` to
+    the log and waits until the file ``release`` exists, so a test can kill the run at
+    a known point without a clock. It gives up (raises) if its parent process ends.
     """
     signal = float(state_dict["layers.0.w"][0])
     fingerprint = json.dumps([round(float(v), 10) for t in state_dict.values() for v in t.flatten()])
     if log:
         with open(log, "a") as handle:
             handle.write(f"start {fingerprint}\n")
+    if log and hold_after is not None and release is not None and not os.path.exists(release):
+        with open(log) as handle:
+            ended = sum(line.startswith("end ") for line in handle)
+        if ended >= hold_after:
+            parent = os.getppid()
+            with open(log, "a") as handle:
+                handle.write(f"held {fingerprint}\n")
+            while not os.path.exists(release):
+                if os.getppid() != parent:
+                    raise RuntimeError("the process that started this run is gone")
+                time.sleep(0.02)
     if hang_above is not None and signal > hang_above:
         time.sleep(30)
     if fail_above is not None and signal > fail_above:

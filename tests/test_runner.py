@@ -139,11 +139,13 @@ def _completed(run_dir: Path) -> dict[int, tuple]:
 
 
 def test_a_killed_run_resumes_without_losing_or_repeating_evaluations(tmp_path):
-    log = tmp_path / "calls.log"
+    # the evaluator holds the 8th evaluation until `release` exists: the run is killed while it
+    # is held, so the kill point is fixed by events (log lines), not by a clock
+    log, release, hold_after = tmp_path / "calls.log", tmp_path / "release", 7
     path = toy_config(
         tmp_path,
         **{
-            "evaluator.options": {"log": str(log), "delay": 0.25},
+            "evaluator.options": {"log": str(log), "hold_after": hold_after, "release": str(release)},
             "strategy": {"name": "bambo", "options": FAST_BAMBO},
             "budget": 16,
         },
@@ -157,14 +159,17 @@ def test_a_killed_run_resumes_without_losing_or_repeating_evaluations(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     run_dir = tmp_path / "run"
-    deadline = time.time() + 120
-    while len(_completed(run_dir)) < 7 and time.time() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    assert process.poll() is None, "the run ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    try:
+        while not (log.exists() and "held " in log.read_text()):  # no time limit but pytest's own
+            assert process.poll() is None, "the run ended before its evaluator held"
+            time.sleep(0.05)
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    release.touch()
     before = _completed(run_dir)
-    assert 7 <= len(before) < 16
+    assert hold_after <= len(before) < 16
     result = runner.invoke(app, ["resume", str(run_dir), "--threads", "1"])
     assert result.exit_code == 0, result.output
     with Journal(run_dir / "journal.sqlite") as journal:
