@@ -11,6 +11,8 @@ random task vectors. Figures:
 
 - merges/s: full merged state dicts produced per second;
 - out GB/s: bytes of the merged model written per second;
+- wall / CPU s per merge: the fastest run's wall seconds and the CPU seconds of this
+  process (all threads) in that run;
 - vs copy: out GB/s divided by that of a plain copy of the base measured in the
   same run: ``{k: v.clone()}`` for fresh outputs, ``buffer.copy_(v)`` for merges
   into reused buffers (``Merger.merge(c, out=...)``). That is the memory-bandwidth
@@ -30,7 +32,7 @@ import torch
 
 from bambo.merge import Merger, TaskVectors, available_merge_methods, get_merge_method
 from bambo.space import MergeSpace
-from benchmarks.common import RESULTS, best_time, machine_header
+from benchmarks.common import RESULTS, Clock, best_times, machine_header
 
 
 def synthetic_llama(n_params: float, hidden: int = 768, vocab: int = 32_000, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -67,6 +69,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    clock = Clock()
 
     base = synthetic_llama(args.params, hidden=args.hidden, vocab=args.vocab)
     n_params = sum(v.numel() for v in base.values())
@@ -78,11 +81,11 @@ def main() -> None:
 
     rows = []
     buffers = {k: torch.empty_like(v) for k, v in base.items()}
-    clone_s = best_time(lambda: {k: v.clone() for k, v in base.items()}, args.repeats)
-    copy_s = best_time(lambda: [buffers[k].copy_(v) for k, v in base.items()], args.repeats)
-    ceiling = {"fresh": n_bytes / clone_s / 1e9, "reused": n_bytes / copy_s / 1e9}
-    rows.append(("torch clone (ceiling)", "-", "fresh", 1 / clone_s, ceiling["fresh"], 1.0))
-    rows.append(("torch copy_ (ceiling)", "-", "reused", 1 / copy_s, ceiling["reused"], 1.0))
+    clone = best_times(lambda: {k: v.clone() for k, v in base.items()}, args.repeats)
+    copy = best_times(lambda: [buffers[k].copy_(v) for k, v in base.items()], args.repeats)
+    ceiling = {"fresh": n_bytes / clone.wall / 1e9, "reused": n_bytes / copy.wall / 1e9}
+    rows.append(("torch clone (ceiling)", "-", "fresh", clone, ceiling["fresh"], 1.0))
+    rows.append(("torch copy_ (ceiling)", "-", "reused", copy, ceiling["reused"], 1.0))
     for name in args.methods.split(","):
         # Build each method's merger only after the previous one is freed.
         merger = None
@@ -97,11 +100,11 @@ def main() -> None:
             coefficients = space.to_coefficients(x)
             for output in ("fresh", "reused"):
                 target = buffers if output == "reused" else None
-                seconds = best_time(
+                timing = best_times(
                     lambda merger=merger, c=coefficients, target=target: merger.merge(c, out=target), args.repeats
                 )
-                gbs = n_bytes / seconds / 1e9
-                rows.append((name, label, output, 1 / seconds, gbs, gbs / ceiling[output]))
+                gbs = n_bytes / timing.wall / 1e9
+                rows.append((name, label, output, timing, gbs, gbs / ceiling[output]))
 
     header = (
         f"# Merge throughput\n\n{machine_header()}\n"
@@ -109,9 +112,16 @@ def main() -> None:
         f"({n_bytes / 1e9:.2f} GB), {args.experts} experts, best of {args.repeats}\n"
         f"- command: `python -m benchmarks.merge_throughput --params {args.params:g} --experts {args.experts} "
         f"--blocks {args.blocks} --repeats {args.repeats} --threads {args.threads}`\n"
+        f"- this run: {clock.elapsed().text()} (this process, all threads)\n"
     )
-    table = ["| method | granularity | output | merges/s | out GB/s | vs copy |", "|---|---|---|---:|---:|---:|"]
-    table += [f"| {m} | {g_} | {o} | {r:.2f} | {gb:.2f} | {ratio:.2f} |" for m, g_, o, r, gb, ratio in rows]
+    table = [
+        "| method | granularity | output | merges/s | out GB/s | vs copy | wall s / merge | CPU s / merge |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    table += [
+        f"| {m} | {g_} | {o} | {1 / t.wall:.2f} | {gb:.2f} | {ratio:.2f} | {t.wall:.3f} | {t.cpu:.3f} |"
+        for m, g_, o, t, gb, ratio in rows
+    ]
     text = header + "\n" + "\n".join(table) + "\n"
     print(text)
     if not args.no_write:

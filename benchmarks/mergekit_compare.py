@@ -16,7 +16,8 @@ produce the task-arithmetic merge with weights 0.5/0.5 from those folders into a
   (what a search pays per candidate).
 
 The merged weights of mergekit and bambo are compared (max absolute difference printed).
-Each time is the best of ``--repeats`` runs.
+Each time is the best of ``--repeats`` runs by wall time, with the CPU seconds of this process
+(all threads; mergekit's and bambo's work runs in it) in that run.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from bambo.merge import TaskVectors
 from bambo.merge_problem import MergeProblem, merge_setup
 from bambo.problem import Objective
 from bambo.weights import load_state_dict
-from benchmarks.common import RESULTS, best_time, machine_header
+from benchmarks.common import RESULTS, Clock, best_times, machine_header
 from benchmarks.merge_throughput import synthetic_llama
 
 HIDDEN, VOCAB = 768, 32_000
@@ -82,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     from mergekit.options import MergeOptions
 
     x = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    clock = Clock()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         base = synthetic_llama(args.params, HIDDEN, VOCAB, seed=0)
@@ -97,14 +99,14 @@ def main(argv: list[str] | None = None) -> int:
         config = MergeConfiguration.model_validate(mergekit_config(problem, x, paths))
         (root / "mergekit.yml").write_text(yaml.safe_dump(mergekit_config(problem, x, paths)))
         options = MergeOptions(copy_tokenizer=False, quiet=True, lazy_unpickle=True)
-        t_mergekit = best_time(lambda: run_merge(config, str(root / "mk"), options), args.repeats, warmup=0)
-        t_bambo = best_time(
+        t_mergekit = best_times(lambda: run_merge(config, str(root / "mk"), options), args.repeats, warmup=0)
+        t_bambo = best_times(
             lambda: export_merge(problem_for(paths), x, root / "bb" / "m.safetensors", "safetensors", None),
             args.repeats,
             warmup=0,
         )
         loaded = problem_for(paths)
-        t_memory = best_time(lambda: loaded.merge(x), args.repeats, warmup=0)
+        t_memory = best_times(lambda: loaded.merge(x), args.repeats, warmup=0)
         merged_mk = load_state_dict(root / "mk")
         merged_bb = load_state_dict(root / "bb" / "m.safetensors")
         diff = max(float((merged_mk[k].float() - merged_bb[k].float()).abs().max()) for k in merged_bb)
@@ -121,10 +123,15 @@ def main(argv: list[str] | None = None) -> int:
         f"- command: `python -m benchmarks.mergekit_compare --params {args.params:g} --repeats {args.repeats}`",
         f"- model: {n_params / 1e6:.1f}M float32 parameters ({gb:.2f} GB per checkpoint), Llama layout; best of "
         f"{args.repeats}; max |mergekit - bambo| over all merged tensors: {diff:.2e}",
+        f"- this run: {clock.elapsed().text()} (this process, all threads)",
         "",
-        "| what | seconds per merge | merges/s | output GB/s | vs mergekit |",
-        "|---|---:|---:|---:|---:|",
-        *[f"| {name} | {t:.2f} | {1 / t:.2f} | {gb / t:.2f} | {t_mergekit / t:.2f}x |" for name, t in rows],
+        "| what | wall s per merge | CPU s per merge | merges/s | output GB/s | vs mergekit |",
+        "|---|---:|---:|---:|---:|---:|",
+        *[
+            f"| {name} | {t.wall:.2f} | {t.cpu:.2f} | {1 / t.wall:.2f} | {gb / t.wall:.2f} | "
+            f"{t_mergekit.wall / t.wall:.2f}x |"
+            for name, t in rows
+        ],
     ]
     text = "\n".join(lines) + "\n"
     print(text)

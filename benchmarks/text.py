@@ -9,26 +9,24 @@ differences of the experts (BAMBO Eq. 4) on these real weights.
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from bambo.benchmarks.text import TextBenchmark, TextConfig, describe
 from bambo.merge import Merger, get_merge_method
 from bambo.partition import layer_differences_from_task_vectors, partition_layers
-from benchmarks.common import RESULTS, machine_header
+from benchmarks.common import RESULTS, Clock, machine_header
 
 
 def main() -> None:
     torch.set_num_threads(2)
-    start = time.perf_counter()
+    clock = Clock()
     bench = TextBenchmark.build(TextConfig(), progress=print)
-    built = time.perf_counter() - start
+    built = clock.elapsed()
     tv = bench.task_vectors()
     merged = Merger(tv, get_merge_method("task_arithmetic")).merge(torch.full((tv.n_experts,), 0.5))
-    start = time.perf_counter()
+    clock.restart()
     bench.evaluate(merged)
-    evaluation = time.perf_counter() - start
+    evaluation = clock.elapsed()
     diffs = layer_differences_from_task_vectors(tv)
     blocks = partition_layers(diffs.l1, 3)
     config = bench.config
@@ -37,9 +35,10 @@ def main() -> None:
             "# Text merge benchmark (all-MiniLM-L6-v2, real sentiment data)",
             "",
             machine_header(("torch", "transformers", "bambo")),
-            "- command: `python -m benchmarks.text` (build from scratch: about 9 minutes on 2 cores, then cached)",
-            f"- this run: build or cache load {built:.0f} s; one evaluation of a merged encoder on "
-            f"{len(bench.task_names)} tasks x {config.n_val} validation texts: {evaluation:.1f} s",
+            "- command: `python -m benchmarks.text` (builds the experts, or loads them from the cache)",
+            f"- this run: build or cache load {built.text()}; one evaluation of a merged encoder on "
+            f"{len(bench.task_names)} tasks x {config.n_val} validation texts: {evaluation.text(1)} "
+            "(this process, all threads)",
             f"- experts: {config.finetune_steps} AdamW steps, batch {config.batch_size}, lr {config.lr}, "
             f"{config.n_train} training texts per task; tasks: "
             + ", ".join(f"{t.name} ({t.source}{', ' + t.file if t.file else ''})" for t in config.tasks),
