@@ -63,3 +63,21 @@ def test_mergekit_compare_merges_the_same_weights(capsys):
     out = capsys.readouterr().out
     diff = float(re.search(r"max \|mergekit - bambo\| over all merged tensors: (\S+)", out).group(1))
     assert diff < 1e-5 and "| mergekit run_merge (disk to disk) |" in out
+
+
+def test_strategies_synthetic_reports_each_configuration_measured_in_the_run(tmp_path, monkeypatch):
+    from benchmarks import strategies_synthetic as ss
+
+    original = ss.timing_run
+    monkeypatch.setattr(ss, "timing_run", lambda m, budget, seed=0: original(m, 12, seed))
+    monkeypatch.setattr(ss, "PROBLEMS", {"BraninCurrin (d=2)": ("branin_currin", 2, 2)})
+    monkeypatch.setattr(sys, "argv", ["strategies_synthetic", "--seeds", "1", "--budget", "12", "--threads", "1"])
+    monkeypatch.setattr(sys, "argv", [*sys.argv, "--out", str(tmp_path)])
+    ss.main()
+    report = (tmp_path / "strategies_synthetic.md").read_text()
+    seconds = {}
+    for label in ss.STRATEGIES:
+        row = next(line for line in report.splitlines() if line.startswith(f"| {label} |"))
+        seconds[label] = [float(v) for v in row.split("|")[-2].split("/")]  # run wall / CPU s
+    assert all(wall >= 0 and cpu >= 0 for wall, cpu in seconds.values()) and seconds[ss.DEFAULT][0] > 0
+    assert "Scoring reference point (maximisation form): [-18.0, -6.0]" in report and "This run: wall" in report
