@@ -7,13 +7,20 @@ the same budget and batch size and times the optimizer alone: ``ask`` plus ``tel
 per batch, never the evaluations.
 
 - bambo's own strategies (:func:`bambo.strategies.get_strategy`): BAMBO with a GP or a
-  quadratic-mean GP per objective, MAP (Sobol design, then its predicted Pareto set
+  quadratic-mean GP per objective (by default it infers its hypervolume reference point
+  from its observed front; "BAMBO (GP, scoring ref)" is told the suite's scoring reference
+  point instead), MAP (Sobol design, then its predicted Pareto set
   re-evaluated, so its hypervolume counts evaluated points only), Bayesian MAP, Sobol,
   the papers' grid, pymoo's NSGA-II on the true objectives and CMA-ES on a weighted sum
   (mergekit-evolve's search).
 - Ax's ``Client`` with its default generation strategy (``configure_generation_strategy()``),
-  the problem's reference point as objective thresholds (:func:`bambo.ax.configure_client`).
+  told the problem's reference point (the suite's scoring reference) as objective
+  thresholds (:func:`bambo.ax.configure_client`), or with no thresholds (Ax infers them).
 - Optuna's NSGA-II (population 8, as bambo's NSGA-II) and TPE (defaults) samplers.
+
+Each contender states what it was told about the reference point (:attr:`Contender.reference`)
+and which tool it configures (:attr:`Contender.tool`: the report's "best of" rows pick,
+after the fact and by one rule, among a tool's configurations).
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from bambo.experiment import Experiment
 from bambo.problem import Problem
 from bambo.strategies import Strategy, get_strategy
 
-__all__ = ["CONTENDERS", "BAMBO_FAMILY", "Contender", "RunRecord", "run_session"]
+__all__ = ["CONTENDERS", "BAMBO_FAMILY", "DEFAULT_BAMBO", "Contender", "RunRecord", "run_session"]
 
 
 @dataclass
@@ -116,7 +123,7 @@ class _AxStrategy(Strategy):
 
     name = "ax"
 
-    def __init__(self, problem: Problem, seed: int) -> None:
+    def __init__(self, problem: Problem, seed: int, thresholds: bool = True) -> None:
         super().__init__(problem, seed)
         from ax.api.client import Client
         from ax.utils.common.logger import set_stderr_log_level
@@ -126,7 +133,7 @@ class _AxStrategy(Strategy):
         set_stderr_log_level(logging.ERROR)
         warnings.filterwarnings("ignore", module=r"ax\.")
         self.client = Client(random_seed=seed)
-        self.names = configure_client(self.client, problem, name="bench")
+        self.names = configure_client(self.client, problem, name="bench", thresholds=thresholds)
         self.client.configure_generation_strategy()
         self.pending: list[int] = []
 
@@ -148,6 +155,10 @@ class _AxStrategy(Strategy):
 
 def _ax(problem: Problem, seed: int, budget: int, batch: int) -> Strategy:
     return _AxStrategy(problem, seed)
+
+
+def _ax_inferred(problem: Problem, seed: int, budget: int, batch: int) -> Strategy:
+    return _AxStrategy(problem, seed, thresholds=False)
 
 
 # -- Optuna ---------------------------------------------------------------------------------------
@@ -201,6 +212,10 @@ def _optuna_tpe(problem: Problem, seed: int, budget: int, batch: int) -> Strateg
 
 # -- the registry ---------------------------------------------------------------------------------
 
+NO_REFERENCE = "nothing (takes no reference point)"
+INFERS = "nothing: infers its own from its observed front (nadir less 10% of the front's range, every batch)"
+TOLD = "the scoring reference point"
+
 
 @dataclass(frozen=True)
 class Contender:
@@ -212,6 +227,9 @@ class Contender:
         family: ``"bambo"`` (bambo's own methods), ``"baseline"`` (bambo's baselines) or
             ``"external"`` (another tool).
         note: How it is configured, for the report.
+        reference: What it is told about the hypervolume reference point, for the report.
+        tool: The tool it configures (``"bambo"``, ``"Ax"``, ``"Optuna"``, ...): the report's
+            "best of" rows pick among a tool's configurations.
         applies: Whether it can run on a problem (Bayesian MAP: 2 <= d <= 4).
     """
 
@@ -219,6 +237,8 @@ class Contender:
     make: Callable[[Problem, int, int, int], Strategy]
     family: str
     note: str
+    reference: str = NO_REFERENCE
+    tool: str = ""
     applies: Callable[[Problem], bool] = lambda problem: True
 
 
@@ -229,19 +249,34 @@ CONTENDERS: dict[str, Contender] = {
             "BAMBO (GP)",
             _bambo("bambo", lambda p, b, q: {"surrogate": "gp", "n_initial": _n_initial(b, q)}),
             "bambo",
-            "bambo: warm start of min(8, budget/3) points, GP per objective, qLogNEHVI (qLogNParEGO from 4 objectives)",
+            "bambo's default: warm start of min(8, budget/3) points, GP per objective, qLogNEHVI "
+            "(qLogNParEGO from 4 objectives)",
+            INFERS,
+            "bambo",
+        ),
+        Contender(
+            "BAMBO (GP, scoring ref)",
+            _bambo("bambo", lambda p, b, q: {"surrogate": "gp", "n_initial": _n_initial(b, q), "ref_point": "problem"}),
+            "bambo",
+            "bambo: as BAMBO (GP), with ref_point='problem'",
+            TOLD + " (ref_point='problem')",
+            "bambo",
         ),
         Contender(
             "BAMBO (QM-GP)",
             _bambo("bambo", lambda p, b, q: {"surrogate": "quadratic-mean-gp", "n_initial": _n_initial(b, q)}),
             "bambo",
             "bambo: as BAMBO (GP) with MAP's quadratic as the GP's mean",
+            INFERS,
+            "bambo",
         ),
         Contender(
             "MAP",
             _bambo("map", lambda p, b, q: _map_options(b, q)),
             "bambo",
             "bambo: Sobol design + quadratics + NSGA-III; about a third of the budget re-evaluates the predicted front",
+            NO_REFERENCE,
+            "bambo",
         ),
         Contender(
             "Bayesian MAP",
@@ -249,25 +284,68 @@ CONTENDERS: dict[str, Contender] = {
             "bambo",
             "bambo: initial design, rounds of one batch by angular-bin scores, one batch of re-evaluations; "
             "only for 2 <= d <= 4",
+            NO_REFERENCE,
+            "bambo",
             lambda problem: 2 <= problem.dim <= 4,
         ),
-        Contender("Sobol", _bambo("sobol"), "baseline", "bambo: scrambled Sobol points"),
+        Contender("Sobol", _bambo("sobol"), "baseline", "bambo: scrambled Sobol points", NO_REFERENCE, "Sobol"),
         Contender(
             "grid",
             _bambo("grid", lambda p, b, q: _grid_options(p, b)),
             "baseline",
             "bambo: product grid of the papers' 0.1..0.9 levels thinned to fit the budget, random order",
+            NO_REFERENCE,
+            "grid",
         ),
-        Contender("Ax (default MOO)", _ax, "external", "Ax Client, configure_generation_strategy() defaults"),
-        Contender("Optuna NSGA-II", _optuna_nsga2, "external", "optuna NSGAIISampler(population_size=8)"),
-        Contender("Optuna TPE", _optuna_tpe, "external", "optuna TPESampler() defaults (10 startup trials)"),
-        Contender("pymoo NSGA-II", _bambo("nsga2"), "external", "pymoo NSGA-II (pop 8) on the true objectives"),
+        Contender(
+            "Ax (default MOO)",
+            _ax,
+            "external",
+            "Ax Client, configure_generation_strategy() defaults",
+            TOLD + " (as objective thresholds)",
+            "Ax",
+        ),
+        Contender(
+            "Ax (inferred thresholds)",
+            _ax_inferred,
+            "external",
+            "Ax Client, configure_generation_strategy() defaults, no objective thresholds",
+            "nothing: Ax infers its objective thresholds",
+            "Ax",
+        ),
+        Contender(
+            "Optuna NSGA-II",
+            _optuna_nsga2,
+            "external",
+            "optuna NSGAIISampler(population_size=8)",
+            NO_REFERENCE,
+            "Optuna",
+        ),
+        Contender(
+            "Optuna TPE",
+            _optuna_tpe,
+            "external",
+            "optuna TPESampler() defaults (10 startup trials)",
+            NO_REFERENCE,
+            "Optuna",
+        ),
+        Contender(
+            "pymoo NSGA-II",
+            _bambo("nsga2"),
+            "external",
+            "pymoo NSGA-II (pop 8) on the true objectives",
+            NO_REFERENCE,
+            "pymoo",
+        ),
         Contender(
             "CMA-ES (weighted sum)",
             _bambo("cmaes"),
             "external",
             "cma on a weighted sum (mergekit-evolve), cma's default population; batches end at generations",
+            NO_REFERENCE,
+            "CMA-ES",
         ),
     ]
 }
 BAMBO_FAMILY = [label for label, c in CONTENDERS.items() if c.family == "bambo"]
+DEFAULT_BAMBO = "BAMBO (GP)"  # the configuration fixed before any run: the headline ratios use it

@@ -6,33 +6,73 @@ import re
 import pytest
 import torch
 
+from bambo.pareto import hypervolume
 from benchmarks import __main__ as cli
 from benchmarks.contenders import CONTENDERS, run_session
-from benchmarks.suite import PROBLEMS, SUITES, first_reaching, hv_history, merge_reference
+from benchmarks.suite import (
+    PROBLEMS,
+    SUITES,
+    first_reaching,
+    hv_history,
+    merge_prereference,
+    merge_reference,
+    with_ref_point,
+)
 
 pytest.importorskip("optuna")
 
 
 def test_tiny_suite_writes_a_report_with_ratios(tmp_path, capsys):
-    contenders = [arg for label in ("MAP", "Sobol", "Optuna TPE", "Ax (default MOO)") for arg in ("--contender", label)]
+    labels = ("BAMBO (GP)", "MAP", "Sobol", "Optuna TPE", "Optuna NSGA-II", "Ax (default MOO)")
+    contenders = [arg for label in labels for arg in ("--contender", label)]
     options = "--budget 10 --batch-size 3 --seeds 2 --name smoke --threads 1".split()
     argv = ["run", "--suite", "quick", "--problem", "DTLZ2 (d=6, 2 obj)", *contenders, *options, "--out", str(tmp_path)]
     assert cli.main(argv) == 0
     report = (tmp_path / "smoke.md").read_text()
     assert "# Benchmark suite `smoke`" in report and "- versions: torch" in report and "optuna" in report
-    assert "**Evaluations-to-95%-HV ratio**" in report and "Optuna TPE" in report
-    overhead = re.search(r"\*\*Optimizer-overhead ratio against Ax's Client\*\*: .* = (\S+) \(lower", report)
-    assert overhead and math.isfinite(float(overhead.group(1)))
+    assert "- command: `python -m benchmarks run --suite quick" in report and "- date: " in report
+    assert re.search(r"this run: wall \d+ s, CPU \d+ s", report)
+    assert "- Ax (default MOO): Ax Client" in report and "[told: the scoring reference point (as objective" in report
+    assert "**Evaluations-to-95%-HV ratio** (BAMBO (GP), bambo's default fixed before the run" in report
+    overhead = re.search(
+        r"\*\*Optimizer-overhead ratio against Ax's Client\*\* .*= (\S+); CPU .* = (\S+) \(lower", report
+    )
+    assert overhead and all(math.isfinite(float(v)) for v in overhead.groups())
     assert (tmp_path / "smoke_hv.png").stat().st_size > 0 and (tmp_path / "smoke_overhead.png").exists()
-    rows = [row for row in report.splitlines() if row.startswith("| MAP") or row.startswith("| Sobol")]
-    rows += [row for row in report.splitlines() if row.startswith("| Optuna TPE") or row.startswith("| Ax")]
-    assert len(rows) == 4
-    for row in rows:
-        cells = row.split("|")[2:-1]
+    table = {row.split("|")[1].strip(): row for row in report.splitlines() if row.startswith("| ")}
+    for label in labels:
+        cells = table[label].split("|")[2:-1]
         numbers = [
-            float(v) for cell in (cells[0], cells[3], cells[4]) for v in re.findall(r"-?\d+(?:\.\d+)?(?:e-?\d+)?", cell)
+            float(v) for cell in (cells[0], *cells[3:6]) for v in re.findall(r"-?\d+(?:\.\d+)?(?:e-?\d+)?", cell)
         ]
-        assert len(numbers) == 9 and all(math.isfinite(v) for v in numbers), row
+        assert len(numbers) == 12 and all(math.isfinite(v) for v in numbers), table[label]
+    # best-of rows: one per tool with several configurations, each the chosen configuration's own cells
+    best = {key: row for key, row in table.items() if key.startswith("*") and "best of" in key}
+    assert {key.split(" best of")[0] for key in best} == {"*bambo", "*Optuna"}
+    for key, row in best.items():
+        chosen = key.rstrip("*").split("after the fact: ")[1]
+        assert chosen in labels and row.split("|")[2:] == table[chosen].split("|")[2:]
+    assert "Best of each tool's configurations, picked **after the fact**" in report
+
+
+def test_merge_problems_tell_every_contender_the_scoring_reference_point():
+    from bambo.ax import configure_client  # noqa: F401 - needs Ax
+
+    spec = PROBLEMS["digits 2 experts (model level)"]
+    problem = spec.build()
+    pre = merge_prereference(spec, problem, evaluations=0)  # the grid alone
+    told = with_ref_point(problem, pre.ref_point)
+    assert torch.equal(told.ref_point, pre.ref_point) and not torch.equal(problem.ref_point, pre.ref_point)
+    Y = torch.tensor([[0.9, 0.9], [0.95, 0.85]], dtype=torch.float64)
+    bambo = CONTENDERS["BAMBO (GP, scoring ref)"].make(told, 0, 8, 4)
+    assert torch.equal(bambo.strategy.reference_point(Y), pre.ref_point)
+    default = CONTENDERS["BAMBO (GP)"].make(told, 0, 8, 4)
+    assert not torch.equal(default.strategy.reference_point(Y), pre.ref_point)  # it infers its own
+    ax = CONTENDERS["Ax (default MOO)"].make(told, 0, 8, 4)
+    bounds = sorted(t.bound for t in ax.client._experiment.optimization_config.objective_thresholds)
+    assert bounds == pytest.approx(sorted(told.to_user(pre.ref_point).tolist()))
+    inferred = CONTENDERS["Ax (inferred thresholds)"].make(told, 0, 8, 4)
+    assert not inferred.client._experiment.optimization_config.objective_thresholds
 
 
 @pytest.mark.parametrize(("label", "n"), [("Optuna NSGA-II", 8), ("CMA-ES (weighted sum)", 8), ("grid", 4)])
@@ -57,11 +97,15 @@ def test_suites_name_known_problems_and_contenders():
     assert set(SUITES["full"].contenders) == set(CONTENDERS) and len(SUITES["full"].problems) == len(PROBLEMS)
 
 
-def test_merge_reference_pools_grid_nsga2_and_contenders():
+def test_merge_reference_pools_grid_nsga2_and_contenders_at_a_reference_fixed_before():
     spec = PROBLEMS["digits 2 experts (model level)"]
     problem = spec.build()
+    pre = merge_prereference(spec, problem, evaluations=40)
+    notes = " ".join(pre.notes)
+    assert "51 x 51 = 2601-point model-level grid" in notes and "40-evaluation" in notes
+    assert (pre.ref_point >= problem.ref_point).all() and (pre.ref_point < pre.front.max(0).values).all()
     pooled = problem.evaluate(torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=torch.float64))
-    reference = merge_reference(spec, problem, evaluations=40, pooled=pooled)
-    assert "51 x 51 = 2601-point model-level grid" in reference.description and "40-evaluation" in reference.description
-    assert (reference.ref_point >= problem.ref_point).all()
-    assert reference.hv > 0 and reference.hv >= max(hv_history(pooled, reference.ref_point))
+    reference = merge_reference(problem, pre, pooled)
+    assert torch.equal(reference.ref_point, pre.ref_point)  # the contenders' points do not move it
+    assert reference.hv >= hypervolume(pre.front, pre.ref_point) > 0
+    assert reference.hv >= max(hv_history(pooled, reference.ref_point))
