@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -39,7 +38,7 @@ from bambo.parametric import PreferenceFamily, anchor_range
 from bambo.problem import Problem
 from bambo.strategies import BAMBO, MAP
 from bambo.strategies.pmto import PMTO
-from benchmarks.common import RESULTS, machine_header
+from benchmarks.common import RESULTS, Clock, Timing, machine_header
 from benchmarks.contenders import _map_options
 from benchmarks.suite import PROBLEMS
 
@@ -75,28 +74,35 @@ def run_seed(  # noqa: PLR0913 - one benchmark cell
     label: str, problem: Problem, family: PreferenceFamily, tests: torch.Tensor, seed: int, budget: int, fresh: int
 ) -> dict:
     out: dict[str, dict] = {}
-    start = time.perf_counter()
+    clock = Clock()
     # 6 initial preferences x 3 solutions at the default budget of 60 (30%), fewer for smaller budgets
     pmto = PMTO(family, seed=seed, n_initial_tasks=max(2, min(6, budget // 10)), samples_per_task=3)
     Experiment(family, pmto).run(budget, batch_size=budget)
-    offline = time.perf_counter() - start
-    start = time.perf_counter()
+    offline = clock.elapsed()
+    clock.restart()
     pmto.task_model  # noqa: B018 - the final fit on every evaluation ends the offline phase (a run saves it)
-    final_fit = time.perf_counter() - start
-    start = time.perf_counter()
+    final_fit = clock.elapsed()
+    clock.restart()
     x, _ = pmto.predict_solution(tests)
-    online = time.perf_counter() - start
+    online = clock.elapsed()
     out["PMTO (instant)"] = {
         "values": true_values(family, x, tests).tolist(),
-        "offline_s": offline,
-        "final_fit_s": final_fit,
-        "online_s": online,
+        "offline_s": offline.wall,
+        "offline_cpu_s": offline.cpu,
+        "final_fit_s": final_fit.wall,
+        "final_fit_cpu_s": final_fit.cpu,
+        "online_s": online.wall,
+        "online_cpu_s": online.cpu,
         "online_evaluations": 0,
     }
-    start = time.perf_counter()
+    clock.restart()
     x, _ = pmto.predict_solution(tests, refine=True)  # fits the unified GP on every evaluation, then climbs it
-    online = time.perf_counter() - start
-    out["PMTO (refined)"] = {"values": true_values(family, x, tests).tolist(), "online_s": online}
+    online = clock.elapsed()
+    out["PMTO (refined)"] = {
+        "values": true_values(family, x, tests).tolist(),
+        "online_s": online.wall,
+        "online_cpu_s": online.cpu,
+    }
     strategy = MAP(problem, seed=seed, **_map_options(budget, 4))
     result = optimize(problem, strategy, budget=budget, batch_size=4, progress=False)
     out["MAP front pick"] = {"values": front_pick(family, result.Y_max, tests).tolist()}
@@ -104,13 +110,14 @@ def run_seed(  # noqa: PLR0913 - one benchmark cell
     result = optimize(problem, strategy, budget=budget, batch_size=4, progress=False)
     out["BAMBO front pick"] = {"values": front_pick(family, result.Y_max, tests).tolist()}
     values = []
-    start = time.perf_counter()
+    clock.restart()
     for j, theta in enumerate(tests):
         task = family.fixed_task(theta)
         bo = BAMBO(task, seed=seed * 1000 + j, n_initial=4, heuristics=False, n_iterations=None)
         res = optimize(task, bo, budget=fresh, batch_size=2, progress=False)
         values.append(float(res.Y[res.ok].min()))
-    out["fresh BO"] = {"values": values, "seconds": time.perf_counter() - start}
+    fresh_time = clock.elapsed()
+    out["fresh BO"] = {"values": values, "seconds": fresh_time.wall, "cpu_seconds": fresh_time.cpu}
     print(label, seed, {m: round(statistics.fmean(out[m]["values"]), 4) for m in METHODS}, flush=True)
     return out
 
@@ -129,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     labels = args.problem or list(DEFAULT_PROBLEMS)
-    start = time.perf_counter()
+    clock = Clock()
     runs: dict[str, dict] = {}
     for label in labels:
         problem = PROBLEMS[label].build()
@@ -145,16 +152,17 @@ def main(argv: list[str] | None = None) -> int:
                 for seed in range(args.seeds)
             ],
         }
-    wall = time.perf_counter() - start
+    elapsed = clock.elapsed()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.name}.json").write_text(json.dumps(runs))
-    text = report(runs, args, labels, wall)
+    text = report(runs, args, labels, elapsed)
     (args.out / f"{args.name}.md").write_text(text)
     print(text)
     return 0
 
 
-def report(runs: dict, args: argparse.Namespace, labels: list[str], wall: float) -> str:
+def report(runs: dict, args: argparse.Namespace, labels: list[str], elapsed: Timing) -> str:
+    """The markdown report of :func:`main`'s runs (every figure measured in them)."""
     problems = " ".join(f'--problem "{label}"' for label in labels)
     n = args.preferences
     lines = [
@@ -162,7 +170,7 @@ def report(runs: dict, args: argparse.Namespace, labels: list[str], wall: float)
         "",
         machine_header(),
         f"- command: `python -m benchmarks.pmto_merge {problems} --seeds {args.seeds} --budget {args.budget} "
-        f"--preferences {n} --fresh-evals {args.fresh_evals}`; wall time {wall:.0f} s",
+        f"--preferences {n} --fresh-evals {args.fresh_evals}`; this run: {elapsed.text()} (this process, all threads)",
         f"- offline budget {args.budget} evaluations for PMTO, MAP and BAMBO; fresh BO: {args.fresh_evals} new "
         f"evaluations per preference; {n} unseen preferences; value: augmented Chebyshev scalarisation (rho 0.05) of "
         "the accuracies normalised between their worst and best over the base model and each expert alone: 0 is the "
@@ -196,14 +204,15 @@ def report(runs: dict, args: argparse.Namespace, labels: list[str], wall: float)
             if m == "fresh BO":
                 cost = str(args.fresh_evals)
             lines.append(f"| {label} | {r['dim']} | {m} | {cell} | {better} | {cost} |")
-        online = max(s["PMTO (instant)"]["online_s"] for s in seeds)
-        refined = max(s["PMTO (refined)"]["online_s"] for s in seeds)
-        offline = statistics.median(s["PMTO (instant)"]["offline_s"] for s in seeds)
-        final_fit = max(s["PMTO (instant)"]["final_fit_s"] for s in seeds)
+        online = max((s["PMTO (instant)"]["online_s"], s["PMTO (instant)"]["online_cpu_s"]) for s in seeds)
+        refined = max((s["PMTO (refined)"]["online_s"], s["PMTO (refined)"]["online_cpu_s"]) for s in seeds)
+        offline = [statistics.median(s["PMTO (instant)"][key] for s in seeds) for key in ("offline_s", "offline_cpu_s")]
+        final_fit = max((s["PMTO (instant)"]["final_fit_s"], s["PMTO (instant)"]["final_fit_cpu_s"]) for s in seeds)
         lines.append(
-            f"| {label} | | timing | PMTO offline {offline:.1f} s (median) + final task-model fit {final_fit:.2f} s "
-            f"(slowest); slowest online answer for all {n} preferences: instant {online * 1000:.0f} ms, refined "
-            f"{refined * 1000:.0f} ms (incl. fitting the unified GP) | | |"
+            f"| {label} | | timing (wall / CPU) | PMTO offline {offline[0]:.1f} / {offline[1]:.1f} s (median) + final "
+            f"task-model fit {final_fit[0]:.2f} / {final_fit[1]:.2f} s (slowest); slowest online answer for all {n} "
+            f"preferences: instant {online[0] * 1000:.0f} / {online[1] * 1000:.0f} ms, refined "
+            f"{refined[0] * 1000:.0f} / {refined[1] * 1000:.0f} ms (incl. fitting the unified GP) | | |"
         )
     worst, best = max(gaps), min(gaps)
     lines += [
