@@ -73,8 +73,8 @@ class MergeProblem(Problem):
         ref_point: Hypervolume reference in the objectives' own directions, shape
             ``(m,)`` (e.g. chance-level accuracy). A fixed reference makes
             hypervolumes comparable across runs and strategies.
-        reuse_buffers: Merge every candidate into the same output buffers (about
-            2.5x faster merges on large models, see ``benchmarks/merge_throughput.py``).
+        reuse_buffers: Merge every candidate into the same output buffers (faster
+            merges on large models, see ``benchmarks/results/merge_throughput.md``).
             Only safe if the evaluator keeps no reference to the state dict it is given.
     """
 

@@ -125,6 +125,7 @@ class Scores:
     coverage: list[float] = field(default_factory=list)
     coverage_f: list[float] = field(default_factory=list)
     fit_seconds: list[float] = field(default_factory=list)
+    fit_cpu_seconds: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
 
@@ -170,10 +171,10 @@ def run(
                 Y = problem.function(X)
                 for name in problem.surrogates():
                     entry = results.setdefault((problem.name, n, name), Scores())
-                    start = time.perf_counter()
+                    start, start_cpu = time.perf_counter(), time.process_time()
                     try:
                         model = fit_surrogate(name, X, Y, bounds=problem.bounds, **problem.options(name))
-                        elapsed = time.perf_counter() - start
+                        elapsed, elapsed_cpu = time.perf_counter() - start, time.process_time() - start_cpu
                         with torch.no_grad():  # predictive distribution of held-out observations
                             post = model.posterior(X_test, observation_noise=True)
                             figures = score(post.mean, post.variance, Y_test)
@@ -188,6 +189,7 @@ def run(
                     entry.coverage.append(figures["coverage"])
                     entry.coverage_f.append(figures_f["coverage"])
                     entry.fit_seconds.append(elapsed)
+                    entry.fit_cpu_seconds.append(elapsed_cpu)
                 if progress is not None:
                     progress(f"{problem.name} n={n} seed={seed}")
     return results
@@ -206,13 +208,15 @@ def median_iqr(values: Sequence[float]) -> str:
 def markdown_table(results: dict[tuple[str, int, str], Scores]) -> str:
     """One row per (problem, n, surrogate): medians and interquartile ranges over seeds."""
     lines = [
-        "| problem | n | surrogate | R^2 | RMSE | NLPD | 90% coverage | 90% coverage of f | fit s | failed |",
-        "|---|---:|---|---|---|---|---|---|---|---:|",
+        "| problem | n | surrogate | R^2 | RMSE | NLPD | 90% coverage | 90% coverage of f | fit wall s | fit CPU s "
+        "| failed |",
+        "|---|---:|---|---|---|---|---|---|---|---|---:|",
     ]
     for (problem, n, name), s in results.items():
         lines.append(
             f"| {problem} | {n} | {name} | {median_iqr(s.r2)} | {median_iqr(s.rmse)} | {median_iqr(s.nlpd)} | "
-            f"{median_iqr(s.coverage)} | {median_iqr(s.coverage_f)} | {median_iqr(s.fit_seconds)} | {len(s.failures)} |"
+            f"{median_iqr(s.coverage)} | {median_iqr(s.coverage_f)} | {median_iqr(s.fit_seconds)} | "
+            f"{median_iqr(s.fit_cpu_seconds)} | {len(s.failures)} |"
         )
     return "\n".join(lines)
 
@@ -280,7 +284,7 @@ def write_report(suite: str, out_dir: Path, threads: int = 2, echo: bool = True)
     torch.set_num_threads(threads)
     torch.set_flush_denormal(True)
     config = SUITES[suite]
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     results = run(
         suite_problems(suite),
         sizes=config["sizes"],  # type: ignore[arg-type]
@@ -288,7 +292,7 @@ def write_report(suite: str, out_dir: Path, threads: int = 2, echo: bool = True)
         n_test=config["n_test"],  # type: ignore[arg-type]
         progress=print if echo else None,
     )
-    elapsed = time.perf_counter() - start
+    elapsed, elapsed_cpu = time.perf_counter() - start, time.process_time() - start_cpu
     suffix = "" if suite == "full" else f"_{suite}"
     out_dir.mkdir(parents=True, exist_ok=True)
     plot = out_dir / f"surrogates{suffix}.png"
@@ -306,7 +310,8 @@ def write_report(suite: str, out_dir: Path, threads: int = 2, echo: bool = True)
             f"# Surrogate benchmark ({suite})",
             "",
             machine_header(("torch", "botorch", "gpytorch", "bambo")),
-            f"- command: `python -m benchmarks.surrogates --suite {suite}` ({elapsed:.0f} s)",
+            f"- command: `python -m benchmarks.surrogates --suite {suite}`; this run: wall {elapsed:.0f} s, "
+            f"CPU {elapsed_cpu:.0f} s (this process, all threads)",
             f"- training sizes {list(config['sizes'])}, seeds {list(config['seeds'])}, "  # type: ignore[call-overload]
             f"{config['n_test']} held-out Sobol points; medians [interquartile range] over seeds",
             "",

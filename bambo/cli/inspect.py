@@ -138,7 +138,9 @@ def partition(
 
 
 def bench_surrogates(
-    suite: Annotated[str, typer.Option(help="quick (about 10 s) or full (several minutes).")] = "quick",
+    suite: Annotated[
+        str, typer.Option(help="quick or full (their run times: benchmarks/results/surrogates[_quick].md).")
+    ] = "quick",
     output: Annotated[Path, typer.Option(help="Folder for surrogates[_quick].md and .png.")] = Path("."),
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
 ) -> None:

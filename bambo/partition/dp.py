@@ -35,10 +35,9 @@ it is converted to the raw ``lam = lam~ * T * K / S^2`` of Eq. 5. The default
 ``lam~ = 1`` weighs "all of the variance left inside blocks" the same as "every
 block off its mass share by 100%", so neither term dominates: high-difference
 layers get small blocks and low-difference layers share large ones (BAMBO
-Fig. 2). On the digits benchmark (K = 3, differences falling with depth) the
-variance-only partition ``0 | 1 | 2-5`` leaves 5.9% of the variance inside blocks
-but its block masses deviate by 13.4%; the hybrid ``0 | 1-2 | 3-5`` leaves 6.9%
-with a 1.1% deviation (``benchmarks/results/partition.md``).
+Fig. 2). The partitions of the digits benchmark and of MiniLM, with the variance
+left inside blocks and the deviation of the block masses of each partitioner,
+are in ``benchmarks/results/partition.md``.
 """
 
 from __future__ import annotations

@@ -22,9 +22,9 @@ Acquisition (``acquisition="auto"``):
   observed points, so evaluation noise (a metric on a finite validation set) does
   not make it chase lucky evaluations.
 - from 4 objectives on: qLogNParEGO, a random Chebyshev scalarisation per
-  candidate. Hypervolume-based acquisitions grow steeply with the number of
-  objectives (measured on 2 cores, d=8, n=50, q=4: qLogNEHVI 7 s for 2
-  objectives, 27 s for 3, 182 s for 4; ``shared/notes``), ParEGO does not.
+  candidate. The cost of hypervolume-based acquisitions grows steeply with the
+  number of objectives, ParEGO's does not (per-batch times with 2, 3 and 4
+  objectives: ``benchmarks/results/strategies_synthetic.md``).
 
 The hypervolume reference point is set from the observations every iteration,
 as in the paper (App. C.1, "the nadir point"). ``ref_point="nadir"`` (default)
@@ -32,13 +32,13 @@ is the nadir of the observed Pareto front (the worst value of each objective
 over the non-dominated points, the textbook nadir), pushed out by 10% of the
 front's range (BoTorch's ``infer_reference_point``, also Ax's rule); ``"worst"``
 is the worst value observed over all evaluations (the box then reaches far into
-dominated space and the search spreads its effort there: on BraninCurrin it
-ended 2-4 points of hypervolume lower, ``benchmarks/strategies_synthetic.py``);
-``"problem"`` is the problem's fixed reference.
+dominated space and the search spreads its effort there); ``"problem"`` is the
+problem's fixed reference. The three are compared in
+``benchmarks/results/strategies_synthetic.md``.
 
-Speed defaults keep one batch under ~10 s for up to 3 objectives on the
-benchmarks here: 64 quasi-MC samples, 6 restarts from 256 raw samples, pruned
-baselines, and 200 L-BFGS iterations at most. The time of every fit and
+Speed defaults keep one batch short for up to 3 objectives: 64 quasi-MC samples,
+6 restarts from 256 raw samples, pruned baselines, and 200 L-BFGS iterations at
+most (per-batch times: ``benchmarks/results/strategies_synthetic.md``). The time of every fit and
 acquisition optimisation is logged (logger ``bambo.strategies.bambo``) and kept
 in ``result.info["timings"]``.
 """

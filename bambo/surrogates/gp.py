@@ -110,9 +110,9 @@ def fit_quadratic_mean_gp(
             standardised outcome units, on unit-cube inputs). Default: empirical
             Bayes, ``alpha^-1/2`` from the evidence fit of the Bayesian quadratic
             (which also gives the starting coefficients). A fixed width is wrong
-            somewhere: on an exact quadratic from 15 points a width of 1 gave RMSE
-            0.116 and 3 gave 0.008, while 3 made 90% intervals cover 15% at 10
-            points on digits with 4 experts.
+            somewhere: a narrow one underfits an exact quadratic, a wide one makes
+            the intervals overconfident with few points (coverage of the
+            quadratic-mean GP: ``benchmarks/results/surrogates.md``).
     """
     X, Y = check_training_data(train_X, train_Y)
     b = resolve_bounds(X, bounds)

@@ -49,8 +49,8 @@ class TextConfig(FrozenConfig):
     Attributes:
         tasks: The tasks (data, see :class:`TextTaskSpec`).
         n_train: Training texts per task (heads and fine-tuning).
-        n_val: Validation texts per task (the objectives; sized so one evaluation of
-            four tasks takes about 10 s on 2 cores).
+        n_val: Validation texts per task (the objectives; sized to keep one evaluation
+            short: its time is in ``benchmarks/results/text.md``).
         n_test: Test texts per task (held back).
         max_length: Token limit per text.
         finetune_steps: AdamW steps per expert.
