@@ -94,7 +94,8 @@ class BAMBO(Strategy):
     Args:
         problem: The problem (a block-wise :class:`~bambo.problem.MergeProblem` in the paper).
         seed: Seeds the Sobol warm start, the quasi-MC samples and the restarts.
-        n_initial: N0, warm-start points (heuristic settings first, then Sobol).
+        n_initial: N0, warm-start points (heuristic settings first, then Sobol). A
+            strategy already told ``n_initial`` completed evaluations skips the warm start.
         n_iterations: T, model-based batches; afterwards ``ask`` returns nothing
             (``None``: until the caller's budget runs out).
         surrogate: A registered surrogate name (``"gp"``, ``"quadratic-mean-gp"``, ...).
@@ -189,6 +190,9 @@ class BAMBO(Strategy):
 
     def _propose(self, n: int) -> Tensor:
         self._check_n(n)
+        if self._warm_start.shape[0] > 0 and self.completed[0].shape[0] >= self.n_initial:
+            # told enough data already (earlier evaluations, another tool's): model at once
+            self._warm_start = self._warm_start[:0]
         if self._warm_start.shape[0] > 0:
             X, self._warm_start = self._warm_start[:n], self._warm_start[n:]
             return X.clone()

@@ -102,3 +102,15 @@ def test_same_seed_same_run_whatever_the_global_generator():
             strategy = BAMBO(problem, seed=0, n_iterations=None, **fast)
             runs.append(optimize(problem, strategy, budget=20, batch_size=4, progress=False).X)
     torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)
+
+
+def test_data_told_before_the_first_ask_replaces_the_warm_start():
+    problem = SyntheticProblem("branin_currin")
+    fast = {"num_restarts": 2, "raw_samples": 32, "mc_samples": 16, "maxiter": 30}
+    strategy = BAMBO(problem, seed=0, n_initial=8, **fast)
+    X = torch.rand(100, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    X = problem.bounds[0] + (problem.bounds[1] - problem.bounds[0]) * X
+    strategy.tell(X, problem.evaluate(X))
+    proposed = strategy.ask(4)
+    assert len(strategy.timings) == 1  # a model-based batch, not the 8 warm-start points
+    assert not any(torch.equal(p, h) for p in proposed for h in problem.heuristic_points())
