@@ -27,14 +27,12 @@ from bambo.merge_problem import MergeProblem
 from bambo.problem import Problem
 from bambo.report import write_pareto
 from bambo.result import ParetoResult, RunMeta, build_result
-from bambo.store import Journal
+from bambo.store import CONFIG, JOURNAL, Journal
 from bambo.strategies import STRATEGIES, Strategy, get_strategy
 
 if TYPE_CHECKING:
     from bambo.benchmark import Benchmark
 
-JOURNAL = "journal.sqlite"
-CONFIG = "config.yaml"
 RESULT_FILES = ("pareto.csv", "pareto.json", "pareto.png", "front.png", "hypervolume.png", "front_nd.png")
 
 

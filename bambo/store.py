@@ -27,6 +27,10 @@ from bambo.errors import BamboError
 
 Status = Literal["pending", "running", "completed", "failed"]
 
+# A run folder (bambo run / resume / report / export) holds these two files.
+JOURNAL = "journal.sqlite"
+CONFIG = "config.yaml"
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS trials (

@@ -130,3 +130,18 @@ def test_partition_errors(tmp_path):
     assert result.exit_code == 2 and "K=9 exceeds the number of layers L=6" in result.output
     result = runner.invoke(app, ["partition", str(tmp_path)])
     assert result.exit_code == 2 and "at least one expert" in result.output
+
+
+def test_the_cli_starts_without_torch_and_rejects_a_missing_run_folder_before_importing_it(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from typer.testing import CliRunner; from bambo.cli import app; "
+        f"r = CliRunner().invoke(app, ['export', {str(tmp_path / 'nope')!r}, '--preference', '1,1']); "
+        "print(r.exit_code, sorted(m for m in ('torch', 'botorch', 'ax', 'matplotlib', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")[
+        -2
+    ]
+    assert out == "2 []", out

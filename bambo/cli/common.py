@@ -37,6 +37,24 @@ def guarded(step: Callable[[], T]) -> T:
         raise typer.Exit(code=1) from exc
 
 
+def require(path: Path, *names: str) -> None:
+    """Exit 2 at once (before any heavy import) if ``path`` or a file it must hold is missing.
+
+    Args:
+        path: A run folder or a config file.
+        names: Files the folder must hold (none: ``path`` itself must be a file).
+    """
+    if not names:
+        if not path.is_file():
+            raise fail(f"{path} is not a file")
+        return
+    if not path.is_dir():
+        raise fail(f"{path} is not a run folder (no such folder)")
+    missing = [n for n in names if not (path / n).is_file()]
+    if missing:
+        raise fail(f"{path} is not a run folder (it has no {', '.join(missing)})")
+
+
 def setup_torch(threads: int) -> None:
     """Set torch's CPU threads and flush denormals (subnormal floats slow the acquisition optimiser)."""
     import torch

@@ -11,7 +11,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from bambo.cli.common import console, fail, guarded, print_run, setup_torch
+from bambo.cli.common import console, guarded, print_run, require, setup_torch
+from bambo.store import CONFIG, JOURNAL
 
 # The MAP family works on model-level coefficients (MAP's c); BAMBO on blocks (BAMBO Sec. 3.2).
 MODEL_LEVEL_STRATEGIES = ("map", "bayesian-map", "nested-map", "grid")
@@ -133,6 +134,7 @@ def run(
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
 ) -> None:
     """Run an experiment from a config file, journaling every evaluation (resumable)."""
+    require(config)
     from bambo import runner
 
     setup_torch(threads)
@@ -145,6 +147,7 @@ def resume(
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
 ) -> None:
     """Continue a run from its journal: completed trials are kept, interrupted ones re-run."""
+    require(run_dir, JOURNAL, CONFIG)
     from bambo import runner
 
     setup_torch(threads)
@@ -154,6 +157,7 @@ def resume(
 
 def report(run_dir: Annotated[Path, typer.Argument(help="Folder of a run.")]) -> None:
     """Print a run's Pareto set from its journal and write its plots (no model is loaded)."""
+    require(run_dir, JOURNAL)
     from bambo import runner
 
     result = guarded(lambda: runner.journal_result(run_dir))
@@ -199,6 +203,7 @@ def export(
     weighted sum over the Pareto set; a pmto run's task model). With --format ax, write
     the whole run as an Ax experiment instead.
     """
+    require(run_dir, JOURNAL, CONFIG)
 
     def work() -> str:
         from bambo import runner
@@ -252,4 +257,4 @@ def _export_target(config: object, run_dir: Path, fmt: str, out: Path | None) ->
     return out or run_dir / default, paths
 
 
-__all__ = ["demo", "export", "fail", "report", "resume", "run"]
+__all__ = ["demo", "export", "report", "resume", "run"]
