@@ -139,7 +139,8 @@ def test_the_cli_starts_without_torch_and_rejects_a_missing_run_folder_before_im
     code = (
         "import sys; from typer.testing import CliRunner; from bambo.cli import app; "
         f"r = CliRunner().invoke(app, ['export', {str(tmp_path / 'nope')!r}, '--preference', '1,1']); "
-        "print(r.exit_code, sorted(m for m in ('torch', 'botorch', 'ax', 'matplotlib', 'transformers') if m in sys.modules))"
+        "heavy = ('torch', 'botorch', 'ax', 'matplotlib', 'transformers'); "
+        "print(r.exit_code, sorted(m for m in heavy if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")[
         -2
