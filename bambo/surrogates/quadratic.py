@@ -7,11 +7,13 @@ first (this only reparametrises the quadratic).
 
 - ``link="identity"`` (MAP Case 1, unbounded metric): Bayesian linear regression
   with prior ``w ~ N(0, alpha^-1 I)`` and noise precision ``beta`` on
-  standardised outputs. ``alpha`` and ``beta`` maximise the evidence (MacKay's
-  fixed-point updates), so with little data the prior keeps the fit sane (fewer
-  points than coefficients is fine) and with exact quadratic data the posterior
-  mean is Corollary 1's least-squares solution. The posterior over ``M`` at a
-  q-batch is Gaussian with full joint covariance ``Phi S Phi^T``.
+  standardised outputs. ``alpha`` and ``beta`` maximise the evidence (a global
+  grid search refined by MacKay's fixed-point updates), so with little data the
+  prior keeps the fit sane (fewer points than coefficients is fine) and with exact
+  quadratic data the posterior mean is Corollary 1's least-squares solution (from
+  ``p`` points on: with no residual degree of freedom the fit interpolates). The
+  posterior over ``M`` at a q-batch is Gaussian with full joint covariance
+  ``Phi S Phi^T``.
 - ``link="sigmoid"`` (Case 2, metric in ``[l, u]``): ``M = l + (u - l) sigmoid(eta)``;
   ``link="softplus"`` (Case 3, metric in ``[l, inf)``): ``M = l + softplus(eta)``.
   ``w`` minimises the squared error of Eq. 5 plus a ridge ``r ||w||^2`` by L-BFGS,
@@ -68,55 +70,119 @@ def quadratic_features(Z: Tensor) -> Tensor:
     return torch.cat([Z * Z, Z[..., i] * Z[..., j], Z, torch.ones_like(Z[..., :1])], dim=-1)
 
 
+def _log_evidence(
+    alpha: Tensor, beta: Tensor, singular: Tensor, projected: Tensor, outside: float, n: int, p: int
+) -> Tensor:
+    """Log evidence of Bayesian linear regression in the SVD basis of the features.
+
+    Args:
+        alpha: Prior precisions, any shape ``S`` broadcastable with ``beta``.
+        beta: Noise precisions, broadcastable with ``alpha``.
+        singular: Singular values of ``Phi``, shape ``(k,)``, ``k = min(n, p)``.
+        projected: ``U^T y``, shape ``(k,)``.
+        outside: ``||y - U U^T y||^2``, the part of ``y`` no weights can fit.
+        n: Number of points.
+        p: Number of features.
+
+    Returns:
+        Log evidence, shape ``broadcast(alpha, beta)``.
+    """
+    alpha, beta = torch.broadcast_tensors(alpha, beta)
+    a, b = alpha.unsqueeze(-1), beta.unsqueeze(-1)
+    denominator = a + b * singular**2  # eigenvalues of the posterior precision in the row space
+    residual = outside + ((projected * a / denominator) ** 2).sum(-1)
+    weight_norm = ((b * singular * projected / denominator) ** 2).sum(-1)
+    log_det = torch.log(denominator).sum(-1) + (p - singular.numel()) * torch.log(alpha)
+    return 0.5 * (
+        p * torch.log(alpha)
+        + n * torch.log(beta)
+        - beta * residual
+        - alpha * weight_norm
+        - log_det
+        - n * math.log(2 * math.pi)
+    )
+
+
 def evidence_fit(Phi: Tensor, y: Tensor, iterations: int = 200) -> tuple[Tensor, Tensor, float, float]:
     """Bayesian linear regression with evidence-optimal ``alpha``, ``beta`` (type-II ML).
 
-    MacKay's fixed-point updates can slide into the degenerate optimum "all is
-    noise" (``alpha -> inf``, ``w -> 0``) when started at a high noise level, so
-    they run from several starts (noise variance from 100% down to 0.01% of
-    ``var(y)``) and the result with the highest log evidence is kept. With very
-    few points the evidence itself prefers that optimum, and the posterior of
-    ``f`` would then claim certainty about a flat function, the worst belief to
-    start a search from; so ``alpha`` is capped at the mean of ``||phi(x_i)||^2``,
-    which keeps the prior standard deviation of ``f`` at about the data's own
-    spread (one standard deviation of ``y``) wherever the data cannot say more.
+    The log evidence can have several local maxima (e.g. "part of ``y`` is noise"
+    next to "``y`` is exact"), so it is searched globally: on a log grid of
+    ``(alpha, beta)`` (cheap in the SVD basis of ``Phi``), then refined from the
+    best grid point by MacKay's fixed-point updates, keeping whichever is higher.
+    The noise variance ranges from ``1e4`` down to ``1e-12`` times ``var(y)``.
+
+    When the points leave no residual degree of freedom (``Phi`` has full row
+    rank, e.g. ``n <= p`` distinct points), every ``y`` is fitted exactly and the
+    data say nothing about the noise; the evidence's preference then only
+    reflects how well the prior matches ``w``. The noise-free limit (the
+    least-squares interpolant of MAP's Corollary 1) is taken, and only ``alpha``
+    is chosen by the evidence. Likewise, whenever the evidence's optimum is at
+    the lowest noise considered, the posterior mean is the noise-free limit (the
+    least-squares solution) rather than the slightly shrunk fit at that noise.
+
+    With very few points the evidence prefers a large ``alpha`` (a flat function),
+    and the posterior of ``f`` would then claim certainty about a flat function,
+    the worst belief to start a search from; so ``alpha`` is capped at the mean of
+    ``||phi(x_i)||^2`` over ``var(y)``, which keeps the prior standard deviation of
+    ``f`` at about the data's own spread wherever the data cannot say more.
 
     Args:
         Phi: Features, shape ``(n, p)``.
         y: Targets, shape ``(n,)``.
+        iterations: Most fixed-point updates of the refinement.
 
     Returns:
         ``(posterior mean (p,), posterior covariance (p, p), noise variance 1/beta, prior precision alpha)``.
     """
     n, p = Phi.shape
-    eigvals, eigvecs = torch.linalg.eigh(Phi.T @ Phi)
-    eigvals = eigvals.clamp_min(0.0)
-    projected = eigvecs.T @ (Phi.T @ y)
+    U, singular, Vh = torch.linalg.svd(Phi, full_matrices=False)
+    projected = U.T @ y
+    outside = float(((y - U @ projected) ** 2).sum())
+    top = float(singular.max()) if singular.numel() else 0.0
+    rank = int((singular > top * max(n, p) * torch.finfo(Phi.dtype).eps).sum()) if top > 0 else 0
     scale = max(float(y.var()) if n > 1 else 1.0, 1e-12)
     alpha_max = max(float((Phi * Phi).sum(dim=1).mean()) / scale, 1e-6)
-    best: tuple[float, float, float] | None = None
-    for noise_share in (1.0, 1e-2, 1e-4):
-        alpha, beta = min(1.0, alpha_max), 1.0 / (noise_share * scale)
-        for _ in range(iterations):
-            m = eigvecs @ (beta * projected / (alpha + beta * eigvals))
-            gamma = float((beta * eigvals / (alpha + beta * eigvals)).sum())
-            residual = float(((y - Phi @ m) ** 2).sum())
-            new_alpha = min(max(gamma / max(float(m @ m), 1e-12), 1e-8), alpha_max)
-            new_beta = min(max((n - gamma) / max(residual, 1e-300), 1e-8), 1e12 / scale)
-            converged = abs(math.log(new_alpha / alpha)) < 1e-7 and abs(math.log(new_beta / beta)) < 1e-7
-            alpha, beta = new_alpha, new_beta
-            if converged:
-                break
-        m = eigvecs @ (beta * projected / (alpha + beta * eigvals))
-        misfit = beta * float(((y - Phi @ m) ** 2).sum()) + alpha * float(m @ m)
-        log_det = float(torch.log(alpha + beta * eigvals).sum())
-        evidence = 0.5 * (p * math.log(alpha) + n * math.log(beta) - misfit - log_det - n * math.log(2 * math.pi))
-        if best is None or evidence > best[0]:
-            best = (evidence, alpha, beta)
-    _, alpha, beta = best  # type: ignore[misc]
-    m = eigvecs @ (beta * projected / (alpha + beta * eigvals))
-    cov = (eigvecs / (alpha + beta * eigvals)) @ eigvecs.T
-    return m, cov, 1.0 / beta, alpha
+    alpha_min = min(1e-8, alpha_max)
+    beta_max = 1e12 / scale
+    beta_min = beta_max if rank >= n else 1e-4 / scale
+
+    def evidence(alpha: Tensor, beta: Tensor) -> Tensor:
+        return _log_evidence(alpha, beta, singular, projected, outside, n, p)
+
+    alphas = torch.logspace(math.log10(alpha_min), math.log10(alpha_max), 41, dtype=Phi.dtype)
+    n_betas = 49 if beta_min < beta_max else 1
+    betas = torch.logspace(math.log10(beta_min), math.log10(beta_max), n_betas, dtype=Phi.dtype)
+    grid = evidence(alphas.unsqueeze(-1), betas)
+    row, column = divmod(int(grid.argmax()), betas.numel())
+    best = (float(grid[row, column]), float(alphas[row]), float(betas[column]))
+    eig = singular**2
+    alpha, beta = best[1], best[2]
+    for _ in range(iterations):  # MacKay's updates from the best grid point
+        denominator = alpha + beta * eig
+        gamma = float((beta * eig / denominator).sum())
+        weight_norm = float(((beta * singular * projected / denominator) ** 2).sum())
+        residual = outside + float(((projected * alpha / denominator) ** 2).sum())
+        new_alpha = min(max(gamma / max(weight_norm, 1e-300), alpha_min), alpha_max)
+        new_beta = min(max((n - gamma) / max(residual, 1e-300), beta_min), beta_max)
+        converged = abs(math.log(new_alpha / alpha)) < 1e-7 and abs(math.log(new_beta / beta)) < 1e-7
+        alpha, beta = new_alpha, new_beta
+        if converged:
+            break
+    refined = float(evidence(torch.tensor(alpha, dtype=Phi.dtype), torch.tensor(beta, dtype=Phi.dtype)))
+    if refined > best[0]:
+        best = (refined, alpha, beta)
+    _, alpha, beta = best
+    denominator = alpha + beta * eig
+    if rank >= n or beta >= beta_max * (1.0 - 1e-9):
+        # The evidence wants no noise: take the noise-free limit (beta -> inf) itself, the least-squares
+        # solution on the row space of Phi, rather than the slight shrinkage of the cap.
+        m = Vh[:rank].T @ (projected[:rank] / singular[:rank])
+    else:
+        m = Vh.T @ (beta * singular * projected / denominator)
+    row_space = Vh.T @ Vh
+    cov = (Vh.T / denominator) @ Vh + (torch.eye(p, dtype=Phi.dtype) - row_space) / alpha
+    return m, 0.5 * (cov + cov.T), 1.0 / beta, alpha
 
 
 def _inverse_softplus(v: Tensor) -> Tensor:

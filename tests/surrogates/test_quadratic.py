@@ -5,6 +5,7 @@ import torch
 
 from bambo.errors import ConfigError
 from bambo.surrogates import QuadraticSurrogate, fit_surrogate, quadratic_features
+from bambo.surrogates.quadratic import evidence_fit
 
 D = torch.float64
 A = torch.tensor([[2.0, 0.5, 0.0], [0.5, -1.0, 0.3], [0.0, 0.3, 1.5]], dtype=D)
@@ -133,3 +134,43 @@ def test_scalarising_a_link_posterior_is_refused_clearly():
     model = fit_surrogate("quadratic-sigmoid", X, Y)
     with pytest.raises(UnsupportedError, match="MC objective"):
         model.posterior(X[:2], posterior_transform=ScalarizedPosteriorTransform(torch.ones(2, dtype=D)))
+
+
+def _random_quadratic(d, seed):
+    g = torch.Generator().manual_seed(seed)
+    A_ = torch.randn(d, d, generator=g, dtype=D)
+    A_ = A_ + A_.T
+    b_ = torch.randn(d, generator=g, dtype=D)
+    e_ = float(torch.randn(1, generator=g, dtype=D))
+    return g, lambda X: 0.5 * ((X @ A_) * X).sum(-1) + X @ b_ + e_
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+@pytest.mark.parametrize("d", [2, 3, 4, 5, 6])
+def test_exact_quadratic_is_recovered_from_barely_enough_points(d, extra):
+    # n = p (no residual degree of freedom) and n = p + 1 noise-free points determine the quadratic
+    p = (d + 1) * (d + 2) // 2
+    unit = torch.stack([torch.zeros(d), torch.ones(d)]).double()
+    for seed in range(12):
+        g, f = _random_quadratic(d, seed)
+        X = torch.rand(p + extra, d, generator=g, dtype=D)
+        X_test = torch.rand(200, d, generator=g, dtype=D)
+        model = QuadraticSurrogate(X, f(X).unsqueeze(-1), bounds=unit)
+        truth = f(X_test)
+        error = float((model.posterior(X_test).mean.squeeze(-1) - truth).abs().max())
+        spread = float(truth.max() - truth.min())
+        assert error < 1e-6 * spread, f"d={d}, n=p+{extra}, seed={seed}: error {error:.3g}, spread {spread:.3g}"
+
+
+def test_evidence_fit_equals_least_squares_with_two_spare_points():
+    # exact quadratic targets at n = p + 2: the evidence picks (near) zero noise and the fit is least squares
+    for d in (2, 4):
+        p = (d + 1) * (d + 2) // 2
+        for seed in range(5):
+            g = torch.Generator().manual_seed(seed)
+            Phi = quadratic_features(torch.rand(p + 2, d, generator=g, dtype=D))
+            y = Phi @ torch.randn(p, generator=g, dtype=D)
+            y = (y - y.mean()) / y.std()
+            w, _, noise, _ = evidence_fit(Phi, y)
+            least_squares = torch.linalg.lstsq(Phi, y.unsqueeze(-1)).solution.squeeze(-1)
+            assert (w - least_squares).abs().max() < 1e-8 * least_squares.abs().max() and noise < 1e-10
