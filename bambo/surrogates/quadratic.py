@@ -16,16 +16,19 @@ first (this only reparametrises the quadratic).
   ``Phi S Phi^T``.
 - ``link="sigmoid"`` (Case 2, metric in ``[l, u]``): ``M = l + (u - l) sigmoid(eta)``;
   ``link="softplus"`` (Case 3, metric in ``[l, inf)``): ``M = l + softplus(eta)``.
-  ``w`` minimises the squared error of Eq. 5 plus a ridge ``r ||w||^2`` by L-BFGS,
-  where ``r`` is the prior-to-noise precision ratio that the evidence picks for the
-  linearised problem ``g^-1(y) ~ Phi w`` (so noise-free data is fitted exactly and
-  scarce data is regularised). The posterior is a Laplace approximation:
-  ``w ~ N(w_hat, H^-1)`` with the Gauss-Newton Hessian ``H = (J^T J + r I) / s^2``
-  (``s^2`` the residual variance, ``J`` the Jacobian of the predictions), pushed
-  through the link: samples are exact transforms of Gaussian ``eta`` samples, and
-  the mean and variance come from 32-point Gauss-Hermite quadrature. Predictions
-  stay inside ``[l, u]`` / ``[l, inf)``. With ``observation_noise=True`` the variance
-  (not the samples) includes ``s^2``.
+  ``w`` minimises the squared error of Eq. 5 plus a ridge ``r ||w - w_0||^2``
+  (``w_0`` the constant model at the data's mean latent level) by Gauss-Newton,
+  starting from the evidence fit of the clamped latent problem ``g^-1(y) ~ Phi w``;
+  at each step the evidence of the linearised problem picks ``r``, the
+  prior-to-noise precision ratio (so noise-free data is fitted exactly, also where
+  the link saturates, and scarce data is regularised). The posterior is a Laplace
+  approximation: ``w ~ N(w_hat, H^-1)`` with the Gauss-Newton Hessian
+  ``H = alpha I + J^T J / s^2`` (``J`` the Jacobian of the predictions, ``alpha``
+  and the noise variance ``s^2`` the evidence's), pushed through the link: samples
+  are exact transforms of Gaussian ``eta`` samples, and the mean and variance come
+  from 32-point Gauss-Hermite quadrature. Predictions stay inside ``[l, u]`` /
+  ``[l, inf)``. With ``observation_noise=True`` the variance (not the samples)
+  includes ``s^2``.
 
 Written here because BoTorch has no Bayesian polynomial regression model; a
 ``SingleTaskGP`` with a degree-2 polynomial kernel is the same Gaussian model in
@@ -208,57 +211,69 @@ def _link_fns(link: Link, lower: float, upper: float) -> tuple[Any, Any, Any]:
     raise ConfigError(f"unknown link {link!r}; valid: identity, sigmoid, softplus")
 
 
-def _link_fit(Phi: Tensor, y: Tensor, link: Link, lower: float, upper: float) -> tuple[Tensor, Tensor, float]:
-    """MAP Eq. 5 by L-BFGS, regularised as the evidence suggests, with a Laplace covariance.
+def _link_fit(
+    Phi: Tensor, y: Tensor, link: Link, lower: float, upper: float, iterations: int = 100
+) -> tuple[Tensor, Tensor, float]:
+    """MAP Eq. 5 by Gauss-Newton with the evidence of each linearised problem, and its Laplace posterior.
 
-    The evidence fit of the linearised problem (``g^-1(y) ~ Phi w``) gives the start
-    and the ratio ``alpha / beta`` of prior to noise precision; converted to output
-    units by the mean squared slope of the link, it is the ridge of the MSE. With
-    exact data ``beta`` is huge and the fit is exact; with fewer points than
-    coefficients the ridge keeps extrapolation in check.
+    The start is the evidence fit of the clamped latent problem ``g^-1(y) ~ Phi w``
+    (targets clamped away from the link's bounds, so that a metric at its bound
+    cannot pull the start to infinity). Then, MacKay's evidence framework for
+    non-linear regression: at ``w``, the model is linearised,
+    ``y ~ g(Phi w) + J (w' - w)`` with ``J = g'(Phi w) Phi``, and the evidence fit
+    of that linear problem (prior ``N(centre, alpha^-1 I)``) gives the next ``w'``
+    and the prior and noise precisions; a step that raises the penalised squared
+    error ``||g(Phi w) - y||^2 + (alpha / beta) ||w - centre||^2`` is halved. This
+    works on the unclamped outputs, so exact data are fitted exactly also where the
+    link saturates (targets within ``1e-4`` of a bound), and noisy data are
+    regularised as the evidence says. The posterior is the last linearised one
+    (Gauss-Newton Hessian: a Laplace approximation).
+
+    Args:
+        Phi: Features, shape ``(n, p)``.
+        y: Targets inside the link's range, shape ``(n,)``.
+        link: ``"sigmoid"`` or ``"softplus"``.
+        lower: ``l`` of the link.
+        upper: ``u`` of the sigmoid link.
+        iterations: Most Gauss-Newton steps.
+
+    Returns:
+        ``(weights (p,), weight covariance (p, p), noise variance in output units)``.
     """
     g, dg, g_inv = _link_fns(link, lower, upper)
-    n, p = Phi.shape
+    p = Phi.shape[1]
     # The prior is centred on the constant model eta = mean(g^-1(y)) (the last feature is
     # the intercept), so scarce data shrinks towards the data's level, not towards g(0).
     latent = g_inv(y)
     centre = torch.zeros(p, dtype=Phi.dtype)
     centre[-1] = latent.mean()
-    delta, _, latent_noise, alpha = evidence_fit(Phi, latent - centre[-1])
-    w0 = centre + delta
-    slope_sq = float((dg(Phi @ w0) ** 2).mean())
-    ridge = alpha * latent_noise * slope_sq  # alpha / beta in output units
-    w = w0.clone().requires_grad_(True)
-    optimizer = torch.optim.LBFGS(
-        [w], lr=1.0, max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-15, line_search_fn="strong_wolfe"
-    )
+    delta, _, _, _ = evidence_fit(Phi, latent - centre[-1])
+    w = centre + delta
 
-    def closure() -> Tensor:
-        optimizer.zero_grad()
-        loss = ((g(Phi @ w) - y) ** 2).sum() + ridge * ((w - centre) @ (w - centre))
-        loss.backward()
-        return loss
+    def linearised(w: Tensor) -> tuple[Tensor, Tensor, float, float]:
+        eta = Phi @ w
+        J = dg(eta).unsqueeze(-1) * Phi
+        return evidence_fit(J, y - g(eta) + J @ (w - centre))
 
-    optimizer.step(closure)
-    w = w.detach()
-    residual = float(((g(Phi @ w) - y) ** 2).sum())
-    # With n <= p the fit interpolates and the residual says nothing about the noise: the
-    # evidence's latent noise, in output units, is the floor (then the prior precision of
-    # the Laplace posterior below equals the evidence's alpha).
-    evidence_noise = latent_noise * slope_sq
-    noise = max(
-        residual / (n - p) if n > p else 0.0, evidence_noise, 1e-12 * max(float(y.var()) if n > 1 else 1.0, 1e-6)
-    )
-    J = dg(Phi @ w).unsqueeze(-1) * Phi
-    H = (J.T @ J + max(ridge, 1e-12) * torch.eye(p, dtype=Phi.dtype)) / noise
-    return w, _spd_inverse(H), noise
+    def penalised(w: Tensor, ridge: float) -> float:
+        return float(((g(Phi @ w) - y) ** 2).sum()) + ridge * float((w - centre) @ (w - centre))
 
-
-def _spd_inverse(H: Tensor) -> Tensor:
-    """Inverse of a symmetric positive-definite matrix that stays symmetric PD in floating point."""
-    eigvals, eigvecs = torch.linalg.eigh(0.5 * (H + H.T))
-    eigvals = eigvals.clamp_min(float(eigvals.max()) * 1e-14)
-    return (eigvecs / eigvals) @ eigvecs.T
+    for _ in range(iterations):
+        delta, _, noise, alpha = linearised(w)
+        ridge = alpha * noise
+        step = centre + delta - w
+        current = penalised(w, ridge)
+        for _ in range(40):
+            if penalised(w + step, ridge) <= current:
+                break
+            step = 0.5 * step
+        else:
+            break  # no step lowers the penalised error: converged as far as rounding allows
+        w = w + step
+        if float(step.abs().max()) <= 1e-12 * (1.0 + float(w.abs().max())):
+            break
+    _, cov, noise, _ = linearised(w)
+    return w, cov, noise
 
 
 class QuadraticSurrogate(Model):

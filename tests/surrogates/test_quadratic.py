@@ -174,3 +174,19 @@ def test_evidence_fit_equals_least_squares_with_two_spare_points():
             w, _, noise, _ = evidence_fit(Phi, y)
             least_squares = torch.linalg.lstsq(Phi, y.unsqueeze(-1)).solution.squeeze(-1)
             assert (w - least_squares).abs().max() < 1e-8 * least_squares.abs().max() and noise < 1e-10
+
+
+@pytest.mark.parametrize("steepness", [1.0, 8.0, 16.0])
+def test_sigmoid_link_fits_exact_data_near_the_bounds(steepness):
+    # sigmoid(steepness * quadratic): at steepness 8 targets come within 3e-5 of 1, at 16 within 1e-9
+    X = sobol(12, d=2, low=0.0, high=1.0)
+    X_test = sobol(64, d=2, seed=7, low=0.0, high=1.0)
+
+    def f(X):
+        return torch.sigmoid(steepness * (2.3 * X[:, 0] ** 2 - X[:, 0] * X[:, 1] + X[:, 1] - 0.8))
+
+    assert steepness < 8.0 or float(1.0 - f(X).max()) < 1e-4  # closer to 1 than the inverse link's old clamp
+    model = fit_surrogate("quadratic-sigmoid", X, f(X).unsqueeze(-1))
+    for points in (X, X_test):
+        error = float((model.posterior(points).mean.squeeze(-1) - f(points)).abs().max())
+        assert error < 1e-6, f"steepness {steepness}: error {error:.3g}"
