@@ -52,6 +52,7 @@ from gpytorch.likelihoods import Likelihood
 from torch import Tensor
 
 from bambo.errors import ConfigError, UnknownNameError
+from bambo.extensions import prepare_fused_kernel
 from bambo.problem import Problem
 from bambo.result import ParetoResult
 from bambo.surrogates.gp import QuadraticMean, _evidence_init
@@ -267,6 +268,7 @@ def generation_strategy(
     """
     if n_initial < 1:
         raise ConfigError(f"n_initial must be >= 1, got {n_initial}")
+    prepare_fused_kernel()  # before Ax builds a qLogNEHVI: BoTorch's own build can hang on a stale lock
     optimizer = {k: v for k, v in {"num_restarts": num_restarts, "raw_samples": raw_samples}.items() if v is not None}
     mbm = GeneratorSpec(
         generator_enum=Generators.BOTORCH_MODULAR,

@@ -69,6 +69,7 @@ from torch import Tensor
 from torch.quasirandom import SobolEngine
 
 from bambo.errors import ConfigError
+from bambo.extensions import prepare_fused_kernel
 from bambo.pareto import pareto_front
 from bambo.problem import Problem
 from bambo.result import Artifacts
@@ -307,6 +308,7 @@ class BAMBO(Strategy):
             return qExpectedHypervolumeImprovement(
                 model, ref.tolist(), partitioning, sampler=sampler, X_pending=pending
             )
+        prepare_fused_kernel()  # BoTorch would build its C++ kernel on a shared lock that can hang forever
         return qLogNoisyExpectedHypervolumeImprovement(
             model, ref.tolist(), X, sampler=sampler, X_pending=pending, prune_baseline=True, cache_root=cache_root
         )
