@@ -51,6 +51,7 @@ from botorch.utils.datasets import SupervisedDataset
 from gpytorch.likelihoods import Likelihood
 from torch import Tensor
 
+from bambo.atomic import atomic_path
 from bambo.errors import ConfigError, UnknownNameError
 from bambo.extensions import prepare_fused_kernel
 from bambo.problem import Problem
@@ -426,9 +427,9 @@ def export_to_ax(problem: Problem, result: ParetoResult, path: str | Path, name:
         else:
             client.mark_trial_failed(index, failed_reason=result.errors.get(i, _FAILED))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    client.save_to_json_file(str(path))
-    check_ax_export(path, result)
+    with atomic_path(path) as tmp:  # checked before it replaces a previous export
+        client.save_to_json_file(str(tmp))
+        check_ax_export(tmp, result)
     return path
 
 

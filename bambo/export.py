@@ -12,6 +12,7 @@ is the shortest dotted suffix of the name that selects no tensor with other weig
 matches mergekit's canonical names for ``bert.``-prefixed checkpoints), and every tensor's resolved
 weights are checked. mergekit takes DARE/DELLA's seed from ``--random-seed`` (``MergeConfiguration``
 ignores a ``random_seed`` key, written for the record); :func:`mergekit_notes` lists differences.
+Every output is written atomically (:mod:`bambo.atomic`): complete at its path, or the previous one kept.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import yaml
 from safetensors.torch import save_file
 from torch import Tensor
 
+from bambo.atomic import atomic_folder, atomic_path, atomic_write_text
 from bambo.errors import ConfigError
 from bambo.merge_problem import MergeProblem
 from bambo.space import DEFAULT_LAYER_PATTERN, LayerLayout
@@ -75,7 +77,6 @@ def save_safetensors(
         The written path.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     seen: set[int] = set()
     tensors: dict[str, Tensor] = {}
     for name, tensor in state_dict.items():
@@ -85,8 +86,33 @@ def save_safetensors(
             t = t.clone()
         seen.add(t.untyped_storage().data_ptr())
         tensors[name] = t
-    save_file(tensors, str(path), metadata={"format": "pt", **{str(k): str(v) for k, v in (metadata or {}).items()}})
+    header = {"format": "pt", **{str(k): str(v) for k, v in (metadata or {}).items()}}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=header)
     return path
+
+
+def check_hf_folder_target(out: str | Path) -> None:
+    """Refuse an output folder whose replacement would lose anything but a previous export.
+
+    An export replaces the folder as a whole, so an existing ``out`` must be a folder
+    holding only ``model.safetensors`` and :data:`HF_SIDE_FILES`.
+
+    Raises:
+        ConfigError: ``out`` exists and is not such a folder.
+    """
+    out = Path(out)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ConfigError(f"output path {out} is a file, but a Hugging Face export is a folder: choose a folder path")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in ("model.safetensors", *HF_SIDE_FILES))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise ConfigError(
+            f"output folder {out} holds files that are not a model export ({shown}) and would be replaced: "
+            "choose a new or empty folder"
+        )
 
 
 def save_hf_folder(
@@ -111,9 +137,11 @@ def save_hf_folder(
         The output folder.
 
     Raises:
-        ConfigError: No ``config.json`` can be found for ``source``, or ``out_dir`` is the source folder.
+        ConfigError: No ``config.json`` can be found for ``source``, ``out_dir`` is the source
+            folder, or ``out_dir`` exists and is not a previous export (:func:`check_hf_folder_target`).
     """
     out = Path(out_dir)
+    folder = None
     if isinstance(source, (str, Path)):
         if not Path(source).exists():
             raise ConfigError(f"base model path {source} does not exist")
@@ -122,19 +150,19 @@ def save_hf_folder(
             raise ConfigError(f"no config.json in {folder}: pass the base model's Hugging Face folder or its config")
         if out.resolve() == folder.resolve():
             raise ConfigError(f"refusing to write the merged model into the base model's folder {folder}")
-        out.mkdir(parents=True, exist_ok=True)
-        for name in HF_SIDE_FILES:
-            if (folder / name).is_file():
-                shutil.copyfile(folder / name, out / name)
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        if isinstance(source, Mapping):
-            (out / "config.json").write_text(json.dumps(dict(source), indent=2))
-        elif hasattr(source, "to_json_file"):
-            source.to_json_file(str(out / "config.json"))
+    elif not (isinstance(source, Mapping) or hasattr(source, "to_json_file")):
+        raise ConfigError(f"cannot take a model config from {type(source).__name__}")
+    check_hf_folder_target(out)
+    with atomic_folder(out) as tmp:  # the folder appears (or replaces the previous export) only when complete
+        if folder is not None:
+            for name in HF_SIDE_FILES:
+                if (folder / name).is_file():
+                    shutil.copyfile(folder / name, tmp / name)
+        elif isinstance(source, Mapping):
+            (tmp / "config.json").write_text(json.dumps(dict(source), indent=2))
         else:
-            raise ConfigError(f"cannot take a model config from {type(source).__name__}")
-    save_safetensors(state_dict, out / "model.safetensors", metadata)
+            source.to_json_file(str(tmp / "config.json"))
+        save_safetensors(state_dict, tmp / "model.safetensors", metadata)
     return out
 
 
@@ -406,8 +434,7 @@ def write_mergekit_yaml(
     ]
     lines += [f"# note: {note}" for note in mergekit_notes(problem.merger.method)]
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n" + yaml.dump(config, Dumper=_Dumper, sort_keys=False))
+    atomic_write_text(path, "\n".join(lines) + "\n" + yaml.dump(config, Dumper=_Dumper, sort_keys=False))
     return path
 
 

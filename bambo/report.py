@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.table import Table
 
+from bambo.atomic import atomic_path, atomic_write_text
 from bambo.plotting import plot_front
 from bambo.result import ParetoResult
 
@@ -59,7 +60,7 @@ def write_pareto(
     out.mkdir(parents=True, exist_ok=True)
     X, Y = result.pareto_X, result.pareto_Y
     csv_path = out / "pareto.csv"
-    with csv_path.open("w", newline="") as handle:
+    with atomic_path(csv_path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow([*result.parameter_names, *result.objective_names])
         for x, y in zip(X.tolist(), Y.tolist(), strict=True):
@@ -89,6 +90,6 @@ def write_pareto(
             for x, y in zip(result.predicted_X.tolist(), result.predicted_front.tolist(), strict=True)
         ]
     json_path = out / "pareto.json"
-    json_path.write_text(json.dumps(payload, indent=1))
+    atomic_write_text(json_path, json.dumps(payload, indent=1))
     png_path = plot_front(result, out / "pareto.png", title=title)
     return [csv_path, json_path, png_path]
