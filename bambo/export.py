@@ -18,6 +18,7 @@ Every output is written atomically (:mod:`bambo.atomic`): complete at its path, 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from collections import Counter
@@ -90,6 +91,71 @@ def save_safetensors(
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=header)
     return path
+
+
+_FOLDER_FORMATS = ("hf",)
+_FILE_FORMATS = ("ax", "mergekit", "safetensors")
+
+
+def check_export_target(out: str | Path, fmt: str, run_dir: str | Path | None = None) -> Path:
+    """Check an output path before any merge work: right kind, writable, and not the run's own.
+
+    Args:
+        out: The output file (``safetensors``, ``mergekit``, ``ax``) or folder (``hf``).
+        fmt: The export format.
+        run_dir: The run being exported: its folder, any folder holding it, and its
+            journal, config, task model and reports are refused.
+
+    Returns:
+        ``out`` as a path.
+
+    Raises:
+        ConfigError: Naming the path and the problem: an unknown format, an existing
+            folder for a file format or file for ``hf`` (or a folder that holds more
+            than a previous export), a read-only path or folder, or one of the run's own paths.
+    """
+    out = Path(out)
+    if fmt not in _FOLDER_FORMATS + _FILE_FORMATS:
+        raise ConfigError(
+            f"unknown export format {fmt!r}; valid formats: {', '.join(sorted(_FOLDER_FORMATS + _FILE_FORMATS))}"
+        )
+    if run_dir is not None:
+        _check_not_the_runs_own(out, Path(run_dir))
+    if out.exists():
+        if fmt in _FOLDER_FORMATS:
+            check_hf_folder_target(out)
+        elif out.is_dir():
+            raise ConfigError(f"output path {out} is a folder, but --format {fmt} writes a file: give a file path")
+        if _read_only(out):
+            raise ConfigError(f"output path {out} is read-only: choose another path or make it writable")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"output path {out} cannot be created: {parent} is a file, not a folder")
+    if _read_only(parent):
+        raise ConfigError(f"output path {out} is in a read-only folder ({parent}): choose another path")
+    return out
+
+
+def _check_not_the_runs_own(out: Path, run_dir: Path) -> None:
+    from bambo.runner import RESULT_FILES
+    from bambo.store import CONFIG, JOURNAL
+    from bambo.strategies.pmto import PMTO
+
+    target, run = out.resolve(), run_dir.resolve()
+    if target == run or target in run.parents:
+        raise ConfigError(
+            f"output path {out} is the run's own folder {run_dir} or holds it: choose a path inside or beside it"
+        )
+    own = (CONFIG, PMTO.TASK_MODEL, *RESULT_FILES)
+    if target.parent == run and (target.name in own or target.name.startswith(JOURNAL)):
+        raise ConfigError(f"output path {out} is one of the run's own files (journal, config, task model, reports)")
+
+
+def _read_only(path: Path) -> bool:
+    """No write permission, for this user or (so that root, too, respects it) for anyone."""
+    return not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222
 
 
 def check_hf_folder_target(out: str | Path) -> None:
@@ -501,11 +567,16 @@ def export_merge(
 
     Returns:
         The written file or folder.
+
+    Raises:
+        ConfigError: An unknown format, missing model paths, or an unusable ``out``
+            (:func:`check_export_target`), before any merge work.
     """
+    if fmt not in ("hf", "mergekit", "safetensors"):
+        raise ConfigError(f"unknown export format {fmt!r}; valid formats: hf, mergekit, safetensors")
+    check_export_target(out, fmt)
     if fmt == "safetensors":
         return save_safetensors(problem.merge(x), out)
-    if fmt not in ("hf", "mergekit"):
-        raise ConfigError(f"unknown export format {fmt!r}; valid formats: hf, mergekit, safetensors")
     if not model_paths:
         raise ConfigError(f"export format {fmt!r} needs the model paths (base first)")
     if fmt == "hf":

@@ -286,3 +286,56 @@ def test_a_pmto_run_too_short_for_a_task_model_still_writes_its_results(tmp_path
     assert not (run_dir / "task_model.pt").exists()
     out = runner.invoke(app, ["export", str(run_dir), "--preference", "0.5,0.5"])
     assert out.exit_code == 2 and "fewer than two preferences" in out.output
+
+
+@pytest.mark.parametrize(
+    ("fmt", "kind", "message"),
+    [
+        ("hf", "file", "is a file"),
+        ("safetensors", "folder", "is a folder"),
+        ("mergekit", "folder", "is a folder"),
+        ("ax", "folder", "is a folder"),
+        ("safetensors", "read-only file", "read-only"),
+        ("hf", "read-only folder", "read-only"),
+        ("safetensors", "in a read-only folder", "read-only"),
+        ("safetensors", "the journal", "run's own"),
+        ("hf", "the run folder", "run's own"),
+        ("hf", "a folder holding the run", "run's own"),
+    ],
+)
+def test_export_to_an_unusable_path_is_one_clear_error(tmp_path, monkeypatch, fmt, kind, message):
+    path = toy_config(tmp_path)
+    run_dir, _ = start(path, progress=False)
+    target = {
+        "the journal": run_dir / "journal.sqlite",
+        "the run folder": run_dir,
+        "a folder holding the run": tmp_path,
+    }.get(kind, tmp_path / "out" / "target")
+    if kind == "in a read-only folder":
+        target.parent.mkdir(parents=True)
+        target.parent.chmod(0o555)
+        target = target.parent / "merged.safetensors"
+    elif kind.endswith("file"):
+        target.parent.mkdir(parents=True)
+        target.write_text("not a model")
+    elif kind.endswith("folder") and "run" not in kind:
+        target.mkdir(parents=True)
+    if kind.startswith("read-only"):
+        target.chmod(0o555 if target.is_dir() else 0o444)
+    journal_before = (run_dir / "journal.sqlite").read_bytes()
+
+    def no_merge_work(*args, **kwargs):
+        raise AssertionError("the output path must be checked before any model is loaded")
+
+    monkeypatch.setattr("bambo.runner.build_problem", no_merge_work)
+    try:
+        args = ["export", str(run_dir), "--format", fmt, "--output", str(target)]
+        result = runner.invoke(app, args + ([] if fmt == "ax" else ["--preference", "0.5,0.5"]))
+    finally:
+        for p in (target, target.parent):
+            if p.exists() and p != tmp_path and p != run_dir:
+                p.chmod(0o755 if p.is_dir() else 0o644)
+    assert result.exit_code == 2, result.output
+    output = "".join(result.output.split())  # rich wraps long paths
+    assert message.replace(" ", "") in output and target.name in output, result.output
+    assert (run_dir / "journal.sqlite").read_bytes() == journal_before

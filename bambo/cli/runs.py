@@ -209,14 +209,15 @@ def export(
         from bambo import runner
         from bambo.config import RunConfig
         from bambo.errors import ConfigError
-        from bambo.export import export_merge
+        from bambo.export import check_export_target, export_merge
 
         if fmt == "ax":
             from bambo.ax import export_to_ax
 
+            target = check_export_target(output or run_dir / "ax_experiment.json", fmt, run_dir)
             config = RunConfig.from_yaml(run_dir / runner.CONFIG)
             problem = runner.build_problem(config, run_dir)
-            path = export_to_ax(problem, runner.journal_result(run_dir), output or run_dir / "ax_experiment.json")
+            path = export_to_ax(problem, runner.journal_result(run_dir), target)
             return f"wrote the run as an Ax experiment: {path}"
         if preference is None:
             raise ConfigError("--preference is required to choose a model (e.g. --preference 0.7,0.3)")
@@ -224,10 +225,11 @@ def export(
             weights = [float(v) for v in preference.split(",")]
         except ValueError:
             raise ConfigError(f"--preference must be comma-separated numbers, got {preference!r}") from None
+        # the output path is checked before any model is loaded
+        target, paths = _export_target(RunConfig.from_yaml(run_dir / runner.CONFIG), run_dir, fmt, output)
         start = time.perf_counter()
         config, problem, result, choice = runner.recommend(run_dir, weights, rule, refine)
         elapsed = time.perf_counter() - start
-        target, paths = _export_target(config, run_dir, fmt, output)
         written = export_merge(problem, choice.x, target, fmt, paths)
         if choice.row is not None:
             scores = ", ".join(
@@ -244,7 +246,8 @@ def export(
 
 
 def _export_target(config: object, run_dir: Path, fmt: str, out: Path | None) -> tuple[Path, list[Path] | None]:
-    """Where ``bambo export`` writes, and the model files a file format needs (``None`` for a benchmark)."""
+    """Where ``bambo export`` writes (checked: :func:`bambo.export.check_export_target`), and the model files a
+    file format needs (``None`` for a benchmark)."""
     from bambo.errors import ConfigError
 
     models = config.models  # type: ignore[attr-defined]
@@ -253,8 +256,10 @@ def _export_target(config: object, run_dir: Path, fmt: str, out: Path | None) ->
         paths = [models.base, *models.experts.values()]
     elif fmt != "safetensors":
         raise ConfigError(f"--format {fmt} needs models given as files; a built-in benchmark exports safetensors")
+    from bambo.export import check_export_target
+
     default = {"safetensors": "merged.safetensors", "hf": "merged", "mergekit": "mergekit.yml"}.get(fmt, "merged")
-    return out or run_dir / default, paths
+    return check_export_target(out or run_dir / default, fmt, run_dir), paths
 
 
 __all__ = ["demo", "export", "report", "resume", "run"]
