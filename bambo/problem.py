@@ -8,13 +8,14 @@ directions for every output a person reads.
 
 from __future__ import annotations
 
+import copy
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import ClassVar, Literal
 
 import torch
-from botorch.test_functions.base import MultiObjectiveTestProblem
+from botorch.test_functions.base import ConstrainedBaseTestProblem, MultiObjectiveTestProblem
 from botorch.test_functions.multi_objective import DTLZ2, ZDT1, ZDT2, ZDT3, BraninCurrin
 from pydantic import model_validator
 from torch import Tensor
@@ -214,15 +215,29 @@ def unique_rows(X: Tensor) -> Tensor:
 
 
 class SyntheticProblem(Problem):
-    """A BoTorch multi-objective test function with a known Pareto front.
+    """A BoTorch multi-objective test function, with its own reference point and maximum hypervolume.
 
-    Wraps BoTorch's ``_evaluate_true`` (noise-free) in maximisation form, so
-    strategies can be checked against known fronts and hypervolumes.
+    Any ``botorch.test_functions.base.MultiObjectiveTestProblem`` is accepted: by one
+    of the short names in :attr:`FUNCTIONS`, as a class (built with ``dim`` and
+    ``num_objectives`` when given, else with its own defaults) or as an instance
+    (used as configured; a copy, so the caller's object is not changed). BoTorch
+    minimises these functions; the problem is their noise-free values
+    (``evaluate_true``) in maximisation form, whatever the instance's ``negate``,
+    and the objectives are named ``f0, f1, ...`` with direction ``minimize``.
 
     Args:
-        name: One of :attr:`FUNCTIONS` (``branin_currin``, ``dtlz2``, ``zdt1``, ``zdt2``, ``zdt3``).
-        dim: Input dimension (DTLZ2, ZDT); ignored by BraninCurrin (d=2).
-        num_objectives: Objectives (DTLZ2 only; ZDT and BraninCurrin have 2).
+        function: A name in :attr:`FUNCTIONS` (``branin_currin``, ``dtlz2``, ``zdt1``,
+            ``zdt2``, ``zdt3``), a ``MultiObjectiveTestProblem`` subclass or instance.
+        dim: Input dimension (named DTLZ2 and ZDT, default ``num_objectives + 4`` and 6;
+            a class that takes ``dim``); ignored by BraninCurrin (d=2) and instances.
+        num_objectives: Objectives (named DTLZ2, default 2; a class that takes it);
+            ignored by the other names and by instances.
+
+    Raises:
+        UnknownNameError: An unknown name.
+        ConfigError: Not a BoTorch multi-objective test problem, a constrained one
+            (bambo would ignore its constraints), or one that cannot be built with
+            the given ``dim`` / ``num_objectives``.
     """
 
     FUNCTIONS: ClassVar[dict[str, type[MultiObjectiveTestProblem]]] = {
@@ -233,31 +248,57 @@ class SyntheticProblem(Problem):
         "zdt3": ZDT3,
     }
 
-    def __init__(self, name: str, dim: int | None = None, num_objectives: int = 2) -> None:
-        if name not in self.FUNCTIONS:
-            raise UnknownNameError("synthetic problem", name, self.FUNCTIONS)
-        cls = self.FUNCTIONS[name]
-        try:
-            if name == "branin_currin":
-                fn = cls(negate=True)
-            elif name == "dtlz2":
-                fn = cls(dim=dim or num_objectives + 4, num_objectives=num_objectives, negate=True)
+    def __init__(
+        self,
+        function: str | type[MultiObjectiveTestProblem] | MultiObjectiveTestProblem,
+        dim: int | None = None,
+        num_objectives: int | None = None,
+    ) -> None:
+        if isinstance(function, str):
+            if function not in self.FUNCTIONS:
+                raise UnknownNameError("synthetic problem", function, self.FUNCTIONS)
+            name, cls = function, self.FUNCTIONS[function]
+            if function == "branin_currin":
+                kwargs: dict[str, int] = {}
+            elif function == "dtlz2":
+                m = num_objectives or 2
+                kwargs = {"dim": dim or m + 4, "num_objectives": m}
             else:
-                fn = cls(dim=dim or 6, negate=True)
-        except ValueError as exc:
+                kwargs = {"dim": dim or 6}
+            fn = _build(cls, kwargs, name)
+        elif isinstance(function, type) and issubclass(function, MultiObjectiveTestProblem):
+            _check_unconstrained(function)
+            name = function.__name__
+            kwargs = {k: v for k, v in {"dim": dim, "num_objectives": num_objectives}.items() if v is not None}
+            fn = _build(function, kwargs, name)
+        elif isinstance(function, MultiObjectiveTestProblem):
+            _check_unconstrained(type(function))
+            name = type(function).__name__
+            fn = copy.deepcopy(function)
+        else:
             raise ConfigError(
-                f"synthetic problem {name!r} with dim={dim}, num_objectives={num_objectives}: {exc}"
-            ) from None
+                f"{function!r} is not a BoTorch multi-objective test problem (a name in "
+                f"{', '.join(self.FUNCTIONS)}, or a botorch.test_functions MultiObjectiveTestProblem class or instance)"
+            )
         self.name = name
         self.function = fn.to(torch.float64)
         self.bounds = self.function.bounds.clone()
         self.objectives = [Objective(name=f"f{j}", direction="minimize") for j in range(fn.num_objectives)]
-        self.ref_point = torch.as_tensor(self.function.ref_point, dtype=torch.float64).clone()
+        # BoTorch's ref_point buffer is negated with the function; its minimisation form, negated, is ours.
+        ref = torch.as_tensor(self.function.ref_point, dtype=torch.float64).clone()
+        self.ref_point = ref if self.function.negate else -ref
 
     @property
     def max_hv(self) -> float:
-        """The maximum hypervolume w.r.t. :attr:`ref_point` (BoTorch's reference value)."""
-        return float(self.function.max_hv)
+        """The maximum hypervolume w.r.t. :attr:`ref_point` (BoTorch's reference value).
+
+        Raises:
+            ConfigError: BoTorch gives none for this function.
+        """
+        try:
+            return float(self.function.max_hv)
+        except NotImplementedError:
+            raise ConfigError(f"BoTorch gives no maximum hypervolume for {self.name}") from None
 
     def pareto_front(self, n: int) -> Tensor:
         """``n`` points of the true front, maximisation form, shape ``(n, m)``.
@@ -266,9 +307,27 @@ class SyntheticProblem(Problem):
             ConfigError: BoTorch has no front generator for this function (BraninCurrin).
         """
         try:
-            return self.function.gen_pareto_front(n).to(torch.float64)
+            front = self.function.gen_pareto_front(n).to(torch.float64)
         except NotImplementedError:
             raise ConfigError(f"no analytic Pareto front for {self.name!r}") from None
+        return front if self.function.negate else -front  # BoTorch negates its front with the function
 
     def evaluate_one(self, x: Tensor) -> Tensor:
-        return self.function(x.unsqueeze(0)).squeeze(0)
+        return -self.function.evaluate_true(x.unsqueeze(0)).squeeze(0)
+
+
+def _build(cls: type[MultiObjectiveTestProblem], kwargs: dict[str, int], name: str) -> MultiObjectiveTestProblem:
+    """``cls(negate=True, **kwargs)``, its failures as one ConfigError naming the arguments."""
+    try:
+        return cls(negate=True, **kwargs)
+    except (TypeError, ValueError) as exc:
+        given = ", ".join(f"{k}={v}" for k, v in kwargs.items()) or "no arguments"
+        raise ConfigError(
+            f"synthetic problem {name!r} cannot be built with {given}: {exc} "
+            "(pass dim= / num_objectives=, or a configured instance)"
+        ) from None
+
+
+def _check_unconstrained(cls: type) -> None:
+    if issubclass(cls, ConstrainedBaseTestProblem):
+        raise ConfigError(f"{cls.__name__} has constraints, which bambo's problems cannot express")

@@ -150,3 +150,60 @@ def test_heuristic_points_are_experts_alone_balanced_and_corners():
     torch.testing.assert_close(H, expected)
     synthetic = SyntheticProblem("branin_currin").heuristic_points()
     torch.testing.assert_close(synthetic, torch.tensor([[0.0, 0.0], [1.0, 1.0], [0.5, 0.5]], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("cls_name", ["VehicleSafety", "Penicillin", "ToyRobust", "CarSideImpact"])
+def test_any_botorch_multi_objective_problem_class_is_accepted(cls_name):
+    from botorch.test_functions import multi_objective
+
+    cls = getattr(multi_objective, cls_name)
+    problem = SyntheticProblem(cls)
+    raw = cls()  # BoTorch's own, minimised
+    assert problem.name == cls_name and problem.num_objectives == raw.num_objectives and problem.dim == raw.dim
+    torch.testing.assert_close(problem.ref_point, -raw.ref_point.double())  # maximisation form
+    g = torch.Generator().manual_seed(0)
+    X = problem.bounds[0] + torch.rand(5, problem.dim, generator=g, dtype=torch.float64) * (
+        problem.bounds[1] - problem.bounds[0]
+    )
+    torch.testing.assert_close(problem.evaluate(X), -raw.evaluate_true(X))
+    torch.testing.assert_close(problem.to_user(problem.evaluate(X)), raw.evaluate_true(X))
+    if raw._max_hv is None:
+        with pytest.raises(ConfigError, match=f"no maximum hypervolume for {cls_name}"):
+            _ = problem.max_hv
+    else:
+        assert problem.max_hv == raw.max_hv
+
+
+def test_a_botorch_problem_instance_keeps_its_own_settings():
+    from botorch.test_functions.multi_objective import DTLZ1
+
+    given = DTLZ1(dim=5, num_objectives=3)  # not negated: BoTorch's minimisation form
+    problem = SyntheticProblem(given)
+    assert problem.name == "DTLZ1" and problem.dim == 5 and problem.num_objectives == 3
+    assert problem.max_hv == given.max_hv
+    torch.testing.assert_close(problem.ref_point, -given.ref_point.double())
+    front = problem.pareto_front(3000)
+    assert (front <= 0).all()  # maximisation form of a front that BoTorch minimises at >= 0
+    assert hypervolume(front, problem.ref_point) <= problem.max_hv + 1e-9
+    assert hypervolume(front, problem.ref_point) == pytest.approx(problem.max_hv, rel=5e-2)
+    assert given.negate is False and given.ref_point.dtype == torch.float64  # the caller's object is untouched
+    same = SyntheticProblem(DTLZ1, dim=5, num_objectives=3)  # the class with its arguments
+    X = torch.rand(4, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(same.evaluate(X), problem.evaluate(X))
+    with pytest.raises(ConfigError, match=r"DTLZ1.*dim"):
+        SyntheticProblem(DTLZ1)  # DTLZ1 needs dim
+    with pytest.raises(ConfigError, match="not a BoTorch multi-objective test problem"):
+        SyntheticProblem(torch.nn.Linear)
+    with pytest.raises(UnknownNameError, match="valid names: branin_currin, dtlz2"):
+        SyntheticProblem("vehicle_safety_typo")
+
+
+def test_a_botorch_problem_runs_through_a_strategy():
+    from botorch.test_functions.multi_objective import VehicleSafety
+
+    from bambo.experiment import optimize
+
+    problem = SyntheticProblem(VehicleSafety)
+    result = optimize(problem, "sobol", budget=8, seed=0, progress=False)
+    assert result.n_evaluations == 8 and result.pareto_Y.shape[1] == 3
+    assert 0.0 <= result.hypervolume_history[-1] <= problem.max_hv
