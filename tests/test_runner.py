@@ -196,7 +196,7 @@ def test_report_reads_the_journal_only(tmp_path):
     assert "Pareto set" in result.output
     assert (run_dir / "front.png").stat().st_size > 0 and (run_dir / "hypervolume.png").stat().st_size > 0
     result = runner.invoke(app, ["report", str(tmp_path / "nowhere")])
-    assert result.exit_code == 2 and "nojournal" in "".join(result.output.split())
+    assert result.exit_code == 2 and "isnotarunfolder" in "".join(result.output.split())
 
 
 def test_export_writes_the_chosen_models_weights_and_a_mergekit_config(tmp_path):
