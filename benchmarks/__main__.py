@@ -380,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--seeds", type=int)
     run.add_argument("--reference-evaluations", type=int)
     run.add_argument("--name", help="report name (default: the suite's)")
-    run.add_argument("--out", type=Path, default=RESULTS)
+    run.add_argument("--output", type=Path, default=RESULTS)
     run.add_argument("--threads", type=int, default=1, help="torch threads (1: no OpenMP spinning against other work)")
     run.add_argument(
         "--no-merge-throughput", action="store_true", help="do not run the merge throughput benchmark (cite its report)"
@@ -406,7 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python -m benchmarks " + " ".join(
         a if a.replace("-", "").isalnum() else f'"{a}"' for a in (sys.argv[1:] if argv is None else argv)
     )
-    path = write_report(config, args.out, command)
+    path = write_report(config, args.output, command)
     print(path.read_text())
     return 0
 

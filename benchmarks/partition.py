@@ -49,8 +49,8 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     clock = Clock()
     speed = dp_speed()
-    digits = run_cli(["--benchmark", "digits", "-k", "3", "--out", _relative(RESULTS / "partition_digits.png")])
-    minilm = run_cli(["--benchmark", "text", "-k", "3", "--out", _relative(RESULTS / "partition_minilm.png")])
+    digits = run_cli(["--benchmark", "digits", "-k", "3", "--output", _relative(RESULTS / "partition_digits.png")])
+    minilm = run_cli(["--benchmark", "text", "-k", "3", "--output", _relative(RESULTS / "partition_minilm.png")])
     text = "\n".join(
         [
             "# Block partitioning",

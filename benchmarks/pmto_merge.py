@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preferences", type=int, default=20, help="unseen preferences per problem")
     parser.add_argument("--fresh-evals", type=int, default=10, help="evaluations of the fresh BO per preference")
     parser.add_argument("--name", default="pmto_merge")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -153,10 +153,10 @@ def main(argv: list[str] | None = None) -> int:
             ],
         }
     elapsed = clock.elapsed()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.json").write_text(json.dumps(runs))
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / f"{args.name}.json").write_text(json.dumps(runs))
     text = report(runs, args, labels, elapsed)
-    (args.out / f"{args.name}.md").write_text(text)
+    (args.output / f"{args.name}.md").write_text(text)
     print(text)
     return 0
 

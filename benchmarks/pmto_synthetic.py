@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-task", type=int, default=10, help="evaluations per test task (budget = tasks x this)")
     parser.add_argument("--levels", type=int, default=5, help="test grid levels per task dimension (5: 25 tasks)")
     parser.add_argument("--name", default="pmto_synthetic")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                 runs[label]["single-task BO"].append(run_single_task(family, tests, seed, args.per_task))
                 print(label, seed, {m: round(runs[label][m][-1]["seconds"], 1) for m in METHODS}, flush=True)
     elapsed = clock.elapsed()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.json").write_text(json.dumps(runs))
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / f"{args.name}.json").write_text(json.dumps(runs))
     report = write_report(runs, args, budget, elapsed)
     print(report)
     return 0
@@ -183,9 +183,9 @@ def write_report(runs: dict, args: argparse.Namespace, budget: int, elapsed: Tim
         "",
         f"![{args.name}.png]({args.name}.png)",
     ]
-    plot(runs, args.out / f"{args.name}.png")
+    plot(runs, args.output / f"{args.name}.png")
     text = "\n".join(lines) + "\n"
-    (args.out / f"{args.name}.md").write_text(text)
+    (args.output / f"{args.name}.md").write_text(text)
     return text
 
 

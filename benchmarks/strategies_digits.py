@@ -321,7 +321,7 @@ def main() -> None:
     parser.add_argument("--bambo-seeds", type=int, default=3)
     parser.add_argument("--budget", type=int, default=60)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
@@ -352,15 +352,15 @@ def main() -> None:
     part, raw["bambo"], fronts = bambo_vs_baselines(bench, list(range(args.bambo_seeds)), args.budget)
     lines += part
     print("\n".join(part), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    plot(reference, fronts, raw["bambo"]["baselines"], args.out / "strategies_digits.png")
+    args.output.mkdir(parents=True, exist_ok=True)
+    plot(reference, fronts, raw["bambo"]["baselines"], args.output / "strategies_digits.png")
     lines += [
         f"This run: {clock.elapsed().text()} (this process, all threads).",
         "",
         "![fronts](strategies_digits.png)",
     ]
-    (args.out / "strategies_digits.md").write_text("\n".join(lines) + "\n")
-    (args.out / "strategies_digits.json").write_text(json.dumps(raw, indent=1, default=float))
+    (args.output / "strategies_digits.md").write_text("\n".join(lines) + "\n")
+    (args.output / "strategies_digits.json").write_text(json.dumps(raw, indent=1, default=float))
 
 
 if __name__ == "__main__":

@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--budget", type=int, default=60)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
@@ -171,9 +171,9 @@ def main() -> None:
             f"| {t['max_s']:.1f} s | {t['wall_s']:.1f} / {t['cpu_s']:.1f} | {pct(t['hv_fraction'])} |"
         )
     lines += ["", f"This run: {clock.elapsed().text()} (this process, all threads).", ""]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "strategies_synthetic.md").write_text("\n".join(lines) + "\n")
-    (args.out / "strategies_synthetic.json").write_text(json.dumps(raw, indent=1))
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "strategies_synthetic.md").write_text("\n".join(lines) + "\n")
+    (args.output / "strategies_synthetic.json").write_text(json.dumps(raw, indent=1))
     print("\n".join(lines))
 
 

@@ -17,10 +17,10 @@ from benchmarks.common import RESULTS
 def main() -> None:
     parser = argparse.ArgumentParser(description="Surrogate benchmark")
     parser.add_argument("--suite", choices=sorted(sb.SUITES), default="quick")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    report = sb.write_report(args.suite, args.out, args.threads)
+    report = sb.write_report(args.suite, args.output, args.threads)
     print(report.read_text())
 
 

@@ -59,6 +59,22 @@ _JITTER = 1e-9
 _HERMITE_X, _HERMITE_W = (torch.as_tensor(a, dtype=torch.float64) for a in np.polynomial.hermite.hermgauss(32))
 
 
+def _jitter(cov: Tensor, tries: int = 6) -> float:
+    """The smallest diagonal jitter (from ``1e-9`` of the mean variance, times 10 per try) that
+    makes the low-rank covariance ``cov`` ``(..., q, q)`` positive definite.
+
+    The covariance of ``q > p`` points has rank at most ``p``; with (nearly) no fitted noise,
+    as for noise-free data, a fixed relative jitter can leave it numerically indefinite.
+    """
+    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+    jitter = _JITTER * (1.0 + float(cov.detach().diagonal(dim1=-2, dim2=-1).mean()))
+    for _ in range(tries):
+        if not bool(torch.linalg.cholesky_ex(cov.detach() + jitter * eye).info.any()):
+            return jitter
+        jitter *= 10.0
+    return jitter
+
+
 def quadratic_features(Z: Tensor) -> Tensor:
     """MAP's features ``(z_i^2, z_i z_j for i < j, z_i, 1)``.
 
@@ -382,9 +398,8 @@ class QuadraticSurrogate(Model):
             mean = Phi @ self.weight_mean[j]
             cov = Phi @ self.weight_cov[j] @ Phi.transpose(-1, -2)
             cov = 0.5 * (cov + cov.transpose(-1, -2))
-            jitter = _JITTER * (1.0 + float(cov.detach().diagonal(dim1=-2, dim2=-1).mean()))
             fitted_noise = float(self.noise[j]) if observation_noise is True else 0.0
-            cov = cov + (jitter + fitted_noise) * eye
+            cov = cov + (_jitter(cov) + fitted_noise) * eye
             if self.link == "identity":
                 mean = mean * self.y_std[j] + self.y_mean[j]
                 cov = cov * self.y_std[j] ** 2

@@ -34,7 +34,7 @@ def test_pmto_synthetic_writes_its_table_and_box_plot(tmp_path):
     from benchmarks import pmto_synthetic
 
     argv = ["--functions", "sphere", "--shifts", "nonlinear", "--seeds", "1", "--per-task", "6", "--levels", "2"]
-    assert pmto_synthetic.main([*argv, "--name", "smoke", "--out", str(tmp_path)]) == 0
+    assert pmto_synthetic.main([*argv, "--name", "smoke", "--output", str(tmp_path)]) == 0
     report = (tmp_path / "smoke.md").read_text()
     assert (
         "| sphere/nonlinear (n=4, k=2) | PMTO |" in report
@@ -48,7 +48,7 @@ def test_pmto_merge_reports_every_contender(tmp_path):
     from benchmarks import pmto_merge
 
     argv = ["--problem", "digits 2 experts (model level)", "--seeds", "1", "--budget", "16", "--preferences", "3"]
-    assert pmto_merge.main([*argv, "--fresh-evals", "5", "--name", "smoke", "--out", str(tmp_path)]) == 0
+    assert pmto_merge.main([*argv, "--fresh-evals", "5", "--name", "smoke", "--output", str(tmp_path)]) == 0
     report = (tmp_path / "smoke.md").read_text()
     for method in pmto_merge.METHODS:
         assert f"| {method} |" in report
@@ -72,7 +72,7 @@ def test_strategies_synthetic_reports_each_configuration_measured_in_the_run(tmp
     monkeypatch.setattr(ss, "timing_run", lambda m, budget, seed=0: original(m, 12, seed))
     monkeypatch.setattr(ss, "PROBLEMS", {"BraninCurrin (d=2)": ("branin_currin", 2, 2)})
     monkeypatch.setattr(sys, "argv", ["strategies_synthetic", "--seeds", "1", "--budget", "12", "--threads", "1"])
-    monkeypatch.setattr(sys, "argv", [*sys.argv, "--out", str(tmp_path)])
+    monkeypatch.setattr(sys, "argv", [*sys.argv, "--output", str(tmp_path)])
     ss.main()
     report = (tmp_path / "strategies_synthetic.md").read_text()
     seconds = {}

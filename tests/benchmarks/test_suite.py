@@ -26,7 +26,17 @@ def test_tiny_suite_writes_a_report_with_ratios(tmp_path, capsys):
     labels = ("BAMBO (GP)", "MAP", "Sobol", "Optuna TPE", "Optuna NSGA-II", "Ax (default MOO)")
     contenders = [arg for label in labels for arg in ("--contender", label)]
     options = "--budget 10 --batch-size 3 --seeds 2 --name smoke --threads 1".split()
-    argv = ["run", "--suite", "quick", "--problem", "DTLZ2 (d=6, 2 obj)", *contenders, *options, "--out", str(tmp_path)]
+    argv = [
+        "run",
+        "--suite",
+        "quick",
+        "--problem",
+        "DTLZ2 (d=6, 2 obj)",
+        *contenders,
+        *options,
+        "--output",
+        str(tmp_path),
+    ]
     assert cli.main(argv) == 0
     report = (tmp_path / "smoke.md").read_text()
     assert "# Benchmark suite `smoke`" in report and "- versions: torch" in report and "optuna" in report

@@ -190,3 +190,21 @@ def test_sigmoid_link_fits_exact_data_near_the_bounds(steepness):
     for points in (X, X_test):
         error = float((model.posterior(points).mean.squeeze(-1) - f(points)).abs().max())
         assert error < 1e-6, f"steepness {steepness}: error {error:.3g}"
+
+
+def test_a_noise_free_fit_gives_a_joint_posterior_over_many_points():
+    """Interpolating fits (n = p) have ~0 noise; the rank-p covariance of 100 points must still factor."""
+    from torch.quasirandom import SobolEngine
+
+    from bambo.surrogates.registry import fit_surrogate
+
+    def sphere(Z: torch.Tensor) -> torch.Tensor:  # PMTO's shifted sphere, d = 2 + 1 task parameter
+        shift = (torch.sin(5 * (Z[:, 2:] + 0.5)) + 1) / 2
+        return ((Z[:, :2] - shift) ** 2).sum(-1, keepdim=True)
+
+    X = SobolEngine(3, scramble=True, seed=0).draw(10, dtype=torch.float64)  # p = 10 coefficients in d = 3
+    X_test = SobolEngine(3, scramble=True, seed=1000).draw(100, dtype=torch.float64)
+    model = fit_surrogate("quadratic", X, sphere(X))
+    post = model.posterior(X_test, observation_noise=True)
+    assert torch.isfinite(post.mean).all() and (post.variance > 0).all()
+    torch.testing.assert_close(model.posterior(X).mean, sphere(X), atol=1e-6, rtol=0)  # it interpolates
