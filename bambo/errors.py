@@ -37,6 +37,10 @@ class BoundsError(BamboError, ValueError):
     """A decision vector lies outside the search space or has the wrong shape."""
 
 
+class NotFittedError(BamboError, RuntimeError):
+    """A model was used before it was fitted (build and fit are separate steps)."""
+
+
 class EvaluationError(BamboError, RuntimeError):
     """An objective evaluation raised or returned a non-finite metric."""
 

@@ -11,7 +11,8 @@ The search space (block-wise by default, BAMBO Sec. 3.2) belongs to the problem
    maximises a batch acquisition for ``q`` candidates (q = 4, T = 20 in the paper;
    ``q`` is the batch size asked for, T is ``n_iterations``).
 
-Acquisition (``acquisition="auto"``):
+Acquisition (any name registered in :mod:`bambo.acquisition`; ``acquisition="auto"``,
+:func:`~bambo.acquisition.default_acquisition`):
 
 - up to 3 objectives: qLogNEHVI (Daulton et al. 2021; Ament et al. 2023). The
   paper uses qEHVI (App. C.2), which is available as ``"qehvi"``; the log-noisy
@@ -48,28 +49,21 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from typing import Literal
+from typing import Any, Literal
 
 import torch
-from botorch.acquisition import qLogNoisyExpectedImprovement
 from botorch.acquisition.acquisition import AcquisitionFunction
-from botorch.acquisition.multi_objective import qExpectedHypervolumeImprovement
-from botorch.acquisition.multi_objective.logei import qLogNoisyExpectedHypervolumeImprovement
-from botorch.acquisition.multi_objective.parego import qLogNParEGO
 from botorch.exceptions.warnings import OptimizationWarning
-from botorch.models.gpytorch import GPyTorchModel
 from botorch.models.model import Model
-from botorch.models.model_list_gp_regression import ModelListGP
 from botorch.optim import optimize_acqf
 from botorch.sampling.normal import SobolQMCNormalSampler
-from botorch.utils.multi_objective.box_decompositions.non_dominated import FastNondominatedPartitioning
 from botorch.utils.multi_objective.hypervolume import infer_reference_point
 from botorch.utils.sampling import sample_simplex
 from torch import Tensor
 from torch.quasirandom import SobolEngine
 
-from bambo.errors import ConfigError
-from bambo.extensions import prepare_fused_kernel
+from bambo.acquisition import acquisition_spec, get_acquisition, resolve_acquisition
+from bambo.errors import ConfigError, UnknownNameError
 from bambo.pareto import pareto_front
 from bambo.problem import Problem
 from bambo.result import Artifacts
@@ -78,9 +72,7 @@ from bambo.surrogates.registry import SURROGATES, fit_surrogate
 
 logger = logging.getLogger(__name__)
 
-Acquisition = Literal["auto", "qlognehvi", "qehvi", "qlognparego"]
 RefPoint = Literal["nadir", "worst", "problem"]
-ACQUISITIONS = ("auto", "qlognehvi", "qehvi", "qlognparego")
 REF_POINTS = ("nadir", "worst", "problem")
 
 
@@ -100,7 +92,10 @@ class BAMBO(Strategy):
         n_iterations: T, model-based batches; afterwards ``ask`` returns nothing
             (``None``: until the caller's budget runs out).
         surrogate: A registered surrogate name (``"gp"``, ``"quadratic-mean-gp"``, ...).
-        acquisition: ``"auto"``, ``"qlognehvi"``, ``"qehvi"`` or ``"qlognparego"``.
+        acquisition: ``"auto"`` or any name in :data:`bambo.acquisition.ACQUISITIONS` that
+            applies to the problem's number of objectives (``"qlognehvi"``, ``"qehvi"``,
+            ``"qlognparego"``, ``"qlognei"``, or one added by
+            :func:`~bambo.acquisition.register_acquisition`).
         ref_point: ``"nadir"``, ``"worst"`` or ``"problem"`` (see the module docstring).
         heuristics: Start with the problem's heuristic settings (else Sobol only).
         mc_samples: Quasi-MC samples of the acquisition.
@@ -121,7 +116,7 @@ class BAMBO(Strategy):
         n_initial: int = 8,
         n_iterations: int | None = 20,
         surrogate: str = "gp",
-        acquisition: Acquisition = "auto",
+        acquisition: str = "auto",
         ref_point: RefPoint = "nadir",
         heuristics: bool = True,
         mc_samples: int = 64,
@@ -132,9 +127,7 @@ class BAMBO(Strategy):
     ) -> None:
         super().__init__(problem, seed)
         if surrogate not in SURROGATES:
-            raise ConfigError(f"unknown surrogate {surrogate!r}; valid: {', '.join(SURROGATES)}")
-        if acquisition not in ACQUISITIONS:
-            raise ConfigError(f"unknown acquisition {acquisition!r}; valid: {', '.join(ACQUISITIONS)}")
+            raise UnknownNameError("surrogate", surrogate, SURROGATES)
         if ref_point not in REF_POINTS:
             raise ConfigError(f"unknown ref_point {ref_point!r}; valid: {', '.join(REF_POINTS)}")
         if ref_point == "problem" and problem.ref_point is None:
@@ -146,12 +139,8 @@ class BAMBO(Strategy):
                 f"need n_initial >= 1, mc_samples >= 1, 1 <= num_restarts <= raw_samples; got "
                 f"{n_initial}, {mc_samples}, {num_restarts}, {raw_samples}"
             )
-        m = problem.num_objectives
-        if acquisition == "auto":
-            acquisition = "qlognehvi" if m <= 3 else "qlognparego"
-        if m == 1:
-            acquisition = "qlognei"  # type: ignore[assignment] - single objective: noisy EI
-        self.acquisition_name: str = acquisition
+        self.acquisition_name = resolve_acquisition(acquisition, problem.num_objectives)
+        self._acquisition_spec = acquisition_spec(self.acquisition_name)
         self.surrogate = surrogate
         self.ref_point_rule: RefPoint = ref_point
         self.n_initial = n_initial
@@ -235,6 +224,11 @@ class BAMBO(Strategy):
         return infer_reference_point(pareto_front(Y))
 
     def _bayesian_batch(self, X: Tensor, Y: Tensor, q: int) -> Tensor:
+        if q > 1 and not self._acquisition_spec.batch:
+            raise ConfigError(
+                f"acquisition {self.acquisition_name!r} scores one candidate at a time, but {q} were asked for; "
+                "use batch_size=1 or a batch acquisition"
+            )
         start = time.perf_counter()
         seed = self.seed * 100_003 + self._iteration
         with torch.random.fork_rng():  # fit retries draw from the global generator
@@ -251,8 +245,8 @@ class BAMBO(Strategy):
             torch.manual_seed(seed)
             warnings.simplefilter("always", OptimizationWarning)
             warnings.filterwarnings("always", message="Optimization failed", category=RuntimeWarning)
-            if self.acquisition_name == "qlognparego":
-                candidates = self._parego_batch(model, X, q, seed, options)
+            if self._acquisition_spec.scalarized:
+                candidates = self._scalarized_batch(model, X, Y, q, seed, options)
             else:
                 acqf = self._acquisition(model, X, Y, seed)
                 with torch.random.fork_rng():
@@ -293,42 +287,33 @@ class BAMBO(Strategy):
     def _sampler(self, seed: int) -> SobolQMCNormalSampler:
         return SobolQMCNormalSampler(sample_shape=torch.Size([self.mc_samples]), seed=seed)
 
+    def _inputs(self, X: Tensor, Y: Tensor, pending: Tensor) -> dict[str, Any]:
+        """BoTorch's acquisition inputs from the completed data and the pending points."""
+        inputs: dict[str, Any] = {"X_baseline": X, "Y_baseline": Y, "X_pending": pending if pending.shape[0] else None}
+        if Y.shape[1] > 1:
+            inputs["ref_point"] = self.reference_point(Y)
+        else:
+            inputs["best_f"] = Y[:, 0].max()
+        return inputs
+
     def _acquisition(self, model: Model, X: Tensor, Y: Tensor, seed: int) -> AcquisitionFunction:
         """The acquisition, aware of points asked but not yet told (``X_pending``)."""
         sampler = self._sampler(seed)
-        cache_root = isinstance(model, GPyTorchModel | ModelListGP)
-        pending = self._pending if self._pending.shape[0] else None
-        if self.acquisition_name == "qlognei":
-            return qLogNoisyExpectedImprovement(
-                model, X, sampler=sampler, X_pending=pending, prune_baseline=True, cache_root=cache_root
-            )
-        ref = self.reference_point(Y)
-        if self.acquisition_name == "qehvi":
-            partitioning = FastNondominatedPartitioning(ref_point=ref, Y=Y)
-            return qExpectedHypervolumeImprovement(
-                model, ref.tolist(), partitioning, sampler=sampler, X_pending=pending
-            )
-        prepare_fused_kernel()  # BoTorch would build its C++ kernel on a shared lock that can hang forever
-        return qLogNoisyExpectedHypervolumeImprovement(
-            model, ref.tolist(), X, sampler=sampler, X_pending=pending, prune_baseline=True, cache_root=cache_root
-        )
+        return get_acquisition(self.acquisition_name, model, sampler=sampler, **self._inputs(X, Y, self._pending))
 
-    def _parego_batch(self, model: Model, X: Tensor, q: int, seed: int, options: dict) -> Tensor:
-        """q candidates, each maximising qLogNParEGO under its own random weights, the earlier ones pending."""
+    def _scalarized_batch(self, model: Model, X: Tensor, Y: Tensor, q: int, seed: int, options: dict) -> Tensor:
+        """q candidates, each maximising the acquisition under its own random weights, the earlier ones pending."""
         generator = torch.Generator().manual_seed(seed)
         all_weights = sample_simplex(self.problem.num_objectives, n=q, dtype=torch.float64, seed=seed)
         chosen: list[Tensor] = []
         for i in range(q):
-            weights = all_weights[i]
-            pending = torch.cat([self._pending, *chosen])
-            pending = pending if pending.shape[0] else None
-            acqf = qLogNParEGO(
+            inputs = self._inputs(X, Y, torch.cat([self._pending, *chosen]))
+            acqf = get_acquisition(
+                self.acquisition_name,
                 model,
-                X_baseline=X,
-                scalarization_weights=weights,
                 sampler=self._sampler(seed * 31 + i),
-                prune_baseline=True,
-                X_pending=pending,
+                scalarization_weights=all_weights[i],
+                **inputs,
             )
             with torch.random.fork_rng():
                 torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))

@@ -90,7 +90,7 @@ class TaskQuadratics:
                 y = y.clamp(low + 1e-4 * span, high - 1e-4 * span)
             elif name == "softplus":
                 y = y.clamp_min(low)
-            self.models.append(QuadraticSurrogate(X, y, bounds=bounds, link=name, lower=low, upper=high))
+            self.models.append(QuadraticSurrogate(X, y, bounds=bounds, link=name, lower=low, upper=high).fit())
             self.links.append(name)
 
     @torch.no_grad()

@@ -1,8 +1,9 @@
 """Inner searches of PMTO: solutions by a confidence bound, tasks by evolution (DPP diversity).
 
-Both are written here rather than taken from BoTorch's ``optimize_acqf`` because they
-run for many tasks at once: the confidence bound is separable across tasks, so one
-L-BFGS-B run over all tasks' starts replaces one ``optimize_acqf`` call per task, and
+The confidence bound is the registry's ``"ucb"`` (:mod:`bambo.acquisition`, BoTorch's
+``UpperConfidenceBound``). Both searches are written here rather than taken from BoTorch's
+``optimize_acqf`` because they run for many tasks at once: the bound is separable across
+tasks, so one L-BFGS-B run over all tasks' starts replaces one ``optimize_acqf`` call per task, and
 the determinant criterion is evaluated for a whole GA population with one solve
 (:meth:`~bambo.surrogates.task_model.TaskModel.diversity_gain`).
 """
@@ -16,6 +17,7 @@ import torch
 from scipy.optimize import minimize
 from torch import Tensor
 
+from bambo.acquisition import get_acquisition
 from bambo.errors import BoundsError
 from bambo.parametric import ParametricProblem
 from bambo.surrogates.parametric import ParametricTaskGP
@@ -35,6 +37,8 @@ def maximize_bound(
     starts: Tensor | None = None,
 ) -> Tensor:
     """Maximise ``mu + beta * sigma`` of the unified GP over x, for every task at once.
+
+    The bound is the registry's ``"ucb"`` acquisition with BoTorch's ``beta = beta ** 2``.
 
     The bound is separable across tasks, so one L-BFGS-B run on the sum over all tasks'
     starts follows each task's own gradient (the runs share only the stopping test and
@@ -56,12 +60,11 @@ def maximize_bound(
     """
     lower, upper = family.solution_bounds
     t, n = tasks.shape[0], family.n_solution
+    ucb = get_acquisition("ucb", model, beta=beta**2)
 
     def bound(X: Tensor) -> Tensor:  # X: (r, t, n) -> (r, t)
         Z = torch.cat([X, tasks.expand(X.shape[0], -1, -1)], -1).reshape(-1, 1, X.shape[-1] + tasks.shape[-1])
-        post = model.posterior(Z)
-        value = post.mean if beta == 0 else post.mean + beta * post.variance.clamp_min(1e-18).sqrt()
-        return value.reshape(X.shape[0], t)
+        return ucb(Z).reshape(X.shape[0], t)
 
     generator = torch.Generator().manual_seed(seed)
     raw = lower + (upper - lower) * torch.rand(raw_samples, t, n, generator=generator, dtype=torch.float64)

@@ -1,9 +1,16 @@
-"""Surrogates behind one model interface: every one is a BoTorch ``Model``."""
+"""Surrogates behind one model interface: every one is a BoTorch ``Model``, built then fitted."""
 
-from bambo.surrogates.gp import QuadraticMean, fit_gp, fit_quadratic_mean_gp
-from bambo.surrogates.parametric import ParametricTaskGP, acquisition_for_task, fit_parametric_task_gp
+from bambo.surrogates.gp import (
+    QuadraticMean,
+    build_gp,
+    build_quadratic_mean_gp,
+    fit_gp,
+    fit_gp_model,
+    fit_quadratic_mean_gp,
+)
+from bambo.surrogates.parametric import ParametricTaskGP, build_parametric_task_gp, fit_parametric_task_gp
 from bambo.surrogates.quadratic import QuadraticSurrogate, quadratic_features
-from bambo.surrogates.registry import SURROGATES, available_surrogates, fit_surrogate
+from bambo.surrogates.registry import SURROGATES, available_surrogates, build_surrogate, fit_model, fit_surrogate
 from bambo.surrogates.task_model import TaskModel
 
 __all__ = [
@@ -12,9 +19,14 @@ __all__ = [
     "QuadraticMean",
     "QuadraticSurrogate",
     "TaskModel",
-    "acquisition_for_task",
     "available_surrogates",
+    "build_gp",
+    "build_parametric_task_gp",
+    "build_quadratic_mean_gp",
+    "build_surrogate",
     "fit_gp",
+    "fit_gp_model",
+    "fit_model",
     "fit_parametric_task_gp",
     "fit_quadratic_mean_gp",
     "fit_surrogate",

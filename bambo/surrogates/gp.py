@@ -1,12 +1,16 @@
 """Gaussian-process surrogates: BAMBO's GP and a GP with a quadratic prior mean.
 
-``fit_gp`` (BAMBO App. B): one ``SingleTaskGP`` per objective with a constant
+Each is built (``build_gp``, ``build_quadratic_mean_gp``: models with their priors, not
+fitted) and fitted separately (:func:`fit_gp_model`); ``fit_gp`` and
+``fit_quadratic_mean_gp`` do both.
+
+``build_gp`` (BAMBO App. B): one ``SingleTaskGP`` per objective with a constant
 mean and a Matern-5/2 ARD kernel (BoTorch's dimension-scaled lengthscale prior,
 Hvarfner et al. 2024), inputs normalised to the unit cube, outcomes
 standardised, hyperparameters fitted by marginal likelihood; several objectives
 form a ``ModelListGP``.
 
-``fit_quadratic_mean_gp``: the same GP whose prior mean is MAP's quadratic in the
+``build_quadratic_mean_gp``: the same GP whose prior mean is MAP's quadratic in the
 normalised inputs, its coefficients learned jointly with the kernel
 hyperparameters by marginal likelihood (initialised at the ridge solution, with a
 Gaussian prior on them). The idea: the quadratic's data efficiency at 10-30
@@ -66,14 +70,26 @@ def _single_gp(X: Tensor, y: Tensor, bounds: Tensor, mean_module: Mean | None = 
     )
 
 
-def _fit(model: SingleTaskGP) -> SingleTaskGP:
+def fit_gp_model(model: SingleTaskGP | ModelListGP) -> SingleTaskGP | ModelListGP:
+    """Fit a GP's hyperparameters by marginal likelihood (each GP of a ``ModelListGP`` in turn).
+
+    Args:
+        model: A built exact GP, or a ``ModelListGP`` of them.
+
+    Returns:
+        The same model, fitted and in eval mode.
+    """
+    if isinstance(model, ModelListGP):
+        for sub in model.models:
+            fit_gp_model(sub)
+        return model
     fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
     model.eval()
     return model
 
 
-def fit_gp(train_X: Tensor, train_Y: Tensor, bounds: Tensor | None = None) -> ModelListGP:
-    """Fit BAMBO's GP surrogate: one Matern-5/2 ARD ``SingleTaskGP`` per output.
+def build_gp(train_X: Tensor, train_Y: Tensor, bounds: Tensor | None = None) -> ModelListGP:
+    """Build BAMBO's GP surrogate, not fitted: one Matern-5/2 ARD ``SingleTaskGP`` per output.
 
     Args:
         train_X: Shape ``(n, d)``.
@@ -82,7 +98,12 @@ def fit_gp(train_X: Tensor, train_Y: Tensor, bounds: Tensor | None = None) -> Mo
     """
     X, Y = check_training_data(train_X, train_Y)
     b = resolve_bounds(X, bounds)
-    return ModelListGP(*[_fit(_single_gp(X, Y[:, j : j + 1], b)) for j in range(Y.shape[1])])
+    return ModelListGP(*[_single_gp(X, Y[:, j : j + 1], b) for j in range(Y.shape[1])])
+
+
+def fit_gp(train_X: Tensor, train_Y: Tensor, bounds: Tensor | None = None) -> ModelListGP:
+    """Build and fit BAMBO's GP surrogate (:func:`build_gp`, then :func:`fit_gp_model`)."""
+    return fit_gp_model(build_gp(train_X, train_Y, bounds))
 
 
 def _evidence_init(X: Tensor, y: Tensor, bounds: Tensor) -> tuple[Tensor, float]:
@@ -93,14 +114,16 @@ def _evidence_init(X: Tensor, y: Tensor, bounds: Tensor) -> tuple[Tensor, float]
     return weights, alpha**-0.5
 
 
-def fit_quadratic_mean_gp(
+def build_quadratic_mean_gp(
     train_X: Tensor,
     train_Y: Tensor,
     bounds: Tensor | None = None,
     prior_std: float | None = None,
     learn_mean: bool = True,
 ) -> ModelListGP:
-    """Fit GPs whose prior mean is a learned quadratic, one per output.
+    """Build GPs whose prior mean is a learnable quadratic, one per output, not fitted.
+
+    The quadratic mean starts at the Bayesian quadratic's evidence fit (part of the prior).
 
     Args:
         train_X: Shape ``(n, d)``.
@@ -120,5 +143,16 @@ def fit_quadratic_mean_gp(
     for j in range(Y.shape[1]):
         init, width = _evidence_init(X, Y[:, j], b)
         mean = QuadraticMean(X.shape[1], init, prior_std if prior_std is not None else width, learn=learn_mean)
-        models.append(_fit(_single_gp(X, Y[:, j : j + 1], b, mean_module=mean)))
+        models.append(_single_gp(X, Y[:, j : j + 1], b, mean_module=mean))
     return ModelListGP(*models)
+
+
+def fit_quadratic_mean_gp(
+    train_X: Tensor,
+    train_Y: Tensor,
+    bounds: Tensor | None = None,
+    prior_std: float | None = None,
+    learn_mean: bool = True,
+) -> ModelListGP:
+    """Build and fit quadratic-mean GPs (:func:`build_quadratic_mean_gp`, then :func:`fit_gp_model`)."""
+    return fit_gp_model(build_quadratic_mean_gp(train_X, train_Y, bounds, prior_std, learn_mean))

@@ -6,7 +6,8 @@ dimensions (PMTO Sec. "unified GP": ``k((x, theta), (x', theta')) =
 k_x(x, x') k_theta(theta, theta')``), so what is learned on one task transfers to
 nearby tasks. To optimise ``x`` for a given ``theta``, fix the task columns:
 :meth:`ParametricTaskGP.fixed_features` for ``optimize_acqf(fixed_features=...)``,
-or :func:`acquisition_for_task` (BoTorch's ``FixedFeatureAcquisitionFunction``).
+or :func:`bambo.acquisition.acquisition_for_task` (BoTorch's
+``FixedFeatureAcquisitionFunction``).
 """
 
 from __future__ import annotations
@@ -14,18 +15,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from botorch.acquisition import AcquisitionFunction
-from botorch.acquisition.fixed_feature import FixedFeatureAcquisitionFunction
-from botorch.fit import fit_gpytorch_mll
 from botorch.models import ModelListGP, SingleTaskGP
 from botorch.models.transforms.input import Normalize
 from botorch.models.transforms.outcome import Standardize
 from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
-from gpytorch.mlls import ExactMarginalLogLikelihood
 from torch import Tensor
 
 from bambo.errors import ConfigError
 from bambo.surrogates.data import check_training_data, resolve_bounds
+from bambo.surrogates.gp import fit_gp_model
 
 
 class ParametricTaskGP(SingleTaskGP):
@@ -72,27 +70,10 @@ class ParametricTaskGP(SingleTaskGP):
         return dict(zip(self.task_dims, values, strict=True))
 
 
-def acquisition_for_task(
-    acqf: AcquisitionFunction, theta: Sequence[float] | Tensor, task_dims: Sequence[int], d: int
-) -> FixedFeatureAcquisitionFunction:
-    """An acquisition function over the solution columns only, with ``theta`` fixed.
-
-    Args:
-        acqf: An acquisition function over all ``d`` columns.
-        theta: Task parameters, one per ``task_dims``.
-        task_dims: Indices of the task columns.
-        d: Total input dimension.
-    """
-    values = torch.as_tensor(theta, dtype=torch.float64).reshape(-1)
-    if values.numel() != len(task_dims):
-        raise ConfigError(f"theta has {values.numel()} values for {len(task_dims)} task dimensions")
-    return FixedFeatureAcquisitionFunction(acqf, d=d, columns=list(task_dims), values=values.tolist())
-
-
-def fit_parametric_task_gp(
+def build_parametric_task_gp(
     train_X: Tensor, train_Y: Tensor, task_dims: Sequence[int] | None = None, bounds: Tensor | None = None
 ) -> ModelListGP:
-    """Fit one :class:`ParametricTaskGP` per output.
+    """Build one :class:`ParametricTaskGP` per output, not fitted.
 
     Args:
         train_X: Shape ``(n, d)``.
@@ -102,10 +83,11 @@ def fit_parametric_task_gp(
     """
     X, Y = check_training_data(train_X, train_Y)
     task = list(task_dims) if task_dims is not None else [X.shape[1] - 1]
-    models = []
-    for j in range(Y.shape[1]):
-        model = ParametricTaskGP(X, Y[:, j : j + 1], task, bounds)
-        fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
-        model.eval()
-        models.append(model)
-    return ModelListGP(*models)
+    return ModelListGP(*[ParametricTaskGP(X, Y[:, j : j + 1], task, bounds) for j in range(Y.shape[1])])
+
+
+def fit_parametric_task_gp(
+    train_X: Tensor, train_Y: Tensor, task_dims: Sequence[int] | None = None, bounds: Tensor | None = None
+) -> ModelListGP:
+    """Build and fit one :class:`ParametricTaskGP` per output (see :func:`build_parametric_task_gp`)."""
+    return fit_gp_model(build_parametric_task_gp(train_X, train_Y, task_dims, bounds))

@@ -51,7 +51,7 @@ from botorch.posteriors.transformed import TransformedPosterior
 from gpytorch.distributions import MultitaskMultivariateNormal, MultivariateNormal
 from torch import Tensor
 
-from bambo.errors import ConfigError
+from bambo.errors import ConfigError, NotFittedError
 from bambo.surrogates.data import check_training_data, resolve_bounds
 
 Link = Literal["identity", "sigmoid", "softplus"]
@@ -295,6 +295,9 @@ def _link_fit(
 class QuadraticSurrogate(Model):
     """One quadratic per output with a Gaussian (or Laplace) posterior; see the module docstring.
 
+    Construction stores and checks the data; :meth:`fit` computes the posterior of the
+    coefficients (closed form for the identity link, L-BFGS for the others).
+
     Args:
         train_X: Shape ``(n, d)``.
         train_Y: Shape ``(n, m)``.
@@ -302,6 +305,9 @@ class QuadraticSurrogate(Model):
         link: ``"identity"``, ``"sigmoid"`` or ``"softplus"``.
         lower: ``l`` of the links (a float or one per output).
         upper: ``u`` of the sigmoid link (a float or one per output).
+
+    Raises:
+        ConfigError: Bad data, an unknown link, or outputs outside the link's range.
     """
 
     _is_ensemble = False
@@ -325,17 +331,7 @@ class QuadraticSurrogate(Model):
         lows = _per_output(lower, m, "lower")
         ups = _per_output(upper, m, "upper")
         self.lower, self.upper = lows, ups
-        Phi = quadratic_features(self._normalize(X))
-        means, covs, noises = [], [], []
-        if link == "identity":
-            self.register_buffer("y_mean", Y.mean(dim=0))
-            std = Y.std(dim=0) if Y.shape[0] > 1 else torch.ones(m, dtype=Y.dtype)
-            self.register_buffer("y_std", torch.where(std > 0, std, torch.ones_like(std)))
-            Ys = (Y - self.y_mean) / self.y_std
-            for j in range(m):
-                w, S, noise, _ = evidence_fit(Phi, Ys[:, j])
-                means.append(w), covs.append(S), noises.append(noise)
-        else:
+        if link != "identity":
             _link_fns(link, 0.0, 1.0)  # validates the name
             for j in range(m):
                 y = Y[:, j]
@@ -346,17 +342,48 @@ class QuadraticSurrogate(Model):
                 if (y < lows[j]).any() or (link == "sigmoid" and (y > ups[j]).any()):
                     rng = f"[{lows[j]}, {ups[j]}]" if link == "sigmoid" else f"[{lows[j]}, inf)"
                     raise ConfigError(f"train_Y[:, {j}] has values outside the link's range {rng}")
-                w, S, noise = _link_fit(Phi, y, link, lows[j], ups[j])
+
+    @property
+    def fitted(self) -> bool:
+        """Whether :meth:`fit` has run."""
+        return "weight_mean" in self._buffers
+
+    def fit(self) -> QuadraticSurrogate:
+        """Fit the coefficients' posterior to the training data, per output.
+
+        Returns:
+            ``self``, fitted.
+        """
+        X, Y = self.train_inputs_, self.train_targets_
+        m = Y.shape[1]
+        Phi = quadratic_features(self._normalize(X))
+        means, covs, noises = [], [], []
+        if self.link == "identity":
+            self.register_buffer("y_mean", Y.mean(dim=0))
+            std = Y.std(dim=0) if Y.shape[0] > 1 else torch.ones(m, dtype=Y.dtype)
+            self.register_buffer("y_std", torch.where(std > 0, std, torch.ones_like(std)))
+            Ys = (Y - self.y_mean) / self.y_std
+            for j in range(m):
+                w, S, noise, _ = evidence_fit(Phi, Ys[:, j])
+                means.append(w), covs.append(S), noises.append(noise)
+        else:
+            for j in range(m):
+                w, S, noise = _link_fit(Phi, Y[:, j], self.link, self.lower[j], self.upper[j])
                 means.append(w), covs.append(S), noises.append(noise)
         self.register_buffer("weight_mean", torch.stack(means))  # (m, p)
         self.register_buffer("weight_cov", torch.stack(covs))  # (m, p, p)
         self.register_buffer("noise", torch.tensor(noises, dtype=torch.float64))  # (m,)
+        return self
+
+    def _check_fitted(self) -> None:
+        if not self.fitted:
+            raise NotFittedError(f"this {type(self).__name__} is built but not fitted; call fit() first")
 
     # -- BoTorch Model API ----------------------------------------------------------------------
 
     @property
     def num_outputs(self) -> int:
-        return self.weight_mean.shape[0]
+        return self.train_targets_.shape[1]
 
     @property
     def batch_shape(self) -> torch.Size:
@@ -387,6 +414,7 @@ class QuadraticSurrogate(Model):
             observation_noise: Add the fitted noise variance (``True``), or a given
                 noise variance (a tensor broadcastable to ``(..., q)``).
         """
+        self._check_fitted()
         d = self.bounds.shape[1]
         if X.dim() < 2 or X.shape[-1] != d:
             raise ConfigError(f"X must have shape (..., q, {d}), got {tuple(X.shape)}")
@@ -482,7 +510,11 @@ class QuadraticSurrogate(Model):
         The posterior mean of ``eta`` is exactly quadratic in ``x``, so its
         coefficients are recovered by solving the feature regression in ``x`` on
         ``(d + 1)(d + 2)/2`` generic points.
+
+        Raises:
+            NotFittedError: :meth:`fit` has not run.
         """
+        self._check_fitted()
         d = self.bounds.shape[1]
         p = (d + 1) * (d + 2) // 2
         g = torch.Generator().manual_seed(0)
