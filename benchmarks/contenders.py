@@ -128,7 +128,7 @@ class _AxStrategy(Strategy):
         from ax.api.client import Client
         from ax.utils.common.logger import set_stderr_log_level
 
-        from bambo.ax import configure_client
+        from bambo.ax.export import configure_client
 
         set_stderr_log_level(logging.ERROR)
         warnings.filterwarnings("ignore", module=r"ax\.")

@@ -30,7 +30,8 @@ import torch
 from ax.api.client import Client
 from ax.utils.common.logger import set_stderr_log_level
 
-from bambo.ax import AX_SURROGATES, configure_client, generation_strategy
+from bambo.ax.adapters import AX_SURROGATES, generation_strategy
+from bambo.ax.export import configure_client
 from bambo.benchmarks.digits import DigitsBenchmark, DigitsConfig
 from bambo.errors import EvaluationError
 from bambo.merge_problem import MergeProblem

@@ -137,8 +137,8 @@ def test_ax_quadratic_applies_the_input_transform_ax_passes():
     X = 10 * torch.rand(20, 2, generator=g, dtype=torch.float64)
     Y = ((X - 4) ** 2).sum(-1, keepdim=True) + X[:, :1]
     bounds = torch.tensor([[0.0, 0.0], [10.0, 10.0]], dtype=torch.float64)
-    model = bax.AxQuadraticSurrogate(X, Y, input_transform=Normalize(2, bounds=bounds))
-    reference = QuadraticSurrogate(X, Y, bounds=bounds)
+    model = bax.AxQuadraticSurrogate(X, Y, input_transform=Normalize(2, bounds=bounds)).fit()
+    reference = QuadraticSurrogate(X, Y, bounds=bounds).fit()
     test = 10 * torch.rand(5, 2, generator=g, dtype=torch.float64)
     assert torch.allclose(model.posterior(test).mean, reference.posterior(test).mean, atol=1e-6)
     assert torch.allclose(model.subset_output([0]).posterior(test).mean, reference.posterior(test).mean, atol=1e-6)

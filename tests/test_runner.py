@@ -222,7 +222,7 @@ def test_export_writes_the_chosen_models_weights_and_a_mergekit_config(tmp_path)
 
 
 def test_a_run_exports_as_an_ax_experiment(tmp_path):
-    from bambo.ax import load_ax_export
+    from bambo.ax.export import load_ax_export
 
     path = toy_config(tmp_path, **{"evaluator.options": {"fail_above": 0.9}})
     run_dir, result = start(path, progress=False)

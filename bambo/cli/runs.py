@@ -212,7 +212,7 @@ def export(
         from bambo.export import check_export_target, export_merge
 
         if fmt == "ax":
-            from bambo.ax import export_to_ax
+            from bambo.ax.export import export_to_ax
 
             target = check_export_target(output or run_dir / "ax_experiment.json", fmt, run_dir)
             config = RunConfig.from_yaml(run_dir / runner.CONFIG)

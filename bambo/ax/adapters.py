@@ -1,36 +1,23 @@
-"""Ax integration: bambo's surrogates inside Ax, and bambo runs as Ax experiments.
+"""bambo's surrogates inside Ax's modular BoTorch generator.
 
 ``client.set_generation_strategy(generation_strategy("quadratic"))`` runs Ax's modular
 BoTorch generator on a bambo surrogate (:data:`AX_SURROGATES`; :func:`generator_kwargs`
 and :func:`surrogate_spec` serve hand-built strategies). Ax builds the models from its
 unit-cube inputs and standardises outcomes, except for the quadratic's sigmoid and
-softplus links, whose ``lower``/``upper`` are in metric units. :func:`register_with_ax`
-adds the fit dispatch and JSON-storage registry entries (the functions here call it; a
-process that only *loads* a saved strategy must call it first).
-
-:func:`export_to_ax` writes a :class:`~bambo.strategies.base.ParetoResult` as an
-``ax.Client`` JSON snapshot. Ax names must be identifiers (objectives are parsed by
-SymPy, ``[`` is forbidden), so bambo's names are mapped by :func:`ax_safe_names`; the
-mapping is kept in the experiment's properties under ``"bambo"``.
+softplus links, whose ``lower``/``upper`` are in metric units. Ax builds a model, then
+fits it through ``fit_botorch_model``; :func:`register_with_ax` adds the quadratic's fit
+dispatch and the JSON-storage registry entries (the functions here call it; a process
+that only *loads* a saved strategy must call it first).
 """
 
 from __future__ import annotations
 
-import json
-import math
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from ax.adapter.registry import Generators, MBM_X_trans, Y_trans
 from ax.adapter.transforms.standardize_y import StandardizeY
-from ax.api.client import Client
-from ax.core.experiment import Experiment
-from ax.core.parameter import ParameterType, RangeParameter
-from ax.core.search_space import SearchSpace
 from ax.core.trial_status import TrialStatus
 from ax.generation_strategy.generation_node import GenerationNode
 from ax.generation_strategy.generation_strategy import GenerationStrategy
@@ -39,9 +26,6 @@ from ax.generation_strategy.transition_criterion import MinTrials
 from ax.generators.torch.botorch_modular.surrogate import SurrogateSpec
 from ax.generators.torch.botorch_modular.utils import ModelConfig, fit_botorch_model
 from ax.storage.botorch_modular_registry import register_model
-from ax.storage.json_store.decoder import object_from_json
-from ax.storage.json_store.registry import CORE_CLASS_DECODER_REGISTRY, CORE_DECODER_REGISTRY
-from ax.utils.common.string_utils import SYMPY_GLOBALS
 from botorch.models import SingleTaskGP
 from botorch.models.model import Model
 from botorch.models.transforms.input import InputTransform
@@ -51,17 +35,20 @@ from botorch.utils.datasets import SupervisedDataset
 from gpytorch.likelihoods import Likelihood
 from torch import Tensor
 
-from bambo.atomic import atomic_path
 from bambo.errors import ConfigError, UnknownNameError
 from bambo.extensions import prepare_fused_kernel
-from bambo.problem import Problem
-from bambo.result import ParetoResult
 from bambo.surrogates.gp import QuadraticMean, _evidence_init
 from bambo.surrogates.quadratic import Link, QuadraticSurrogate
 
-PROPERTY_KEY = "bambo"
-_FAILED = "failed evaluation"
-_DATA_RTOL = 1e-9  # Ax's JSON store writes data frames with pandas' to_json: 10 significant digits
+__all__ = [
+    "AX_SURROGATES",
+    "AxGP",
+    "AxQuadraticSurrogate",
+    "generation_strategy",
+    "generator_kwargs",
+    "register_with_ax",
+    "surrogate_spec",
+]
 
 
 def _transformed(train_X: Tensor, input_transform: InputTransform | None) -> Tensor:
@@ -86,10 +73,12 @@ class _AxInputs:
 class AxQuadraticSurrogate(_AxInputs, QuadraticSurrogate):
     """:class:`~bambo.surrogates.quadratic.QuadraticSurrogate` with the constructor Ax calls.
 
-    Fitted in closed form on construction, on unit-cube inputs (Ax's ``UnitX``), so Ax's
-    fit is a no-op and a loaded state dict is ignored (Ax loads one to reuse GP
-    hyperparameters, e.g. in cross-validation; the quadratic has none). ``train_Yvar`` is
-    ignored: the quadratic estimates its own noise.
+    Built on unit-cube inputs (Ax's ``UnitX``) and fitted by Ax's ``fit_botorch_model``
+    (dispatched to :meth:`~bambo.surrogates.quadratic.QuadraticSurrogate.fit` by
+    :func:`register_with_ax`). A loaded state dict is not used: Ax loads one to reuse GP
+    hyperparameters (e.g. in cross-validation, without refitting); the quadratic has none,
+    so it is fitted to its own data instead. ``train_Yvar`` is ignored: the quadratic
+    estimates its own noise.
 
     Args:
         train_X: Shape ``(n, d)``.
@@ -128,7 +117,9 @@ class AxQuadraticSurrogate(_AxInputs, QuadraticSurrogate):
         return new
 
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False) -> None:
-        """Ignored: the model keeps its closed-form fit to its own data."""
+        """Not used: the model is fitted to its own data (if it is not already)."""
+        if not self.fitted:
+            self.fit()
 
 
 class AxGP(_AxInputs, SingleTaskGP):
@@ -193,16 +184,19 @@ AX_SURROGATES: tuple[str, ...] = tuple(_AX_MODELS)
 _registered = False
 
 
-def _no_fit(model: Model, mll_class: Any = None, mll_options: dict[str, Any] | None = None) -> None:
-    """The quadratic is fitted in closed form when Ax constructs it."""
+def _fit_quadratic(
+    model: AxQuadraticSurrogate, mll_class: Any = None, mll_options: dict[str, Any] | None = None
+) -> None:
+    """Ax's fit of the quadratic: its own fit (it has no marginal likelihood to optimise)."""
+    model.fit()
 
 
 def register_with_ax() -> None:
-    """Register bambo's models with Ax: a (no-op) fit dispatch for :class:`AxQuadraticSurrogate`
-    (the GPs use Ax's GPyTorch one) and JSON-storage registry entries. Idempotent."""
+    """Register bambo's models with Ax: a fit dispatch for :class:`AxQuadraticSurrogate` (the GPs
+    use Ax's GPyTorch one) and JSON-storage registry entries. Idempotent."""
     global _registered
     if not _registered:
-        fit_botorch_model.register(AxQuadraticSurrogate)(_no_fit)
+        fit_botorch_model.register(AxQuadraticSurrogate)(_fit_quadratic)
         register_model(AxQuadraticSurrogate)
         register_model(AxGP)
         _registered = True
@@ -289,192 +283,3 @@ def generation_strategy(
         GenerationNode("MBM", [mbm], should_deduplicate=True),
     ]
     return GenerationStrategy(name=f"Sobol+MBM:bambo:{name}", nodes=nodes)
-
-
-def ax_safe_names(names: Sequence[str]) -> dict[str, str]:
-    """Map names to Ax-safe identifiers, deterministically and one-to-one: runs of other characters
-    than letters, digits and ``_`` become ``_`` (``block.1[1-2]/rotated`` -> ``block_1_1_2_rotated``),
-    a leading digit gets ``p_``, a SymPy name a ``_`` suffix, a clash ``_2``, ``_3``, ...
-
-    Args:
-        names: Distinct names, in order.
-
-    Returns:
-        ``{name: safe name}`` in the same order.
-
-    Raises:
-        ConfigError: Duplicate names.
-    """
-    if len(set(names)) != len(names):
-        raise ConfigError(f"names must be distinct, got {list(names)}")
-    out: dict[str, str] = {}
-    for name in names:
-        base = re.sub(r"[^0-9A-Za-z_]+", "_", name).strip("_") or "x"
-        base = f"p_{base}" if base[0].isdigit() else base
-        base = f"{base}_" if base in SYMPY_GLOBALS else base
-        safe, k = base, 2
-        while safe in out.values():
-            safe, k = f"{base}_{k}", k + 1
-        out[name] = safe
-    return out
-
-
-@dataclass(frozen=True)
-class AxNames:
-    """bambo's names -> Ax's, in decision-vector and objective order.
-
-    Attributes:
-        parameters: ``{bambo parameter name: Ax parameter name}``.
-        objectives: ``{bambo objective name: Ax metric name}``.
-    """
-
-    parameters: dict[str, str]
-    objectives: dict[str, str]
-
-    def vector(self, parameterization: Mapping[str, Any]) -> Tensor:
-        """An Ax parameterization as bambo's decision vector, shape ``(d,)``.
-
-        Raises:
-            ConfigError: A parameter is missing.
-        """
-        missing = [a for a in self.parameters.values() if a not in parameterization]
-        if missing:
-            raise ConfigError(f"parameterization lacks parameters {missing}")
-        return torch.tensor([float(parameterization[a]) for a in self.parameters.values()], dtype=torch.float64)
-
-    def parameterization(self, x: Tensor) -> dict[str, float]:
-        """bambo's decision vector (shape ``(d,)``) as an Ax parameterization."""
-        return {a: float(v) for a, v in zip(self.parameters.values(), x.tolist(), strict=True)}
-
-    def outcome(self, y_user: Tensor) -> dict[str, float]:
-        """Objectives in their own directions (shape ``(m,)``) as Ax raw data."""
-        return {a: float(v) for a, v in zip(self.objectives.values(), y_user.tolist(), strict=True)}
-
-
-def _configure(
-    client: Client, problem: Problem, names: AxNames, name: str, ref_max: Tensor | None, extra: dict[str, Any]
-) -> None:
-    """Experiment (search space, name mapping) and optimization config (objectives, thresholds)."""
-    lower, upper = problem.bounds.tolist()
-    parameters = [
-        RangeParameter(name=a, parameter_type=ParameterType.FLOAT, lower=lo, upper=hi)
-        for a, lo, hi in zip(names.parameters.values(), lower, upper, strict=True)
-    ]
-    properties = {PROPERTY_KEY: {"parameters": names.parameters, "objectives": names.objectives, **extra}}
-    description = f"bambo merge search; properties[{PROPERTY_KEY!r}] maps bambo names to Ax names"
-    client.set_experiment(Experiment(SearchSpace(parameters), name, description=description, properties=properties))
-    metrics, signs = list(names.objectives.values()), problem.signs.tolist()
-    objective = ", ".join(("-" if s < 0 else "") + m for m, s in zip(metrics, signs, strict=True))
-    constraints = None
-    if ref_max is not None:  # the reference point as Ax's objective thresholds
-        ref = (ref_max * problem.signs).tolist()
-        constraints = [f"{m} {'>=' if s > 0 else '<='} {r!r}" for m, s, r in zip(metrics, signs, ref, strict=True)]
-    client.configure_optimization(objective=objective, outcome_constraints=constraints)
-
-
-def configure_client(client: Client, problem: Problem, name: str = "bambo", thresholds: bool = True) -> AxNames:
-    """Configure a fresh ``ax.Client`` for a problem: a float ``RangeParameter`` per decision
-    variable (safe names, the problem's bounds), an objective per bambo objective.
-
-    Args:
-        client: A client without an experiment.
-        problem: The problem (named by ``problem.space.parameter_names`` if it has a space).
-        name: Experiment name.
-        thresholds: The problem's reference point as Ax's objective thresholds (else Ax infers them).
-
-    Returns:
-        The name mapping, to translate Ax parameterizations and outcomes.
-    """
-    space = getattr(problem, "space", None)
-    parameter_names = space.parameter_names if space is not None else [f"x{i}" for i in range(problem.dim)]
-    names = AxNames(ax_safe_names(parameter_names), ax_safe_names(problem.objective_names))
-    _configure(client, problem, names, name, problem.ref_point if thresholds else None, {})
-    return names
-
-
-def export_to_ax(problem: Problem, result: ParetoResult, path: str | Path, name: str = "bambo") -> Path:
-    """Write a bambo run as an ``ax.Client`` JSON snapshot and :func:`check_ax_export` it.
-
-    Each evaluation becomes a trial, completed with its objectives (own directions) as
-    data or failed with its error text; the reference point gives the objective thresholds.
-
-    Args:
-        problem: The problem the run searched (bounds, objectives).
-        result: The run.
-        path: JSON file to write.
-        name: Experiment name.
-
-    Returns:
-        The path written.
-
-    Raises:
-        ConfigError: The result does not fit the problem.
-    """
-    if result.X.shape[1] != problem.dim or list(result.objective_names) != problem.objective_names:
-        raise ConfigError(
-            f"result has {result.X.shape[1]} variables and objectives {result.objective_names}, "
-            f"the problem {problem.dim} and {problem.objective_names}"
-        )
-    names = AxNames(ax_safe_names(result.parameter_names), ax_safe_names(result.objective_names))
-    ref = result.ref_point if result.ref_point is not None else problem.ref_point
-    client = Client()
-    extra = {"strategy": result.strategy, "ref_point": None if ref is None else ref.tolist()}
-    _configure(client, problem, names, name, ref, extra)
-    for i in range(result.n_evaluations):
-        index = client.attach_trial(names.parameterization(result.X[i]), arm_name=f"bambo_{i}")
-        if result.ok[i]:
-            client.complete_trial(index, raw_data=names.outcome(result.Y[i]))
-        else:
-            client.mark_trial_failed(index, failed_reason=result.errors.get(i, _FAILED))
-    path = Path(path)
-    with atomic_path(path) as tmp:  # checked before it replaces a previous export
-        client.save_to_json_file(str(tmp))
-        check_ax_export(tmp, result)
-    return path
-
-
-def load_ax_export(path: str | Path) -> tuple[Experiment, AxNames]:
-    """The decoded experiment of a snapshot from :func:`export_to_ax`, and its name mapping.
-
-    (To continue the search in Ax, use ``Client.load_from_json_file(path)``.)
-
-    Raises:
-        ConfigError: The experiment carries no bambo name mapping.
-    """
-    register_with_ax()
-    snapshot = json.loads(Path(path).read_text())["experiment"]
-    mapping = (snapshot.get("properties") or {}).get(PROPERTY_KEY)
-    if not mapping:
-        raise ConfigError(f"{path} has no bambo name mapping in its experiment properties")
-    registries = {"decoder_registry": CORE_DECODER_REGISTRY, "class_decoder_registry": CORE_CLASS_DECODER_REGISTRY}
-    experiment = object_from_json(snapshot, **registries)
-    return experiment, AxNames(dict(mapping["parameters"]), dict(mapping["objectives"]))
-
-
-def check_ax_export(path: str | Path, result: ParetoResult) -> None:
-    """Check that a snapshot holds ``result``: one trial per evaluation, in order, with the
-    same parameters; completed trials with the same objectives (to Ax's 10 stored digits),
-    failed ones with their error text.
-
-    Raises:
-        ConfigError: A difference; the message names the trial and the value.
-    """
-    experiment, names = load_ax_export(path)
-    trials = [experiment.trials[i] for i in sorted(experiment.trials)]
-    n_done, n_ok = sum(t.status == TrialStatus.COMPLETED for t in trials), int(result.ok.sum())
-    if len(trials) != result.n_evaluations or n_done != n_ok:
-        raise ConfigError(f"{path}: {len(trials)} trials, {n_done} completed; expected {result.n_evaluations}, {n_ok}")
-    values = {(int(r.trial_index), r.metric_name): float(r.mean) for r in experiment.lookup_data().df.itertuples()}
-    for row, trial in enumerate(trials):
-        x = names.vector(trial.arm.parameters)
-        if not torch.equal(x, result.X[row]):
-            raise ConfigError(f"{path}: trial {row} has parameters {x.tolist()}, expected {result.X[row].tolist()}")
-        if not result.ok[row]:
-            want = result.errors.get(row, _FAILED)
-            if trial.status != TrialStatus.FAILED or trial.status_reason != want:
-                raise ConfigError(f"{path}: trial {row} is {trial.status.name} ({trial.status_reason!r}), not failed")
-            continue
-        for j, metric in enumerate(names.objectives.values()):
-            got, want_y = values.get((trial.index, metric)), float(result.Y[row, j])
-            if got is None or not math.isclose(got, want_y, rel_tol=_DATA_RTOL, abs_tol=1e-12):
-                raise ConfigError(f"{path}: trial {row} metric {metric!r} is {got}, expected {want_y}")
