@@ -24,7 +24,7 @@ def test_acquisition_choice_follows_the_number_of_objectives():
     assert BAMBO(SyntheticProblem("branin_currin")).acquisition_name == "qlognehvi"
     assert BAMBO(SyntheticProblem("dtlz2", dim=6, num_objectives=3)).acquisition_name == "qlognehvi"
     assert BAMBO(SyntheticProblem("dtlz2", dim=6, num_objectives=4)).acquisition_name == "qlognparego"
-    with pytest.raises(ConfigError, match="valid: auto, qlognehvi"):
+    with pytest.raises(ConfigError, match="valid names: auto, qehvi, qlognehvi"):
         BAMBO(SyntheticProblem("branin_currin"), acquisition="qnehvi")
     with pytest.raises(ConfigError, match="surrogate 'gpp'"):
         BAMBO(SyntheticProblem("branin_currin"), surrogate="gpp")

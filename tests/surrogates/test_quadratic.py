@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from bambo.errors import ConfigError
-from bambo.surrogates import QuadraticSurrogate, fit_surrogate, quadratic_features
+from bambo.errors import ConfigError, NotFittedError
+from bambo.surrogates import QuadraticSurrogate, build_surrogate, fit_surrogate, quadratic_features
 from bambo.surrogates.quadratic import evidence_fit
 
 D = torch.float64
@@ -32,7 +32,7 @@ def test_recovers_an_exact_quadratic_outside_the_unit_cube():
     X = sobol(40)
     model = QuadraticSurrogate(
         X, true_quadratic(X).unsqueeze(-1), bounds=torch.tensor([[-1.0] * 3, [2.0] * 3], dtype=D)
-    )
+    ).fit()
     A_hat, b_hat, e_hat = model.coefficients()
     assert (A_hat - A).abs().max() < 1e-6 and (b_hat - B).abs().max() < 1e-6 and abs(e_hat - E) < 1e-6
     X_test = sobol(16, seed=1)
@@ -44,16 +44,17 @@ def test_posterior_variance_shrinks_where_data_is_added():
     X = sobol(12)
     Y = (true_quadratic(X) + 0.05 * torch.randn(12, generator=g, dtype=D)).unsqueeze(-1)
     point = torch.tensor([[1.5, 1.5, -0.5]], dtype=D)
-    before = QuadraticSurrogate(X, Y).posterior(point).variance.item()
+    before = QuadraticSurrogate(X, Y).fit().posterior(point).variance.item()
     X_more = torch.cat([X, point + 0.05 * torch.randn(6, 3, generator=g, dtype=D)])
     Y_more = torch.cat([Y, (true_quadratic(X_more[12:]) + 0.05 * torch.randn(6, generator=g, dtype=D)).unsqueeze(-1)])
-    after = QuadraticSurrogate(X_more, Y_more, bounds=QuadraticSurrogate(X, Y).bounds).posterior(point).variance.item()
+    model = QuadraticSurrogate(X_more, Y_more, bounds=QuadraticSurrogate(X, Y).bounds).fit()
+    after = model.posterior(point).variance.item()
     assert after < 0.5 * before
 
 
 def test_fewer_points_than_coefficients_is_handled_by_the_prior():
     X = sobol(4)  # 10 coefficients in 3-D
-    model = QuadraticSurrogate(X, true_quadratic(X).unsqueeze(-1))
+    model = QuadraticSurrogate(X, true_quadratic(X).unsqueeze(-1)).fit()
     post = model.posterior(sobol(8, seed=2))
     assert torch.isfinite(post.mean).all() and (post.variance > 0).all()
 
@@ -106,7 +107,8 @@ def test_few_points_do_not_make_the_posterior_of_f_certain():
     X = SobolEngine(8, scramble=True, seed=0).draw(10, dtype=D)
     X_test = SobolEngine(8, scramble=True, seed=1).draw(200, dtype=D)
     f = lambda X: torch.exp(-((X - 0.4) ** 2).sum(-1))  # noqa: E731
-    post = QuadraticSurrogate(X, f(X).unsqueeze(-1), bounds=torch.stack([torch.zeros(8), torch.ones(8)]).double())
+    bounds = torch.stack([torch.zeros(8), torch.ones(8)]).double()
+    post = QuadraticSurrogate(X, f(X).unsqueeze(-1), bounds=bounds).fit()
     latent = post.posterior(X_test)
     z = (f(X_test) - latent.mean.squeeze(-1)).abs() / latent.variance.squeeze(-1).sqrt()
     assert (z <= 1.645).double().mean() > 0.6
@@ -114,7 +116,7 @@ def test_few_points_do_not_make_the_posterior_of_f_certain():
 
 def test_input_width_noise_and_large_softplus_targets():
     X = sobol(20)
-    model = QuadraticSurrogate(X, true_quadratic(X).unsqueeze(-1))
+    model = QuadraticSurrogate(X, true_quadratic(X).unsqueeze(-1)).fit()
     with pytest.raises(ConfigError, match=r"X must have shape \(\.\.\., q, 3\), got \(4, 1\)"):
         model.posterior(torch.zeros(4, 1, dtype=D))
     point = sobol(1, seed=5)
@@ -155,7 +157,7 @@ def test_exact_quadratic_is_recovered_from_barely_enough_points(d, extra):
         g, f = _random_quadratic(d, seed)
         X = torch.rand(p + extra, d, generator=g, dtype=D)
         X_test = torch.rand(200, d, generator=g, dtype=D)
-        model = QuadraticSurrogate(X, f(X).unsqueeze(-1), bounds=unit)
+        model = QuadraticSurrogate(X, f(X).unsqueeze(-1), bounds=unit).fit()
         truth = f(X_test)
         error = float((model.posterior(X_test).mean.squeeze(-1) - truth).abs().max())
         spread = float(truth.max() - truth.min())
@@ -208,3 +210,20 @@ def test_a_noise_free_fit_gives_a_joint_posterior_over_many_points():
     post = model.posterior(X_test, observation_noise=True)
     assert torch.isfinite(post.mean).all() and (post.variance > 0).all()
     torch.testing.assert_close(model.posterior(X).mean, sphere(X), atol=1e-6, rtol=0)  # it interpolates
+
+
+def test_building_does_not_fit():
+    X = sobol(20)
+    Y = true_quadratic(X).unsqueeze(-1)
+    built = build_surrogate("quadratic", X, Y)
+    assert isinstance(built, QuadraticSurrogate) and not built.fitted and built.num_outputs == 1
+    with pytest.raises(NotFittedError, match="not fitted; call fit"):
+        built.coefficients()
+    with pytest.raises(NotFittedError):
+        built.posterior(X[:2])
+    assert built.fit() is built and built.fitted
+    fitted = fit_surrogate("quadratic", X, Y)
+    for name in ("weight_mean", "weight_cov", "noise", "y_mean", "y_std"):  # building then fitting is fit_surrogate
+        assert torch.equal(getattr(built, name), getattr(fitted, name))
+    with pytest.raises(ConfigError, match="outside the link's range"):  # the data are checked when building
+        build_surrogate("quadratic-sigmoid", X, torch.full((20, 1), 1.5, dtype=D))

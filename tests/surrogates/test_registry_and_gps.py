@@ -7,12 +7,14 @@ import torch
 from botorch.acquisition import UpperConfidenceBound
 from botorch.optim import optimize_acqf
 
+from bambo.acquisition import acquisition_for_task
 from bambo.errors import ConfigError, UnknownNameError
 from bambo.surrogates import (
     ParametricTaskGP,
-    acquisition_for_task,
     available_surrogates,
+    build_surrogate,
     fit_gp,
+    fit_model,
     fit_parametric_task_gp,
     fit_quadratic_mean_gp,
     fit_surrogate,
@@ -106,3 +108,29 @@ def test_task_parameters_follow_the_callers_order():
     assert model.fixed_features([0.1, 0.9]) == {3: 0.1, 2: 0.9}
     with pytest.raises(ConfigError, match="models one output"):
         ParametricTaskGP(X, X[:, :2], task_dims=[3])
+
+
+@pytest.mark.parametrize("name", ["gp", "quadratic-mean-gp", "parametric-task-gp"])
+def test_gps_are_built_unfitted_then_fitted_as_fit_surrogate_does(name):
+    g = torch.Generator().manual_seed(3)
+    X = torch.rand(12, 3, generator=g, dtype=D)
+    Y = torch.stack([(X**2).sum(-1), X.prod(-1)], dim=-1)
+    options = {"task_dims": [2]} if name == "parametric-task-gp" else {}
+    built = build_surrogate(name, X, Y, **options)
+    initial = {k: v.clone() for k, v in built.state_dict().items()}
+    again = build_surrogate(name, X, Y, **options).state_dict()
+    assert all(torch.equal(initial[k], again[k]) for k in initial)  # building is deterministic and fits nothing
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        assert fit_model(built) is built
+    assert any(not torch.equal(initial[k], v) for k, v in built.state_dict().items())
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        reference = fit_surrogate(name, X, Y, **options)
+    test_X = torch.rand(5, 3, generator=g, dtype=D)
+    assert torch.equal(built.posterior(test_X).mean, reference.posterior(test_X).mean)
+
+
+def test_fit_model_refuses_what_it_cannot_fit():
+    with pytest.raises(ConfigError, match="cannot fit a Linear"):
+        fit_model(torch.nn.Linear(2, 1))
