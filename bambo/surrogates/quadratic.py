@@ -296,7 +296,7 @@ class QuadraticSurrogate(Model):
     """One quadratic per output with a Gaussian (or Laplace) posterior; see the module docstring.
 
     Construction stores and checks the data; :meth:`fit` computes the posterior of the
-    coefficients (closed form for the identity link, L-BFGS for the others).
+    coefficients (closed form for the identity link, Gauss-Newton for the others).
 
     Args:
         train_X: Shape ``(n, d)``.
