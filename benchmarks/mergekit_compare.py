@@ -30,9 +30,10 @@ from pathlib import Path
 import torch
 import yaml
 
-from bambo.export import export_merge, mergekit_config, save_safetensors
+from bambo.export import export_merge, save_safetensors
 from bambo.merge import TaskVectors
 from bambo.merge_problem import MergeProblem, merge_setup
+from bambo.mergekit_config import mergekit_config
 from bambo.problem import Objective
 from bambo.weights import load_state_dict
 from benchmarks.common import RESULTS, Clock, best_times, machine_header

@@ -11,16 +11,10 @@ import torch
 import yaml
 
 from bambo.errors import ConfigError
-from bambo.export import (
-    export_merge,
-    mergekit_config,
-    save_hf_folder,
-    save_safetensors,
-    validate_with_mergekit,
-    write_mergekit_yaml,
-)
+from bambo.export import export_merge, save_hf_folder, save_safetensors
 from bambo.merge import Merger, TaskVectors, get_merge_method
 from bambo.merge_problem import MergeProblem
+from bambo.mergekit_config import mergekit_config, validate_with_mergekit, write_mergekit_yaml
 from bambo.problem import Objective
 from bambo.space import MergeSpace
 from bambo.weights import load_state_dict

@@ -30,8 +30,9 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 from gpytorch.priors import NormalPrior
 from torch import Tensor
 
+from bambo.surrogates.bayes_linear import evidence_fit
 from bambo.surrogates.data import check_training_data, resolve_bounds
-from bambo.surrogates.quadratic import evidence_fit, quadratic_features
+from bambo.surrogates.quadratic import quadratic_features
 
 
 class QuadraticMean(Mean):

@@ -9,7 +9,8 @@ from bambo.experiment import Experiment
 from bambo.parametric import PreferenceFamily
 from bambo.problem import SyntheticProblem
 from bambo.strategies import get_strategy
-from bambo.strategies.pmto import PMTO, best_per_task, pool_diversity
+from bambo.strategies.pmto import PMTO
+from bambo.strategies.task_data import best_per_task, pool_diversity
 
 FAST = {"n_initial_tasks": 5, "samples_per_task": 3, "population": 20, "generations": 10, "raw_samples": 64}
 

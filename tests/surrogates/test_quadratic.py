@@ -5,7 +5,7 @@ import torch
 
 from bambo.errors import ConfigError, NotFittedError
 from bambo.surrogates import QuadraticSurrogate, build_surrogate, fit_surrogate, quadratic_features
-from bambo.surrogates.quadratic import evidence_fit
+from bambo.surrogates.bayes_linear import evidence_fit
 
 D = torch.float64
 A = torch.tensor([[2.0, 0.5, 0.0], [0.5, -1.0, 0.3], [0.0, 0.3, 1.5]], dtype=D)
