@@ -237,7 +237,7 @@ def bambo_vs_baselines(bench: DigitsBenchmark, seeds: list[int], budget: int) ->
     baselines["TA (9 x 9 grid)"] = result.Y_max[result.ok]
     pooled = torch.cat(list(baselines.values()))
     pooled_front = pareto_front(pooled)
-    block = bench.problem(tasks, granularity="block", partition=3, partitioner="hybrid")
+    block = bench.problem(tasks, granularity="block", blocks=3, partitioner="hybrid")
     runs: dict[str, list[dict]] = {"BAMBO block-wise (d=10)": [], "BAMBO model-level (d=2)": []}
     fronts: dict[str, torch.Tensor] = {}
     for label, problem in (("BAMBO block-wise (d=10)", block), ("BAMBO model-level (d=2)", ta)):

@@ -90,7 +90,7 @@ def _digits_problem(n: int, granularity: str) -> Callable[[], Problem]:
         tasks = list(DIGITS_TASKS[:n])
         if granularity == "model":
             return _digits().problem(tasks)
-        return _digits().problem(tasks, granularity="block", partition=3, partitioner="hybrid")
+        return _digits().problem(tasks, granularity="block", blocks=3, partitioner="hybrid")
 
     return build
 
@@ -98,7 +98,7 @@ def _digits_problem(n: int, granularity: str) -> Callable[[], Problem]:
 def _text_problem(n: int) -> Callable[[], Problem]:
     def build() -> Problem:
         bench = _text()
-        return bench.problem(bench.task_names[:n], granularity="block", partition=3, partitioner="hybrid")
+        return bench.problem(bench.task_names[:n], granularity="block", blocks=3, partitioner="hybrid")
 
     return build
 
