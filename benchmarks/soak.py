@@ -185,9 +185,23 @@ class Soak:
             command, cwd=self.work, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
         )
 
-    def reference(self) -> list[Trial]:
-        """The uninterrupted run."""
+    def reference(self, in_process: bool = False) -> list[Trial]:
+        """The uninterrupted run (``in_process``: in this process, a quicker start for the smoke test)."""
         config = write_config(self.work, "reference", **self._run_options())
+        if in_process:
+            from bambo.runner import start
+
+            wall, cpu = time.perf_counter(), time.process_time()
+            sys.path.insert(0, str(self.work))
+            try:
+                start(config, progress=False)
+            finally:
+                sys.path.remove(str(self.work))
+                sys.modules.pop("soak_eval", None)
+            self.figures.reference_wall_s = time.perf_counter() - wall
+            self.figures.reference_cpu_s = time.process_time() - cpu
+            self.figures.reference_calls = sum(e["event"] == "start" for e in read_log(self.work / "reference.log"))
+            return journal(self.work / "reference")
         wall, cpu = time.perf_counter(), _children_cpu()
         done = subprocess.run(
             self._bambo("run", str(config)), cwd=self.work, env=self.env, capture_output=True, text=True
@@ -316,12 +330,12 @@ def compare(soak: list[Trial], reference: list[Trial], figures: Figures) -> None
     figures.identical = not figures.differing
 
 
-def run(args: argparse.Namespace, work: Path) -> Figures:
+def run(args: argparse.Namespace, work: Path, reference_in_process: bool = False) -> Figures:
     """The soak in ``work``: models, evaluator, reference run, killed run, comparison."""
     write_models(work / "models", seed=args.seed)
     (work / "soak_eval.py").write_text(EVALUATOR)
     soak = Soak(work, args)
-    reference = soak.reference()
+    reference = soak.reference(reference_in_process)
     final = soak.soak()
     compare(final, reference, soak.figures)
     return soak.figures
