@@ -83,6 +83,7 @@ class Figures:
 
     kills: int = 0
     early_kills: int = 0
+    kills_in: dict[str, int] = field(default_factory=lambda: {"start-up": 0, "evaluation": 0, "between": 0})
     lives: int = 0
     concurrent: int = 0
     refused: int = 0
@@ -245,6 +246,8 @@ class Soak:
             if not ended:
                 os.kill(process.pid, signal.SIGKILL)
                 process.wait()
+                own = [e["event"] for e in read_log(log) if e["pid"] == process.pid]
+                figures.kills_in["start-up" if not own else "evaluation" if own[-1] == "start" else "between"] += 1
                 figures.kills += 1
                 figures.early_kills += early
                 snapshots.append({t.id: _key(t) for t in journal(run_dir) if t.status == "completed"})
@@ -356,7 +359,11 @@ def report(args: argparse.Namespace, figures: Figures, command: str) -> str:
             "",
             "| figure | value |",
             "|---|---:|",
-            f"| SIGKILLs (of which during start-up) | {f.kills} ({f.early_kills}) |",
+            f"| SIGKILLs (timed from the spawn) | {f.kills} ({f.early_kills}) |",
+            f"| killed before the life's first evaluation (imports, models, replay, first proposal) | "
+            f"{f.kills_in['start-up']} |",
+            f"| killed during an evaluation | {f.kills_in['evaluation']} |",
+            f"| killed between evaluations (journal writes, fits, proposals, results) | {f.kills_in['between']} |",
             f"| processes (lives) | {f.lives} |",
             f"| concurrent `bambo resume` attempts / refused with exit 2 | {f.concurrent} / {f.refused} |",
             f"| evaluations by a refused process | {f.concurrent_evaluations} |",
@@ -383,8 +390,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--strategy", default="bambo")
     parser.add_argument("--seed", type=int, default=0, help="seed of the run and of the kill moments")
     parser.add_argument("--delay", type=float, default=0.4, help="seconds each evaluation sleeps")
-    parser.add_argument("--max-delay-s", type=float, default=2.5, help="longest wait after a life's first evaluation")
-    parser.add_argument("--max-startup-s", type=float, default=6.0, help="longest wait for a start-up kill")
+    parser.add_argument("--max-delay-s", type=float, default=1.2, help="longest wait after a life's first evaluation")
+    parser.add_argument("--max-startup-s", type=float, default=12.0, help="longest wait for a kill timed from the spawn")
     parser.add_argument("--early-share", type=float, default=0.2, help="share of kills timed from the spawn")
     parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a new temporary one)")
     parser.add_argument("--no-write", action="store_true", help="print only")
