@@ -391,7 +391,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the run and of the kill moments")
     parser.add_argument("--delay", type=float, default=0.4, help="seconds each evaluation sleeps")
     parser.add_argument("--max-delay-s", type=float, default=1.2, help="longest wait after a life's first evaluation")
-    parser.add_argument("--max-startup-s", type=float, default=12.0, help="longest wait for a kill timed from the spawn")
+    parser.add_argument("--max-startup-s", type=float, default=12.0, help="longest wait, timed from the spawn")
     parser.add_argument("--early-share", type=float, default=0.2, help="share of kills timed from the spawn")
     parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a new temporary one)")
     parser.add_argument("--no-write", action="store_true", help="print only")
