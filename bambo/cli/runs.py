@@ -175,12 +175,13 @@ def report(run_dir: Annotated[Path, typer.Argument(help="Folder of a run.")]) ->
     from bambo import runner
 
     result = guarded(lambda: runner.journal_result(run_dir))
+    folder = escape(str(run_dir))
     if result.ok.sum() == 0:
-        console.print(f"[yellow]{run_dir}: no completed evaluation yet ({result.n_evaluations} trials)[/yellow]")
+        console.print(f"[yellow]{folder}: no completed evaluation yet ({result.n_evaluations} trials)[/yellow]")
         raise typer.Exit(code=1)
     print_run(run_dir, result)
     if not writable(run_dir):
-        console.print(f"[yellow]{run_dir} is read-only: plots not written (the table above is the report)[/yellow]")
+        console.print(f"[yellow]{folder} is read-only: plots not written (the table above is the report)[/yellow]")
         return
     from bambo.plotting import plot_front, plot_front_nd, plot_hypervolume
 
