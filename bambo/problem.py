@@ -69,6 +69,8 @@ class Objective(FrozenConfig):
             with ``None`` for an open end: ``(0, 1)`` for an accuracy, ``(0, None)``
             for a loss. MAP picks its quadratic's link from it (sigmoid for a
             bounded range, softplus for a lower bound only, identity otherwise).
+            An evaluation whose objective falls outside it fails, as does one with a
+            metric or objective beyond :data:`MAX_ABS_VALUE` in magnitude.
     """
 
     name: str
