@@ -1,6 +1,6 @@
 """Kill-and-resume soak: SIGKILL a real ``bambo run`` at random moments, try concurrent resumes, compare.
 
-Run: ``python -m benchmarks.soak [--kills 24] [--budget 40] [--batch-size 4] [--strategy bambo] [--seed 0]``.
+Run: ``python -m benchmarks.soak [--kills 24] [--budget 48] [--batch-size 4] [--strategy bambo] [--seed 0]``.
 Prints the figures and writes ``benchmarks/results/soak.md``.
 
 In a scratch folder it writes three small safetensors models (a base and two experts)
@@ -385,14 +385,14 @@ def report(args: argparse.Namespace, figures: Figures, command: str) -> str:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=24, help="SIGKILLs to deliver")
-    parser.add_argument("--budget", type=int, default=40)
+    parser.add_argument("--budget", type=int, default=48)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--strategy", default="bambo")
     parser.add_argument("--seed", type=int, default=0, help="seed of the run and of the kill moments")
     parser.add_argument("--delay", type=float, default=0.4, help="seconds each evaluation sleeps")
     parser.add_argument("--max-delay-s", type=float, default=1.2, help="longest wait after a life's first evaluation")
-    parser.add_argument("--max-startup-s", type=float, default=12.0, help="longest wait, timed from the spawn")
-    parser.add_argument("--early-share", type=float, default=0.2, help="share of kills timed from the spawn")
+    parser.add_argument("--max-startup-s", type=float, default=8.0, help="longest wait, timed from the spawn")
+    parser.add_argument("--early-share", type=float, default=0.3, help="share of kills timed from the spawn")
     parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a new temporary one)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     return parser.parse_args(argv)
