@@ -43,6 +43,7 @@ _EXPORTS = {
     "ConfigError": "bambo.errors",
     "EvaluationError": "bambo.errors",
     "StrategyError": "bambo.errors",
+    "RunAbortedError": "bambo.errors",
 }
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "Objective",
     "ParetoResult",
     "Problem",
+    "RunAbortedError",
     "STRATEGIES",
     "Strategy",
     "StrategyError",
@@ -86,7 +88,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from bambo.benchmark import available_benchmarks, load_benchmark
-    from bambo.errors import BamboError, ConfigError, EvaluationError, StrategyError
+    from bambo.errors import BamboError, ConfigError, EvaluationError, RunAbortedError, StrategyError
     from bambo.execution import LocalExecutor
     from bambo.experiment import Experiment, optimize
     from bambo.merge import MERGE_METHODS

@@ -129,6 +129,9 @@ class MergeConfig(FrozenConfig):
 class EvaluatorConfig(FrozenConfig):
     """The expensive evaluation: a function ``(state_dict, **options) -> {metric: value}``.
 
+    A function whose signature names ``trial_id`` and/or ``x`` is also given the
+    journal's id of the trial and the decision vector (a list of floats).
+
     Attributes:
         entry_point: ``package.module:function`` (default for a benchmark: its own evaluator).
         options: Keyword arguments passed to the function.

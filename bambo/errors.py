@@ -59,3 +59,21 @@ class StrategyError(BamboError, RuntimeError):
     def __init__(self, message: str, result: object = None) -> None:
         super().__init__(message)
         self.result = result
+
+
+class RunAbortedError(EvaluationError):
+    """A run stopped because every evaluation of its first batch failed for one reason.
+
+    Attributes:
+        reason: The error text the evaluations shared.
+        result: The :class:`~bambo.result.ParetoResult` of the evaluations so far (or ``None``).
+    """
+
+    def __init__(self, message: str, reason: str, result: object = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.result = result
+
+
+class BamboWarning(UserWarning):
+    """Something a user should know that does not stop the run (the CLI prints it as a warning line)."""

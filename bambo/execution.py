@@ -3,13 +3,16 @@
 The experiment loop (:class:`bambo.experiment.Experiment`) hands an executor the
 trials of a batch and two callbacks; the executor calls ``started(trial_id)``
 before an evaluation and ``finished(trial_id, metrics, error)`` after it, in
-whatever order evaluations end. The loop alone writes the journal, so an executor
-never touches it. :class:`LocalExecutor` evaluates in this process, one trial
-after another, optionally under a timeout.
+whatever order evaluations end, and evaluates inside
+:func:`bambo.problem.evaluating` so that the problem knows the trial's id. The
+loop alone writes the journal, so an executor never touches it.
+:class:`LocalExecutor` evaluates in this process, one trial after another,
+optionally under a timeout.
 """
 
 from __future__ import annotations
 
+import contextvars
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -18,7 +21,7 @@ from typing import Any
 from torch import Tensor
 
 from bambo.errors import ConfigError, EvaluationError
-from bambo.problem import Problem
+from bambo.problem import Problem, evaluating
 
 Started = Callable[[int], None]
 Finished = Callable[[int, "dict[str, float] | None", "str | None"], None]
@@ -65,7 +68,8 @@ class LocalExecutor(Executor):
         for trial_id, x in trials:
             started(trial_id)
             try:
-                metrics = self._metrics(problem, x)
+                with evaluating(trial_id):
+                    metrics = self._metrics(problem, x)
             except EvaluationError as exc:
                 finished(trial_id, None, str(exc))
             except Exception as exc:  # noqa: BLE001 - a crashed evaluator fails its trial, not the search
@@ -84,7 +88,8 @@ class LocalExecutor(Executor):
             except BaseException as exc:  # noqa: BLE001 - reported to the caller below
                 outcome["error"] = exc
 
-        thread = threading.Thread(target=work, name="bambo-evaluation", daemon=True)
+        context = contextvars.copy_context()  # the trial id (bambo.problem.current_trial_id) goes with it
+        thread = threading.Thread(target=context.run, args=(work,), name="bambo-evaluation", daemon=True)
         thread.start()
         thread.join(self.timeout_s)
         if thread.is_alive():

@@ -14,6 +14,18 @@ through the strategy (:meth:`~bambo.strategies.Strategy.replay`, then ``tell``),
 resumed run proposes exactly what the uninterrupted run would have; the trials of a
 batch that was cut short are evaluated first. Completed trials are never evaluated again.
 
+Two outcomes end :meth:`Experiment.run` before its budget:
+
+- Every evaluation of the first batch failed with one and the same error (a metric the
+  evaluator never returns, an evaluator with the wrong signature, an impossible time
+  limit): the run raises :class:`~bambo.errors.RunAbortedError` with that error instead
+  of spending the budget on it (``stop_on_first_batch_failure=False`` goes on). The
+  trials stay in the journal, and a resumed run stops the same way without evaluating
+  them again. Different errors, or one success, let the run go on.
+- The strategy stops proposing (a finished grid, BAMBO's ``n_iterations``): a
+  :class:`StoppedEarlyWarning` says so and ``result.info["stopped_early"]`` holds
+  ``{"evaluated": n, "budget": b}``.
+
 :func:`optimize` is the one-call facade over it. Two ways to drive an experiment yourself:
 
 - ``experiment.run(budget, batch_size)``: the loop, with an :class:`~bambo.execution.Executor`;
@@ -26,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,7 +47,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor
 
-from bambo.errors import ConfigError, EvaluationError, StrategyError
+from bambo.errors import BamboWarning, ConfigError, EvaluationError, RunAbortedError, StrategyError
 from bambo.execution import Executor, LocalExecutor
 from bambo.problem import Problem
 from bambo.result import Artifacts, ParetoResult, RunMeta, build_result
@@ -43,6 +56,11 @@ from bambo.strategies import STRATEGIES, Strategy, get_strategy
 
 T = TypeVar("T")
 _META_KEY = "run"
+_FIRST_BATCH_MIN = 2  # trials the "first batch" check looks at, at least (batches of 1 are joined)
+
+
+class StoppedEarlyWarning(BamboWarning):
+    """The strategy stopped proposing before the budget was spent."""
 
 
 class Experiment:
@@ -79,6 +97,7 @@ class Experiment:
         self._position: dict[int, int] = {}  # trial id -> index in self.trials
         self._open: list[int] = []  # ids of the proposed batch not yet told to the strategy
         self.timings: list[dict[str, float]] = []  # the strategy's own time per batch
+        self.stopped_early: dict[str, int] | None = None  # set by run() when the strategy stops short
         self._replay()
 
     # -- set-up --------------------------------------------------------------------------------
@@ -154,9 +173,9 @@ class Experiment:
         trial = self._pending_trial(trial_id)
         x = torch.tensor(trial.x, dtype=torch.float64)
         try:
-            clean = {str(k): float(v) for k, v in metrics.items()}
+            clean = {str(k): _number(str(k), v) for k, v in metrics.items()}
             objectives = self.problem.objective_values(clean, x)
-        except (EvaluationError, TypeError, ValueError, AttributeError) as exc:
+        except (EvaluationError, TypeError, ValueError, AttributeError, ArithmeticError) as exc:
             return self.fail(trial_id, f"{exc}")
         if not all(map(_finite, objectives)):
             return self.fail(trial_id, f"non-finite objective values {objectives}")
@@ -215,22 +234,34 @@ class Experiment:
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def run(self, budget: int, batch_size: int = 4, progress: bool = False) -> ParetoResult:
+    def run(
+        self, budget: int, batch_size: int = 4, progress: bool = False, stop_on_first_batch_failure: bool = True
+    ) -> ParetoResult:
         """Evaluate batches until ``budget`` trials exist (or the strategy stops proposing).
 
-        Trials of a batch that was cut short (a resumed run) are evaluated first.
+        Trials of a batch that was cut short (a resumed run) are evaluated first. A
+        strategy that stops proposing before the budget ends the run with a
+        :class:`StoppedEarlyWarning` (and ``result.info["stopped_early"]``).
 
         Args:
             budget: Trials in total, journaled ones and failed ones included.
             batch_size: Trials asked for per batch.
             progress: Show a progress bar.
+            stop_on_first_batch_failure: Stop with :class:`~bambo.errors.RunAbortedError`
+                when every trial of the first batch (its first two trials at least,
+                batches of one joined) failed with the same error.
 
         Raises:
             ConfigError: ``budget`` or ``batch_size`` below 1.
+            RunAbortedError: The first batch failed entirely for one reason (also when
+                resuming such a run); its ``result`` holds the trials, which stay journaled.
             StrategyError: The strategy failed; its ``result`` holds every evaluation so far.
         """
         if budget < 1 or batch_size < 1:
             raise ConfigError(f"budget and batch_size must be >= 1, got {budget} and {batch_size}")
+        check = self._check_first_batch if stop_on_first_batch_failure else (lambda: None)
+        check()
+        self.stopped_early = None
         columns = (
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -248,13 +279,45 @@ class Experiment:
             bar.update(task, completed=len(self.trials) - len(self.open_trials))
             if self.open_trials:
                 self._evaluate(self.open_trials, finished)
+                check()
             while len(self.trials) < budget:
                 trials = self.ask(min(batch_size, budget - len(self.trials)))
                 if not trials:
+                    self.stopped_early = {"evaluated": len(self.trials), "budget": budget}
                     break
                 bar.update(task, proposal=f"last proposal {self.timings[-1]['ask_s']:.2f} s")
                 self._evaluate(trials, finished)
+                check()
+        if self.stopped_early is not None:
+            warnings.warn(
+                f"the strategy {self.strategy.name!r} stopped after {len(self.trials)} of {budget} evaluations: "
+                "it proposes no more points (a finite design such as a finished grid, or an iteration limit "
+                "such as BAMBO's n_iterations)",
+                StoppedEarlyWarning,
+                stacklevel=2,
+            )
         return self.result()
+
+    def _check_first_batch(self) -> None:
+        """Raise :class:`RunAbortedError` if the first batch (>= 2 trials) ended and all failed for one reason."""
+        first: list[Trial] = []
+        for trial in self.trials:  # the trials of the first batches, until at least _FIRST_BATCH_MIN of them
+            if len(first) >= _FIRST_BATCH_MIN and trial.batch != first[-1].batch:
+                break
+            first.append(trial)
+        if len(first) < _FIRST_BATCH_MIN or not all(t.status == "failed" for t in first):
+            return
+        reasons = {t.error for t in first}
+        if len(reasons) != 1:
+            return
+        reason = reasons.pop() or "the evaluation failed"
+        raise RunAbortedError(
+            f"every evaluation of the first batch ({len(first)} trials) failed with the same error, so the run "
+            f"stopped instead of spending its budget on it: {reason} (the trials are kept in the journal; fix "
+            "the cause and start a new run)",
+            reason,
+            self.result(),
+        )
 
     def _evaluate(self, trials: list[Trial], finished: Callable[[int, Any, Any], None]) -> None:
         work = [(t.id, torch.tensor(t.x, dtype=torch.float64)) for t in trials]
@@ -275,6 +338,7 @@ class Experiment:
         artifacts = self.strategy.artifacts()
         info = {
             **artifacts.info,
+            **({} if self.stopped_early is None else {"stopped_early": dict(self.stopped_early)}),
             "ask_seconds": [t["ask_s"] for t in self.timings],
             "strategy_seconds": [t["ask_s"] + t.get("tell_s", 0.0) for t in self.timings],
             "strategy_cpu_seconds": [t["ask_cpu_s"] + t.get("tell_cpu_s", 0.0) for t in self.timings],
@@ -309,6 +373,7 @@ def optimize(
     options: Mapping[str, Any] | None = None,
     journal: str | Path | None = None,
     progress: bool = True,
+    stop_on_first_batch_failure: bool = True,
 ) -> ParetoResult:
     """Evaluate up to ``budget`` points proposed by ``strategy`` in batches.
 
@@ -327,8 +392,12 @@ def optimize(
             carries its own seed: a different ``seed`` is refused.
         options: The options of a strategy given by name (e.g. ``{"n_initial": 6}``).
         journal: A SQLite file to record the trials in; if it already holds trials of
-            this search, the search resumes from them.
+            this search, the search resumes from them. It is locked for the call: a
+            second process using it gets a :class:`~bambo.store.RunInUseError`.
         progress: Show a progress bar.
+        stop_on_first_batch_failure: Raise :class:`~bambo.errors.RunAbortedError` when
+            every evaluation of the first batch fails with the same error
+            (:meth:`Experiment.run`).
 
     Returns:
         The :class:`~bambo.result.ParetoResult` of all evaluations (objectives in
@@ -339,6 +408,8 @@ def optimize(
             instance does not have.
         StrategyError: The strategy itself failed; its ``result`` holds every
             evaluation made so far.
+        RunAbortedError: Every evaluation of the first batch failed with the same error.
+        RunInUseError: Another process is using ``journal``.
     """
     if isinstance(strategy, str):
         if strategy not in STRATEGIES:
@@ -358,9 +429,20 @@ def optimize(
         search = copy.deepcopy(strategy, memo={id(problem): problem})  # the problem (models) is shared, not copied
     store = Journal(journal) if journal is not None else Journal()
     try:
-        return Experiment(problem, search, journal=store).run(budget, batch_size, progress=progress)
+        experiment = Experiment(problem, search, journal=store)
+        return experiment.run(
+            budget, batch_size, progress=progress, stop_on_first_batch_failure=stop_on_first_batch_failure
+        )
     finally:
         store.close()
+
+
+def _number(name: str, value: Any) -> float:
+    """A metric as a float; an integer too large for one is an :class:`EvaluationError` naming it."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise EvaluationError(f"metric {name!r} does not fit in a float: {str(value)[:40]}...") from None
 
 
 def _finite(value: float) -> bool:

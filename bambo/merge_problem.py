@@ -8,6 +8,7 @@ one from models in memory or on disk, with BAMBO's block partition (BAMBO Sec. 3
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +19,7 @@ from torch import Tensor
 from bambo.errors import ConfigError, EvaluationError
 from bambo.merge import Merger, StateDict, TaskVectors, get_merge_method
 from bambo.partition import layer_differences_from_task_vectors, partition_layers
-from bambo.problem import Metrics, Objective, Problem, unique_rows
+from bambo.problem import Metrics, Objective, Problem, current_trial_id, unique_rows
 from bambo.space import MergeSpace
 from bambo.weights import load_state_dict
 
@@ -68,7 +69,10 @@ class MergeProblem(Problem):
         merger: Base, experts and merge method.
         space: Maps decision vectors to per-tensor coefficients; must cover the
             merger's tensors and use its number of coefficients.
-        evaluator: Takes a merged state dict, returns named metrics.
+        evaluator: Takes a merged state dict, returns named metrics. If its signature
+            names a parameter ``trial_id`` and/or ``x``, it is also given the journal id
+            of the trial (``None`` outside an experiment) and/or the decision vector as
+            a list of d floats (:attr:`space`'s parameter order).
         objectives: Objectives computed from those metrics.
         ref_point: Hypervolume reference in the objectives' own directions, shape
             ``(m,)`` (e.g. chance-level accuracy). A fixed reference makes
@@ -104,6 +108,7 @@ class MergeProblem(Problem):
         self.objectives = list(objectives)
         self.bounds = space.bounds
         self._buffers = merger.new_buffers() if reuse_buffers else None
+        self._extras = _accepted_extras(evaluator)
         if ref_point is not None:
             ref = torch.as_tensor(ref_point, dtype=torch.float64)
             if ref.shape != (len(self.objectives),):
@@ -230,8 +235,13 @@ class MergeProblem(Problem):
             EvaluationError: The evaluator raised (its error is chained).
         """
         merged = self.merge(x)
+        extras: dict[str, Any] = {}
+        if "trial_id" in self._extras:
+            extras["trial_id"] = current_trial_id()
+        if "x" in self._extras:
+            extras["x"] = [float(v) for v in x.tolist()]
         try:
-            result = self.evaluator(merged)
+            result = self.evaluator(merged, **extras)
         except EvaluationError:
             raise
         except Exception as exc:  # noqa: BLE001 - a user evaluator may raise anything
@@ -246,7 +256,25 @@ class MergeProblem(Problem):
                 metrics[str(name)] = float(value)
             except (TypeError, ValueError):
                 raise EvaluationError(f"metric {name!r} is not a number: {value!r}") from None
+            except OverflowError:
+                raise EvaluationError(f"metric {name!r} does not fit in a float: {str(value)[:40]}...") from None
         return metrics
 
     def evaluate_one(self, x: Tensor) -> Tensor:
         return torch.tensor(self.objective_values(self.metrics(x), x), dtype=torch.float64)
+
+
+def _accepted_extras(evaluator: Callable[..., Any]) -> frozenset[str]:
+    """Which of ``trial_id`` and ``x`` the evaluator's signature names (not already bound by a partial)."""
+    try:
+        parameters = inspect.signature(evaluator).parameters
+    except (TypeError, ValueError):  # a builtin or C callable without a signature
+        return frozenset()
+    bound = getattr(evaluator, "keywords", None) or {}  # functools.partial: options given by the config
+    return frozenset(
+        name
+        for name in ("trial_id", "x")
+        if name in parameters
+        and name not in bound
+        and parameters[name].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    )

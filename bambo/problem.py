@@ -11,7 +11,9 @@ from __future__ import annotations
 import copy
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import ClassVar, Literal
 
 import torch
@@ -25,6 +27,27 @@ from bambo.errors import ConfigError, EvaluationError, UnknownNameError
 
 Direction = Literal["maximize", "minimize"]
 Metrics = Mapping[str, float]
+
+# Largest magnitude a metric or an objective may have: beyond it a value is taken for a broken
+# evaluation (1e308 overflows every hypervolume, plot and surrogate), and its trial fails.
+MAX_ABS_VALUE = 1e100
+
+_TRIAL_ID: ContextVar[int | None] = ContextVar("bambo_trial_id", default=None)
+
+
+def current_trial_id() -> int | None:
+    """The journal id of the trial being evaluated in this context (``None`` outside an experiment)."""
+    return _TRIAL_ID.get()
+
+
+@contextmanager
+def evaluating(trial_id: int | None) -> Iterator[None]:
+    """Mark the code inside as the evaluation of trial ``trial_id`` (see :func:`current_trial_id`)."""
+    token = _TRIAL_ID.set(trial_id)
+    try:
+        yield
+    finally:
+        _TRIAL_ID.reset(token)
 
 
 class Objective(FrozenConfig):
@@ -46,6 +69,8 @@ class Objective(FrozenConfig):
             with ``None`` for an open end: ``(0, 1)`` for an accuracy, ``(0, None)``
             for a loss. MAP picks its quadratic's link from it (sigmoid for a
             bounded range, softplus for a lower bound only, identity otherwise).
+            An evaluation whose objective falls outside it fails, as does one with a
+            metric or objective beyond :data:`MAX_ABS_VALUE` in magnitude.
     """
 
     name: str
@@ -87,19 +112,33 @@ class Objective(FrozenConfig):
         """The objective in its own direction from the evaluator's metrics.
 
         Raises:
-            EvaluationError: A needed metric is missing or not finite.
+            EvaluationError: A needed metric is missing, not finite or out of range
+                (magnitude above :data:`MAX_ABS_VALUE`), or the objective lies outside
+                its ``bounds``.
         """
         total = 0.0
         for metric in self.metrics:
             if metric not in metrics:
                 raise EvaluationError(f"the evaluator returned no metric {metric!r} (got {sorted(metrics)})")
-            s = float(metrics[metric])
+            try:
+                s = float(metrics[metric])
+            except OverflowError:
+                raise EvaluationError(f"metric {metric!r} does not fit in a float") from None
             if not math.isfinite(s):
                 raise EvaluationError(f"metric {metric!r} is not finite: {s}")
+            if abs(s) > MAX_ABS_VALUE:
+                raise EvaluationError(f"metric {metric!r} is out of range: {s:g} (|value| > {MAX_ABS_VALUE:g})")
             if self.anchors is None:
-                return s
+                total = s
+                break
             base, expert = self.anchors[metric]
             total += (s - base) / (expert - base)
+        if not abs(total) <= MAX_ABS_VALUE:
+            raise EvaluationError(f"objective {self.name!r} is out of range: {total:g} (|value| > {MAX_ABS_VALUE:g})")
+        low, high = self.bounds
+        slack = 1e-9 * max(1.0, abs(total))
+        if (low is not None and total < low - slack) or (high is not None and total > high + slack):
+            raise EvaluationError(f"objective {self.name!r} = {total:g} lies outside its bounds {self.bounds}")
         return total
 
 

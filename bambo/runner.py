@@ -12,6 +12,7 @@ the trials of a batch that was cut short; completed trials are never evaluated a
 from __future__ import annotations
 
 import shutil
+import warnings
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -20,14 +21,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from bambo.config import RunConfig, resolve
-from bambo.errors import ConfigError
+from bambo.errors import BamboWarning, ConfigError
 from bambo.execution import LocalExecutor
 from bambo.experiment import Experiment
 from bambo.merge_problem import MergeProblem
 from bambo.problem import Problem
 from bambo.report import write_pareto
 from bambo.result import ParetoResult, RunMeta, build_result
-from bambo.store import CONFIG, JOURNAL, Journal
+from bambo.store import CONFIG, JOURNAL, Journal, RunLock
 from bambo.strategies import STRATEGIES, Strategy, get_strategy
 
 if TYPE_CHECKING:
@@ -142,7 +143,7 @@ def start_config(
     replace: bool = False,
     problem: MergeProblem | None = None,
 ) -> ParetoResult:
-    """Start the run a config describes in ``run_dir`` (see :func:`start`).
+    """Start the run a config describes in ``run_dir`` (see :func:`start`), holding its :class:`RunLock`.
 
     Args:
         config: The run's config.
@@ -151,7 +152,17 @@ def start_config(
         progress: Show a progress bar.
         replace: Delete a run already in the folder first.
         problem: The merge problem already built from ``config`` (else built here).
+
+    Raises:
+        RunInUseError: Another process is writing a run in ``run_dir``.
     """
+    with RunLock(run_dir / JOURNAL):
+        return _start_locked(config, root, run_dir, progress, replace, problem)
+
+
+def _start_locked(
+    config: RunConfig, root: Path, run_dir: Path, progress: bool, replace: bool, problem: MergeProblem | None
+) -> ParetoResult:
     if (run_dir / JOURNAL).exists():
         if not replace:
             with Journal(run_dir / JOURNAL) as journal:
@@ -176,13 +187,22 @@ def _clear_run(run_dir: Path) -> None:
 
 
 def resume(run_dir: Path | str, progress: bool = True) -> ParetoResult:
-    """``bambo resume``: continue a run from its journal to its budget."""
+    """``bambo resume``: continue a run from its journal to its budget.
+
+    The run's :class:`~bambo.store.RunLock` is taken first, before any model is
+    loaded, and held to the end.
+
+    Raises:
+        ConfigError: Not a run folder.
+        RunInUseError: Another process is writing this run.
+    """
     run_dir = Path(run_dir)
     if not (run_dir / JOURNAL).exists() or not (run_dir / CONFIG).exists():
         raise ConfigError(f"{run_dir} is not a run folder (needs {CONFIG} and {JOURNAL})")
-    config = RunConfig.from_yaml(run_dir / CONFIG)
-    config, problem = search_problem(config, build_problem(config, run_dir))
-    return execute(run_dir, config, problem, progress)
+    with RunLock(run_dir / JOURNAL):
+        config = RunConfig.from_yaml(run_dir / CONFIG)
+        config, problem = search_problem(config, build_problem(config, run_dir))
+        return execute(run_dir, config, problem, progress)
 
 
 def _absolute_paths(config: RunConfig, root: Path) -> RunConfig:
@@ -201,19 +221,40 @@ def _absolute_paths(config: RunConfig, root: Path) -> RunConfig:
 def execute(run_dir: Path, config: RunConfig, problem: Problem, progress: bool = True) -> ParetoResult:
     """Open the experiment on the run's journal, run it to the budget, write the results.
 
+    The journal's lock is held throughout. Nothing after the search stops the run:
+    a result file or a strategy file that cannot be written is a
+    :class:`~bambo.errors.BamboWarning` (the journal holds every evaluation, and
+    ``bambo report`` rewrites the results from it).
+
     Args:
         run_dir: The run folder.
         config: The run's config.
         problem: The problem it searches (:func:`search_problem`).
         progress: Show a progress bar.
+
+    Raises:
+        RunInUseError: Another process is writing this run.
+        RunAbortedError: Every evaluation of the first batch failed with one error.
     """
     strategy = build_strategy(config, problem)
     with Journal(run_dir / JOURNAL) as journal:
         experiment = Experiment(problem, strategy, journal, LocalExecutor(config.evaluator.timeout_s))
         result = experiment.run(config.budget, config.batch_size, progress=progress)
-    metadata = {"config": config.model_dump(mode="json", exclude_none=True), "run_dir": str(run_dir)}
-    write_pareto(result, run_dir, metadata, title=f"{config.strategy.name}: {' vs '.join(problem.objective_names)}")
-    strategy.save(run_dir)
+        metadata = {"config": config.model_dump(mode="json", exclude_none=True), "run_dir": str(run_dir)}
+        title = f"{config.strategy.name}: {' vs '.join(problem.objective_names)}"
+        for what, step in (
+            ("the results (pareto.csv, pareto.json)", lambda: write_pareto(result, run_dir, metadata, title=title)),
+            (f"the {config.strategy.name} strategy's files", lambda: strategy.save(run_dir)),
+        ):
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 - every evaluation is journaled; this never stops the run
+                warnings.warn(
+                    f"the search ended, but writing {what} into {run_dir} failed ({type(exc).__name__}: {exc}); "
+                    "every evaluation is in the journal (`bambo report` rewrites the results)",
+                    BamboWarning,
+                    stacklevel=2,
+                )
     return result
 
 
@@ -225,7 +266,7 @@ def journal_result(run_dir: Path | str) -> ParetoResult:
         ConfigError: The journal has no run metadata.
     """
     run_dir = Path(run_dir)
-    with Journal(run_dir / JOURNAL, create=False) as journal:
+    with Journal(run_dir / JOURNAL, read_only=True) as journal:
         stored = journal.meta("run")
         trials = journal.trials()
     if stored is None:

@@ -7,6 +7,13 @@ before and after each evaluation, in WAL mode with ``synchronous=FULL``, so a
 process killed at any instant leaves a consistent journal: completed trials are
 never lost, and a trial left ``pending`` or ``running`` is known to need a re-run.
 
+One process writes a journal at a time: a writable :class:`Journal` holds a
+:class:`RunLock` (an ``fcntl.flock`` on ``<journal>.lock``, released by the kernel
+when its holder dies, so a killed run can be resumed at once); a second writer gets
+a :class:`RunInUseError` naming the holder's process id, before it touches the journal.
+Reading commands open the journal with ``read_only=True``: no lock, and nothing is
+created in the run folder, which may be read-only.
+
 Written with the standard library's ``sqlite3`` because Ax's SQL store needs an
 extra that pins an old SQLAlchemy (``shared/notes``) and no other library offers a
 transactional per-trial journal without a server.
@@ -15,15 +22,19 @@ transactional per-trial journal without a server.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sqlite3
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, ClassVar, Literal
+from urllib.parse import quote
 
-from bambo.errors import BamboError
+from bambo.errors import BamboError, ConfigError
 
 Status = Literal["pending", "running", "completed", "failed"]
 
@@ -53,6 +64,90 @@ _SELECT = "SELECT id, batch, x, status, metrics, objectives, error, started, fin
 
 class JournalError(BamboError):
     """The journal is missing, corrupt, or used out of order."""
+
+
+class RunInUseError(ConfigError):
+    """Another live process is writing the run (it holds the run's :class:`RunLock`)."""
+
+
+class RunLock:
+    """The one-writer lock of a journal: an exclusive ``fcntl.flock`` on ``<journal>.lock``.
+
+    Non-blocking: a lock held by another process raises :class:`RunInUseError` at
+    once. The kernel releases it when the holding process ends, however it ends
+    (a SIGKILLed run leaves no stale lock). Within one process it is re-entrant
+    (``bambo resume`` takes it before loading the models, then the journal takes it
+    again). The holder writes its process id into the file, for the message. On a
+    platform without ``fcntl`` it locks nothing.
+
+    Args:
+        journal_path: The journal file; the lock is ``<journal_path>.lock`` beside it
+            (its folder is created if missing).
+    """
+
+    _held: ClassVar[dict[str, list[Any]]] = {}  # lock path -> [open handle, count] in this process
+
+    def __init__(self, journal_path: Path | str) -> None:
+        self.path = Path(f"{journal_path}.lock")
+        self._acquired = False
+
+    def acquire(self) -> RunLock:
+        """Take the lock; returns ``self``.
+
+        Raises:
+            RunInUseError: Another process holds it.
+        """
+        if self._acquired:
+            return self
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): one writer is the user's responsibility
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        key = str(self.path.resolve())
+        if key in self._held:
+            self._held[key][1] += 1
+            self._acquired = True
+            return self
+        handle: IO[str] = open(self.path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            folder = self.path.parent
+            raise RunInUseError(
+                f"run folder {folder} is in use by process {holder} (it holds {self.path.name}); "
+                "wait for it or kill it"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._held[key] = [handle, 1]
+        self._acquired = True
+        return self
+
+    def release(self) -> None:
+        """Release the lock (the last release in this process unlocks the file)."""
+        if not self._acquired:
+            return
+        self._acquired = False
+        key = str(self.path.resolve())
+        entry = self._held.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] == 0:
+            del self._held[key]
+            entry[0].close()  # closing the descriptor releases the flock
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 @dataclass(frozen=True)
@@ -95,28 +190,86 @@ class Trial:
 class Journal:
     """A run's journal in ``path`` (created if missing).
 
+    A journal on a file is opened for writing under its :class:`RunLock` (one
+    writing process at a time), held until :meth:`close`.
+
     Args:
         path: The SQLite file; ``None`` keeps the journal in memory (a search that
             needs no resume, e.g. :func:`bambo.optimize` without a journal path).
         create: Create the file if it does not exist (else raise :class:`JournalError`).
+        read_only: Open an existing journal for reading only, without the lock and
+            without creating any file beside it (a run folder may be read-only, or
+            in use by its run). A journal whose last writer closed it is opened as
+            immutable; one with a write-ahead log (a live or killed writer) is read
+            through it, or, where SQLite cannot do that in place (a read-only folder
+            without the log's index), from a private copy of the two files.
+
+    Raises:
+        JournalError: No journal at ``path`` (``create=False`` or ``read_only``), or it
+            cannot be read.
+        RunInUseError: Another process is writing this journal.
     """
 
-    def __init__(self, path: Path | str | None = None, create: bool = True) -> None:
+    def __init__(self, path: Path | str | None = None, create: bool = True, read_only: bool = False) -> None:
         self.path = None if path is None else Path(path)
+        self.read_only = read_only and self.path is not None
+        self._lock: RunLock | None = None
+        self._copy: Path | None = None
         if self.path is None:
             self._conn = sqlite3.connect(":memory:", isolation_level=None)
+        elif self.read_only:
+            if not self.path.is_file():
+                raise JournalError(f"no journal at {self.path}")
+            self._conn = self._connect_read_only(self.path)
+            return
         else:
             if not create and not self.path.exists():
                 raise JournalError(f"no journal at {self.path}")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
+            self._lock = RunLock(self.path).acquire()  # creates the folder
+            try:
+                self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=FULL")
+            except BaseException:
+                self._lock.release()
+                raise
         self._conn.executescript(_SCHEMA)  # idempotent; executescript commits by itself
 
+    def _connect_read_only(self, path: Path) -> sqlite3.Connection:
+        """A read-only connection that creates nothing beside ``path`` (see the class docstring)."""
+        uri = "file:" + quote(str(path.resolve()))
+        wal = Path(f"{path}-wal")
+        try:
+            if not wal.exists():  # fully checkpointed: nothing to read but the file itself
+                conn = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None)
+            else:
+                conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=30.0)
+            conn.execute("SELECT COUNT(*) FROM trials").fetchone()
+            return conn
+        except sqlite3.OperationalError as exc:
+            if not wal.exists():
+                raise JournalError(f"cannot read the journal {path}: {exc}") from None
+        # e.g. a read-only folder holding a killed run's log but not its index: read a private copy
+        self._copy = Path(tempfile.mkdtemp(prefix="bambo-journal-"))
+        shutil.copyfile(path, self._copy / path.name)
+        shutil.copyfile(wal, self._copy / wal.name)
+        try:
+            conn = sqlite3.connect(self._copy / path.name, isolation_level=None)
+            conn.execute("SELECT COUNT(*) FROM trials").fetchone()
+        except sqlite3.Error as exc:
+            shutil.rmtree(self._copy, ignore_errors=True)
+            raise JournalError(f"cannot read the journal {path}: {exc}") from None
+        return conn
+
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection and release the lock."""
         self._conn.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+        if self._copy is not None:
+            shutil.rmtree(self._copy, ignore_errors=True)
+            self._copy = None
 
     def __enter__(self) -> Journal:
         return self
@@ -126,6 +279,8 @@ class Journal:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        if self.read_only:
+            raise JournalError(f"the journal {self.path} was opened read-only")
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield self._conn

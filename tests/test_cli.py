@@ -29,7 +29,7 @@ def test_demo_writes_a_run_that_report_and_export_read(tmp_path):
     assert len(payload["evaluations"]) == 12
     assert [o["name"] for o in payload["objectives"]] == ["acc/inverted", "acc/noisy"]
     lines = (out / "pareto.csv").read_text().splitlines()
-    assert lines[0].split(",") == ["model/inverted", "model/noisy", "acc/inverted", "acc/noisy"]
+    assert lines[0].split(",") == ["trial_id", "same_as", "model/inverted", "model/noisy", "acc/inverted", "acc/noisy"]
     assert len(lines) >= 3  # at least two Pareto points: the experts trade off
     assert len(payload["pareto"]) == len(lines) - 1
     assert payload["ref_point"] == [0.1, 0.1] and payload["hypervolume_history"][-1] > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -10,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from bambo.errors import BamboError
+from bambo.errors import BamboError, BamboWarning
 
 if TYPE_CHECKING:
     from bambo.result import ParetoResult
@@ -26,15 +27,32 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 
 def guarded(step: Callable[[], T]) -> T:
-    """Run a command's work: bad input exits 2; a failure mid-run exits 1 and points to resume."""
+    """Run a command's work: bad input exits 2; a failure mid-run exits 1 and points to resume.
+
+    bambo's own warnings (:class:`~bambo.errors.BamboWarning`) are printed as ``warning:`` lines.
+    """
     try:
-        return step()
+        with warnings.catch_warnings():
+            warnings.showwarning = _bambo_warnings_on_console(warnings.showwarning)
+            return step()
     except BamboError as exc:
         raise fail(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - a strategy or library failure mid-run
         console.print(f"[red]the run stopped:[/red] {escape(f'{type(exc).__name__}: {exc}')}")
         console.print("every finished evaluation is in the journal; fix the cause and continue with `bambo resume`")
         raise typer.Exit(code=1) from exc
+
+
+def _bambo_warnings_on_console(original: Callable[..., None]) -> Callable[..., None]:
+    """A ``warnings.showwarning`` that prints bambo's warnings on the console and others as before."""
+
+    def show(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
+        if issubclass(category, BamboWarning):
+            console.print(f"[yellow]warning:[/yellow] {escape(str(message))}")
+        else:
+            original(message, category, *args, **kwargs)
+
+    return show
 
 
 def require(path: Path, *names: str) -> None:

@@ -146,31 +146,67 @@ def resume(
     run_dir: Annotated[Path, typer.Argument(help="Folder of a run started with `bambo run`.")],
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
 ) -> None:
-    """Continue a run from its journal: completed trials are kept, interrupted ones re-run."""
-    require(run_dir, JOURNAL, CONFIG)
-    from bambo import runner
+    """Continue a run from its journal: completed trials are kept, interrupted ones re-run.
 
-    setup_torch(threads)
-    result = guarded(lambda: runner.resume(run_dir))
+    One process writes a run at a time: a resume while the run is going on is refused
+    (exit 2) before anything is loaded.
+    """
+    require(run_dir, JOURNAL, CONFIG)
+    from bambo.store import RunLock
+
+    lock = guarded(lambda: RunLock(run_dir / JOURNAL).acquire())  # before the heavy imports
+    try:
+        from bambo import runner
+
+        setup_torch(threads)
+        result = guarded(lambda: runner.resume(run_dir))
+    finally:
+        lock.release()
     print_run(run_dir, result)
 
 
 def report(run_dir: Annotated[Path, typer.Argument(help="Folder of a run.")]) -> None:
-    """Print a run's Pareto set from its journal and write its plots (no model is loaded)."""
+    """Print a run's Pareto set from its journal and write its plots (no model is loaded).
+
+    The journal is opened read-only (a run in progress, or a read-only folder, is
+    fine); plots that cannot be written into the folder are reported, not fatal.
+    """
     require(run_dir, JOURNAL)
     from bambo import runner
 
     result = guarded(lambda: runner.journal_result(run_dir))
+    folder = escape(str(run_dir))
     if result.ok.sum() == 0:
-        console.print(f"[yellow]{run_dir}: no completed evaluation yet ({result.n_evaluations} trials)[/yellow]")
+        console.print(f"[yellow]{folder}: no completed evaluation yet ({result.n_evaluations} trials)[/yellow]")
         raise typer.Exit(code=1)
     print_run(run_dir, result)
+    if not writable(run_dir):
+        console.print(f"[yellow]{folder} is read-only: plots not written (the table above is the report)[/yellow]")
+        return
     from bambo.plotting import plot_front, plot_front_nd, plot_hypervolume
 
-    paths = [plot_front(result, run_dir / "front.png"), plot_hypervolume(result, run_dir / "hypervolume.png")]
+    plots = [(plot_front, "front.png"), (plot_hypervolume, "hypervolume.png")]
     if len(result.front_columns or result.objective_names) >= 3:
-        paths.append(plot_front_nd(result, run_dir / "front_nd.png"))
-    console.print("wrote " + ", ".join(str(p) for p in paths))
+        plots.append((plot_front_nd, "front_nd.png"))
+    written = []
+    for plot, name in plots:
+        try:
+            written.append(plot(result, run_dir / name))
+        except Exception as exc:  # noqa: BLE001 - a plot that fails never hides the report
+            console.print(f"[yellow]could not write {escape(str(run_dir / name))}: {escape(str(exc))}[/yellow]")
+    if written:
+        console.print("wrote " + ", ".join(str(p) for p in written))
+
+
+def writable(folder: Path) -> bool:
+    """Whether a file can be created in ``folder`` (tried, not guessed from its mode: root ignores modes)."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 def export(

@@ -18,6 +18,10 @@ from bambo.errors import ModelMismatchError
 
 StateDict = Mapping[str, Tensor]
 
+# Float widths an expert may differ in from the base: cast to the base's dtype (float8 is not one:
+# its few mantissa bits make a task vector mostly rounding error).
+CASTABLE_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
+
 
 def _check_same_structure(base: StateDict, expert: StateDict, label: str) -> None:
     missing = [k for k in base if k not in expert]
@@ -36,6 +40,15 @@ def _check_same_structure(base: StateDict, expert: StateDict, label: str) -> Non
                 f"tensor {key!r} has shape {tuple(other.shape)} in expert {label!r} "
                 f"but {tuple(tensor.shape)} in the base"
             )
+        if other.dtype != tensor.dtype and not (other.dtype in CASTABLE_DTYPES and tensor.dtype in CASTABLE_DTYPES):
+            raise ModelMismatchError(
+                f"tensor {key!r} has dtype {_name(other.dtype)} in expert {label!r} but {_name(tensor.dtype)} in "
+                "the base; only float widths (float16, bfloat16, float32, float64) are cast to the base's dtype"
+            )
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 class TaskVectors:
@@ -46,6 +59,13 @@ class TaskVectors:
     (e.g. BatchNorm running statistics, see :func:`buffer_names`) are copied
     from the base unchanged.
 
+    An expert tensor must have the base's dtype, except for float widths: a
+    float16, bfloat16, float32 or float64 expert tensor is cast explicitly to the
+    base's float dtype (:data:`CASTABLE_DTYPES`; a bfloat16 expert of a float32 base
+    gives float32 task vectors). Any other difference (int8, uint8, int64, bool,
+    float8, a float expert of an integer base) is refused: merging it would be
+    silently wrong.
+
     Args:
         base: State dict of the pretrained model.
         experts: State dicts of the fine-tuned models, same keys and shapes.
@@ -53,8 +73,9 @@ class TaskVectors:
         frozen: Names of floating tensors that are not merged.
 
     Raises:
-        ModelMismatchError: A key is missing or extra, or a shape differs; the
-            message names the tensor and the expert.
+        ModelMismatchError: A key is missing or extra, a shape differs, or a dtype
+            differs other than in float width; the message names the tensor, the
+            expert and (for a dtype) both dtypes.
     """
 
     def __init__(
