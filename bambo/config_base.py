@@ -36,7 +36,8 @@ def format_validation_error(exc: ValidationError) -> str:
     for err in exc.errors():
         msg = str(err["msg"]).removeprefix("Value error, ")
         msg = re.sub(r"^invalid [A-Za-z]+: ", "", msg)
-        parts.append(f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {msg}")
+        where = ".".join(str(p) for p in err["loc"])
+        parts.append(f"{where}: {msg}" if where else msg)  # a model-level check names its fields itself
     return "; ".join(parts)
 
 

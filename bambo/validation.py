@@ -44,6 +44,8 @@ def _kind(mode: int) -> str:
         return "a socket"
     if stat.S_ISDIR(mode):
         return "a folder"
+    if stat.S_ISREG(mode):
+        return "a file"
     return "a special file"
 
 
@@ -177,7 +179,7 @@ def check_output_dir(path: Path, field: str = "output") -> None:
         try:
             info = existing.stat()
             break
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # the parent that exists says what is wrong
             existing = existing.parent
         except OSError as exc:
             raise ConfigError(f"{field}: cannot use {path}: {exc.strerror}") from None

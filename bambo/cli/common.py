@@ -21,7 +21,7 @@ T = TypeVar("T")
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print an error (its text taken literally, brackets included) and return the exit to raise."""
-    console.print(f"[red]error:[/red] {escape(message)}")
+    console.print(f"[red]error:[/red] {escape(message)}", emoji=False)  # ":b:" in a message stays text
     return typer.Exit(code=code)
 
 
