@@ -171,9 +171,11 @@ def run_case(
     result = invoke([config or str(path), *args])
     kind = outcome(result, case)
     OUTCOMES[kind] += 1
-    if os.environ.get("BAMBO_FUZZ_LOG"):
+    if os.environ.get("BAMBO_FUZZ_LOG"):  # each input's outcome and first 200 characters of output
         with open(os.environ["BAMBO_FUZZ_LOG"], "a") as handle:
-            handle.write(" ".join((result.output if result else "").split())[:200] + "\n")
+            handle.write(f"{kind} | " + " ".join((result.output if result else "").split())[:200] + "\n")
+    if os.environ.get("BAMBO_FUZZ_COUNT_ONLY"):  # measuring another version: count, do not stop (or shrink)
+        return
     assert kind == "rejected", f"{kind}: {result.output if result else ''}\ninput: {text!r} {args} {config}"
 
 
@@ -181,7 +183,7 @@ def run_case(
 def report() -> Any:
     yield
     if os.environ.get("BAMBO_FUZZ_REPORT"):
-        print(f"\nfuzz outcomes: {sum(OUTCOMES.values())} inputs: {dict(OUTCOMES)}")
+        Path(os.environ["BAMBO_FUZZ_REPORT"]).write_text(f"{sum(OUTCOMES.values())} inputs: {dict(OUTCOMES)}\n")
 
 
 def dump(config: dict[str, Any]) -> str:
