@@ -360,7 +360,8 @@ class RunConfig(FrozenConfig):
         return text
 
 
-WARM_START_OPTIONS = ("n_initial", "n_initial_tasks")  # strategy options that cannot exceed the budget
+WARM_START_OPTIONS = ("n_initial",)  # BAMBO's and Bayesian MAP's warm start cannot exceed the budget (a PMTO run
+# shorter than its initial tasks is allowed: it still writes its results)
 
 
 def resolve(root: Path, path: Path) -> Path:

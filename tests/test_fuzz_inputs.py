@@ -301,7 +301,7 @@ def mutated(draw: st.DrawFn, bases: dict[str, dict[str, Any]]) -> tuple[str, str
         elif path in leaves(base, "int"):
             values = [-1, -(2**63), 2**63, 2**64, 10**100] + ([2**32] if path[-1] == "seed" else [10**6 + 1])
             values += [0] if path in (("budget",), ("batch_size",), ("merge", "blocks")) else []
-            if path[-1] in ("n_initial", "n_initial_tasks"):
+            if path[-1] == "n_initial":
                 values.append(base["budget"] + 1)
         elif path == ("evaluator", "timeout_s"):
             values = [0, -1.0, float("inf"), float("nan"), 1e300, -float("inf")]

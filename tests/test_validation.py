@@ -19,6 +19,9 @@ from tests.test_fuzz_inputs import invoke, outcome
 from tests.test_runner import toy_config
 
 runner = CliRunner()
+DEEP: list = [0]
+for _ in range(40):
+    DEEP = [DEEP]
 
 
 def rejected(tmp_path: Path, args: list[str], *parts: str) -> str:
@@ -122,8 +125,7 @@ def test_bad_outputs_are_refused_before_anything_is_created(tmp_path, output, me
         (lambda c: c.update(ref_point=[float("nan"), 0.0]), "ref_point.0: Input should be a finite number"),
         (lambda c: c.update(objectives=[{"name": "a"}, {"name": "a"}]), "distinct, non-empty names"),
         (lambda c: c["models"]["experts"].update({1: c["models"]["experts"]["a"]}), "key 1 of type int"),
-        (lambda c: c["evaluator"]["options"].update(x=[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[0]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]),
-         "nested deeper than 32 levels"),
+        (lambda c: c["evaluator"]["options"].update(x=DEEP), "nested deeper than 32 levels"),
     ],
 )  # fmt: skip
 def test_coerced_or_unbounded_values_are_refused(tmp_path, change, message):
@@ -142,7 +144,8 @@ def test_yaml_aliases_are_measured_once():
 def test_an_evaluator_module_that_hangs_at_import_is_given_up_on(tmp_path):
     release = tmp_path / "release"
     (tmp_path / "hangs_at_import.py").write_text(
-        f"import os, time\nwhile not os.path.exists({str(release)!r}):\n    time.sleep(0.01)\ndef score(sd): return {{}}\n"
+        f"import os, time\nwhile not os.path.exists({str(release)!r}):\n    time.sleep(0.01)\n"
+        "def score(sd): return {}\n"
     )
     path = edited(
         tmp_path, lambda c: c["evaluator"].update(entry_point="hangs_at_import:score", import_timeout_s=0.2)
