@@ -269,7 +269,11 @@ class StrategyConfig(FrozenConfig):
                 f"strategy {self.name!r} has no option {', '.join(map(repr, unknown))}; "
                 f"its options: {', '.join(accepted) or 'none'}"
             )
-        check_option_types(self.options, typing.get_type_hints(init), "strategy.options")
+        try:
+            hints = typing.get_type_hints(init)
+        except Exception:  # noqa: BLE001 - an unresolvable annotation: the strategy checks its own options
+            hints = {}
+        check_option_types(self.options, hints, "strategy.options")
         return self
 
 
