@@ -20,9 +20,9 @@ On the code before it (commit ab4c36a's ``bambo/`` with these tests beside it,
 ``BAMBO_FUZZ_COUNT_ONLY=1 BAMBO_FUZZ_HANG_S=5 ... -k generated``, the 400 generated inputs):
 314 rejected before the run, 43 accepted and run to exit 0, 14 exit 1 ("the run stopped"),
 20 stopped after the run folder was made (16 exit 2, 4 exit 1), 9 not finished within 5 s
-(hangs and slow runs of accepted inputs alike, e.g. a budget of 2**63). The fixed cases cannot be counted in-process on
-that code: a FIFO as weights blocks ``safe_open`` while it holds the GIL, freezing the
-interpreter.
+(hangs and slow runs of accepted inputs alike, e.g. a budget of 2**63). The fixed cases
+cannot be counted in-process on that code: a FIFO as weights blocks ``safe_open`` while
+it holds the GIL, freezing the interpreter.
 """
 
 from __future__ import annotations
