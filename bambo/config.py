@@ -5,6 +5,12 @@ raises :class:`~bambo.errors.ConfigError` naming the field and what is allowed,
 before any model is loaded or evaluated. :meth:`RunConfig.from_yaml` and
 :meth:`RunConfig.to_yaml` round-trip.
 
+Numbers are strict (no ``true`` for an integer, no float for a seed) and bounded
+(budget, batch size, blocks and warm-start sizes at most 10**6; timeouts finite);
+the options of the merge method and of the strategy are checked against what they
+accept. The files a config names are checked by :mod:`bambo.validation` before
+they are read.
+
 Example (the digits benchmark)::
 
     models: {benchmark: digits, tasks: [inverted, noisy]}
@@ -15,20 +21,25 @@ Example (the digits benchmark)::
 
 from __future__ import annotations
 
-import importlib
+import inspect
+import math
+import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, Strict, field_validator, model_validator
 
-from bambo.config_base import FrozenConfig
+from bambo import validation
+from bambo.config_base import Count, FiniteFloat, FrozenConfig, Seed, check_option_types
 from bambo.errors import ConfigError
 from bambo.merge import MERGE_METHODS
 from bambo.partition import PARTITIONERS
 from bambo.problem import Objective
 
+MAX_TIMEOUT_S = 30 * 24 * 3600.0  # an evaluation timeout beyond 30 days is a mistake (or .inf)
+Seconds = Annotated[float, Strict(), Field(gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)]
 
 class ModelsConfig(FrozenConfig):
     """Where the base and the experts come from.
@@ -47,7 +58,7 @@ class ModelsConfig(FrozenConfig):
     """
 
     benchmark: str | None = None
-    tasks: list[str] | None = None
+    tasks: list[str] | None = Field(default=None, min_length=1)
     settings: dict[str, Any] = Field(default_factory=dict)
     cache_dir: Path | None = None
     base: Path | None = None
@@ -73,16 +84,43 @@ class ModelsConfig(FrozenConfig):
                 )
         elif self.base is not None or self.experts is not None:
             raise ConfigError("models: give either `benchmark` or `base`/`experts`, not both")
+        else:
+            from bambo.benchmark import get_benchmark
+
+            if self.tasks is not None and len(set(self.tasks)) != len(self.tasks):
+                raise ConfigError(f"models.tasks names a task twice: {self.tasks}")
+            config_class = get_benchmark(self.benchmark).config_class
+            check_option_types(
+                self.settings, {k: f.annotation for k, f in config_class.model_fields.items()}, "models.settings"
+            )
+            try:
+                config_class(**self.settings)
+            except ConfigError as exc:
+                raise ConfigError(f"models.settings: {exc}") from None
         return self
 
     def check_files(self, root: Path) -> None:
-        """Raise :class:`ConfigError` naming every model path that does not exist (relative to ``root``)."""
+        """Check every model path (relative to ``root``) before anything reads it.
+
+        Each must be a regular, readable weights file, or a folder whose weights files are
+        (:func:`bambo.validation.check_weights`: FIFOs and devices are refused without being
+        opened; safetensors headers are parsed within bounds; ``.bin`` files opened with
+        ``weights_only``).
+
+        Raises:
+            ConfigError: One message naming every bad field (``models.experts.a``) and file.
+        """
         if self.benchmark is not None:
             return
         paths = {"models.base": self.base, **{f"models.experts.{k}": v for k, v in (self.experts or {}).items()}}
-        missing = [f"{field}: {resolve(root, p)}" for field, p in paths.items() if not resolve(root, p).exists()]
-        if missing:
-            raise ConfigError("model files not found: " + "; ".join(missing))
+        problems = []
+        for field, path in paths.items():
+            try:
+                validation.check_weights(resolve(root, path), field)  # type: ignore[arg-type] - both set here
+            except ConfigError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ConfigError("; ".join(problems))
 
 
 class MergeConfig(FrozenConfig):
@@ -100,9 +138,9 @@ class MergeConfig(FrozenConfig):
     method: str = "task_arithmetic"
     options: dict[str, Any] = Field(default_factory=dict)
     granularity: Literal["model", "layer", "block"] = "block"
-    blocks: int = Field(default=3, ge=1)
+    blocks: Count = 3
     partitioner: str = "hybrid"
-    bounds: tuple[float, float] = (0.0, 1.0)
+    bounds: tuple[FiniteFloat, FiniteFloat] = (0.0, 1.0)
 
     @field_validator("method")
     @classmethod
@@ -125,6 +163,15 @@ class MergeConfig(FrozenConfig):
             raise ValueError(f"lower bound must be below the upper bound, got {list(value)}")
         return value
 
+    @model_validator(mode="after")
+    def _method_options(self) -> MergeConfig:
+        from bambo.merge import get_merge_method
+
+        fields = MERGE_METHODS[self.method].model_fields
+        check_option_types(self.options, {k: f.annotation for k, f in fields.items()}, "merge.options")
+        get_merge_method(self.method, **self.options)  # unknown options and ranges, named
+        return self
+
 
 class EvaluatorConfig(FrozenConfig):
     """The expensive evaluation: a function ``(state_dict, **options) -> {metric: value}``.
@@ -132,15 +179,27 @@ class EvaluatorConfig(FrozenConfig):
     A function whose signature names ``trial_id`` and/or ``x`` is also given the
     journal's id of the trial and the decision vector (a list of floats).
 
+    The entry point's module is imported with the config file's folder first on
+    ``sys.path`` (``module_path``), so ``entry_point: my_eval:score`` finds a
+    ``my_eval.py`` beside the config; then the current folder, ``PYTHONPATH`` and the
+    installed packages. The import runs under ``import_timeout_s``, before any model is
+    loaded, and the function must accept a state dict and the ``options``.
+
     Attributes:
         entry_point: ``package.module:function`` (default for a benchmark: its own evaluator).
         options: Keyword arguments passed to the function.
-        timeout_s: An evaluation running longer is recorded as failed and the run goes on.
+        timeout_s: An evaluation running longer is recorded as failed and the run goes on
+            (finite, at most 30 days).
+        import_timeout_s: Seconds importing the entry point's module may take.
+        module_path: Folder put first on ``sys.path`` while importing the module (default:
+            the config file's folder; a run folder's config records it).
     """
 
     entry_point: str | None = None
     options: dict[str, Any] = Field(default_factory=dict)
-    timeout_s: float | None = Field(default=None, gt=0)
+    timeout_s: Seconds | None = None
+    import_timeout_s: Seconds = 60.0
+    module_path: Path | None = None
 
     @field_validator("entry_point")
     @classmethod
@@ -149,22 +208,37 @@ class EvaluatorConfig(FrozenConfig):
             raise ValueError(f"entry_point must look like 'package.module:function', got {value!r}")
         return value
 
-    def load(self) -> Callable[..., Any]:
-        """Import the entry point.
+    def load(self, root: Path | None = None) -> Callable[..., Any]:
+        """Import the entry point (under :attr:`import_timeout_s`) and check that it takes the options.
+
+        Args:
+            root: The config file's folder, put first on ``sys.path`` while importing
+                (:attr:`module_path` when set takes its place).
 
         Raises:
-            ConfigError: The module or the function cannot be found.
+            ConfigError: The module cannot be found (the message says where it looked), raises
+                or hangs at import; the function is missing or does not take ``(state_dict, **options)``.
         """
         if self.entry_point is None:
             raise ConfigError("evaluator.entry_point is required for models given as files")
         module_name, attr = self.entry_point.split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise ConfigError(f"evaluator.entry_point: cannot import module {module_name!r}: {exc}") from None
+        search = self.module_path if self.module_path is not None else root
+        module = validation.import_module(module_name, "evaluator.entry_point", self.import_timeout_s, search)
         fn = getattr(module, attr, None)
         if not callable(fn):
             raise ConfigError(f"evaluator.entry_point: module {module_name!r} has no function {attr!r}")
+        try:
+            signature = inspect.signature(fn)
+        except (TypeError, ValueError):  # a builtin without a signature: called as it is
+            return fn
+        extras = {k: None for k in ("trial_id", "x") if k in signature.parameters and k not in self.options}
+        try:
+            signature.bind({}, **self.options, **extras)  # trial_id and x are given when named
+        except TypeError as exc:
+            raise ConfigError(
+                f"evaluator.entry_point: {self.entry_point} cannot be called as "
+                f"{attr}(state_dict{''.join(f', {k}=...' for k in self.options)}): {exc}"
+            ) from None
         return fn
 
 
@@ -182,6 +256,29 @@ class StrategyConfig(FrozenConfig):
         if value not in STRATEGIES:
             raise ValueError(f"unknown strategy {value!r}; valid: {', '.join(STRATEGIES)}")
         return value
+
+    @model_validator(mode="after")
+    def _known_options(self) -> StrategyConfig:
+        from bambo.strategies import STRATEGIES
+
+        init = STRATEGIES[self.name].__init__
+        params = inspect.signature(init).parameters
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        accepted = [p for p in params if p not in ("self", "problem", "seed")]
+        if "seed" in self.options:
+            raise ConfigError("strategy.options.seed: the strategy's seed is the run's `seed`")
+        unknown = [k for k in self.options if k not in accepted]
+        if unknown and not takes_any:
+            raise ConfigError(
+                f"strategy {self.name!r} has no option {', '.join(map(repr, unknown))}; "
+                f"its options: {', '.join(accepted) or 'none'}"
+            )
+        try:
+            hints = typing.get_type_hints(init)
+        except Exception:  # noqa: BLE001 - an unresolvable annotation: the strategy checks its own options
+            hints = {}
+        check_option_types(self.options, hints, "strategy.options")
+        return self
 
 
 class RunConfig(FrozenConfig):
@@ -203,12 +300,12 @@ class RunConfig(FrozenConfig):
     models: ModelsConfig
     merge: MergeConfig = Field(default_factory=MergeConfig)
     evaluator: EvaluatorConfig = Field(default_factory=EvaluatorConfig)
-    objectives: list[Objective] | None = None
-    ref_point: list[float] | None = None
+    objectives: list[Objective] | None = Field(default=None, min_length=1)
+    ref_point: list[FiniteFloat] | None = None
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
-    budget: int = Field(default=32, ge=1)
-    batch_size: int = Field(default=4, ge=1)
-    seed: int = 0
+    budget: Count = 32
+    batch_size: Count = 4
+    seed: Seed = 0
     output: Path = Path("runs/run")
 
     @model_validator(mode="after")
@@ -220,7 +317,25 @@ class RunConfig(FrozenConfig):
                 raise ConfigError("objectives are required when models are files (names of the evaluator's metrics)")
         if self.objectives is not None and self.ref_point is not None and len(self.ref_point) != len(self.objectives):
             raise ConfigError(f"ref_point has {len(self.ref_point)} values for {len(self.objectives)} objectives")
+        if self.evaluator.entry_point is None and self.evaluator.options:
+            raise ConfigError("evaluator.options only apply to an evaluator.entry_point (a benchmark's takes none)")
+        self._check_objectives()
+        validation.check_path_text(self.output, "output")
+        for key in WARM_START_OPTIONS:
+            size = self.strategy.options.get(key)
+            if isinstance(size, int) and size > self.budget:
+                raise ConfigError(f"strategy.options.{key} is {size}, more than the budget {self.budget}")
         return self
+
+    def _check_objectives(self) -> None:
+        names = [o.name for o in self.objectives or []]
+        if any(not name.strip() for name in names) or len(set(names)) != len(names):
+            raise ConfigError(f"objectives need distinct, non-empty names, got {names}")
+        for objective in self.objectives or []:
+            values = [v for pair in (objective.anchors or {}).values() for v in pair]
+            values += [v for v in objective.bounds if v is not None]
+            if not all(math.isfinite(v) for v in values):
+                raise ConfigError(f"objective {objective.name!r}: anchors and bounds must be finite numbers")
 
     @classmethod
     def from_yaml(cls, path: Path | str) -> RunConfig:
@@ -230,14 +345,16 @@ class RunConfig(FrozenConfig):
             ConfigError: Unreadable YAML, or a bad field (named in the message).
         """
         path = Path(path)
+        text = validation.read_config_text(path)  # a FIFO, a device or a huge file is refused unread
         try:
-            data = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+            data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise ConfigError(f"config {path} is not valid YAML: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"config {path} is nested too deeply") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config {path} must be a mapping of sections, got {type(data).__name__}")
+        validation.check_yaml_shape(data)
         try:
             return cls(**data)
         except ConfigError as exc:
@@ -249,6 +366,10 @@ class RunConfig(FrozenConfig):
         if path is not None:
             Path(path).write_text(text)
         return text
+
+
+WARM_START_OPTIONS = ("n_initial",)  # BAMBO's and Bayesian MAP's warm start cannot exceed the budget (a PMTO run
+# shorter than its initial tasks is allowed: it still writes its results)
 
 
 def resolve(root: Path, path: Path) -> Path:

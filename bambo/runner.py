@@ -11,6 +11,7 @@ the trials of a batch that was cut short; completed trials are never evaluated a
 
 from __future__ import annotations
 
+import math
 import shutil
 import warnings
 from collections.abc import Callable
@@ -20,8 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from bambo import validation
 from bambo.config import RunConfig, resolve
-from bambo.errors import BamboWarning, ConfigError
+from bambo.errors import BamboWarning, ConfigError, EvaluationError
 from bambo.execution import LocalExecutor
 from bambo.experiment import Experiment
 from bambo.merge_problem import MergeProblem
@@ -67,7 +69,7 @@ def build_problem(config: RunConfig, root: Path, benchmark: Benchmark | None = N
         )
         if config.evaluator.entry_point is None and config.objectives is None and config.ref_point is None:
             return problem
-        evaluator = problem.evaluator if config.evaluator.entry_point is None else _user_evaluator(config)
+        evaluator = problem.evaluator if config.evaluator.entry_point is None else _user_evaluator(config, root)
         objectives = config.objectives or problem.objectives
         ref = config.ref_point
         if ref is None and config.objectives is None and problem.ref_point is not None:
@@ -78,7 +80,7 @@ def build_problem(config: RunConfig, root: Path, benchmark: Benchmark | None = N
     return MergeProblem.from_models(
         resolve(root, models.base),  # type: ignore[arg-type] - checked by ModelsConfig
         experts,
-        _user_evaluator(config),
+        _user_evaluator(config, root),
         list(config.objectives or []),
         method=merge.method,
         granularity=merge.granularity,
@@ -90,8 +92,20 @@ def build_problem(config: RunConfig, root: Path, benchmark: Benchmark | None = N
     )
 
 
-def _user_evaluator(config: RunConfig) -> Callable[[dict[str, torch.Tensor]], Any]:
-    return partial(config.evaluator.load(), **config.evaluator.options)
+def _user_evaluator(config: RunConfig, root: Path) -> Callable[[dict[str, torch.Tensor]], Any]:
+    return partial(config.evaluator.load(root), **config.evaluator.options)
+
+
+def check_inputs(config: RunConfig, root: Path) -> None:
+    """What can be checked before a model is loaded: the model files and the evaluator's import.
+
+    Raises:
+        ConfigError: A missing, special, unreadable or corrupt weights file (naming its field), or
+            an evaluator that cannot be imported in ``evaluator.import_timeout_s`` or called.
+    """
+    config.models.check_files(root)
+    if config.evaluator.entry_point is not None:
+        config.evaluator.load(root)
 
 
 def search_problem(config: RunConfig, problem: Problem) -> tuple[RunConfig, Problem]:
@@ -132,7 +146,49 @@ def start(
     config = RunConfig.from_yaml(config_path)
     root = config_path.resolve().parent
     run_dir = resolve(root, Path(output) if output is not None else config.output)
+    validation.check_output_dir(run_dir, "--output" if output is not None else "output")
+    check_inputs(config, root)
     return run_dir, start_config(config, root, run_dir, progress, replace)
+
+
+def dry_run(config_path: Path | str) -> dict[str, float]:
+    """``bambo run --check``: evaluate the base model once and check every objective's metrics.
+
+    Builds the problem as ``bambo run`` does, evaluates the base model (every coefficient 0,
+    :meth:`~bambo.merge_problem.MergeProblem.anchor_points`) under ``evaluator.timeout_s`` and
+    writes nothing.
+
+    Returns:
+        The evaluator's metrics.
+
+    Raises:
+        ConfigError: A bad config, or an objective's metric missing or not finite (named).
+        EvaluationError: The evaluation raised or timed out.
+    """
+    config_path = Path(config_path)
+    config = RunConfig.from_yaml(config_path)
+    root = config_path.resolve().parent
+    check_inputs(config, root)
+    problem = build_problem(config, root)
+    outcome: dict[str, Any] = {}
+    LocalExecutor(config.evaluator.timeout_s).evaluate(
+        problem,
+        [(0, problem.anchor_points()[0])],
+        lambda _: None,
+        lambda _, metrics, error: outcome.update(metrics=metrics, error=error),
+    )
+    if outcome["error"] is not None:
+        raise EvaluationError(f"the evaluation of the base model failed: {outcome['error']}")
+    metrics: dict[str, float] = outcome["metrics"]
+    for objective in problem.objectives:
+        for name in objective.metrics:
+            if name not in metrics:
+                raise ConfigError(
+                    f"objective {objective.name!r}: the evaluator returned no metric {name!r} (got {sorted(metrics)})"
+                )
+            if not math.isfinite(metrics[name]):
+                raise ConfigError(f"objective {objective.name!r}: metric {name!r} is not finite: {metrics[name]}")
+    return metrics
 
 
 def start_config(
@@ -172,6 +228,7 @@ def _start_locked(
         _clear_run(run_dir)
     merge_problem = problem if problem is not None else build_problem(config, root)
     absolute, searched = search_problem(_absolute_paths(config, root), merge_problem)
+    build_strategy(absolute, searched)  # its options are checked before the run folder is made
     run_dir.mkdir(parents=True, exist_ok=True)
     absolute.to_yaml(run_dir / CONFIG)
     return execute(run_dir, absolute, searched, progress)
@@ -206,6 +263,10 @@ def resume(run_dir: Path | str, progress: bool = True) -> ParetoResult:
 
 
 def _absolute_paths(config: RunConfig, root: Path) -> RunConfig:
+    if config.evaluator.entry_point is not None and config.evaluator.module_path is None:  # resume imports it too
+        config = config.model_copy(
+            update={"evaluator": config.evaluator.model_copy(update={"module_path": root.resolve()})}
+        )
     models = config.models
     if models.benchmark is not None:
         if models.cache_dir is None:

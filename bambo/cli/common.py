@@ -22,7 +22,7 @@ T = TypeVar("T")
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print an error (its text taken literally, brackets included) and return the exit to raise."""
-    console.print(f"[red]error:[/red] {escape(message)}")
+    console.print(f"[red]error:[/red] {escape(message)}", emoji=False)  # ":b:" in a message stays text
     return typer.Exit(code=code)
 
 
@@ -58,13 +58,20 @@ def _bambo_warnings_on_console(original: Callable[..., None]) -> Callable[..., N
 def require(path: Path, *names: str) -> None:
     """Exit 2 at once (before any heavy import) if ``path`` or a file it must hold is missing.
 
+    A config file must be a readable regular file: a FIFO, a device or an unreadable
+    path is refused without being opened.
+
     Args:
         path: A run folder or a config file.
         names: Files the folder must hold (none: ``path`` itself must be a file).
     """
     if not names:
-        if not path.is_file():
-            raise fail(f"{path} is not a file")
+        from bambo.validation import check_regular_file  # stdlib only: the CLI stays light
+
+        try:  # stat only: a FIFO or a device is refused before anything opens it
+            check_regular_file(path, "config")
+        except BamboError as exc:
+            raise fail(str(exc)) from None
         return
     if not path.is_dir():
         raise fail(f"{path} is not a run folder (no such folder)")

@@ -132,12 +132,25 @@ def run(
     config: Annotated[Path, typer.Argument(help="YAML run config (see examples/).")],
     output: Annotated[Path | None, typer.Option(help="Run folder (default: the config's `output`).")] = None,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Evaluate the base model once and check that every objective's metric is a finite number; "
+            "writes nothing.",
+        ),
+    ] = False,
 ) -> None:
     """Run an experiment from a config file, journaling every evaluation (resumable)."""
     require(config)
     from bambo import runner
 
     setup_torch(threads)
+    if check:
+        metrics = guarded(lambda: runner.dry_run(config))
+        console.print(escape(f"the base model's metrics: {metrics}"))
+        console.print("every objective's metric is a finite number; the config is ready for `bambo run`")
+        return
     run_dir, result = guarded(lambda: runner.start(config, output))
     print_run(run_dir, result)
 
