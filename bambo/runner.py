@@ -212,26 +212,30 @@ def start_config(
     Raises:
         RunInUseError: Another process is writing a run in ``run_dir``.
     """
-    with RunLock(run_dir / JOURNAL):
-        return _start_locked(config, root, run_dir, progress, replace, problem)
-
-
-def _start_locked(
-    config: RunConfig, root: Path, run_dir: Path, progress: bool, replace: bool, problem: MergeProblem | None
-) -> ParetoResult:
-    if (run_dir / JOURNAL).exists():
-        if not replace:
-            with Journal(run_dir / JOURNAL) as journal:
-                held = bool(journal.trials())
-            if held:
-                raise ConfigError(f"{run_dir} already holds a run; continue it with `bambo resume {run_dir}`")
-        _clear_run(run_dir)
+    if not replace:
+        _refuse_held_run(run_dir, read_only=True)  # early, before any model is loaded
     merge_problem = problem if problem is not None else build_problem(config, root)
     absolute, searched = search_problem(_absolute_paths(config, root), merge_problem)
     build_strategy(absolute, searched)  # its options are checked before the run folder is made
-    run_dir.mkdir(parents=True, exist_ok=True)
-    absolute.to_yaml(run_dir / CONFIG)
-    return execute(run_dir, absolute, searched, progress)
+    # the lock (which creates the folder) is taken only once nothing in the config can fail
+    with RunLock(run_dir / JOURNAL):
+        if (run_dir / JOURNAL).exists():
+            if not replace:
+                _refuse_held_run(run_dir, read_only=False)  # a run may have started meanwhile
+            _clear_run(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        absolute.to_yaml(run_dir / CONFIG)
+        return execute(run_dir, absolute, searched, progress)
+
+
+def _refuse_held_run(run_dir: Path, read_only: bool) -> None:
+    """Raise :class:`ConfigError` if ``run_dir`` already holds a journaled run."""
+    if not (run_dir / JOURNAL).is_file():
+        return
+    with Journal(run_dir / JOURNAL, read_only=read_only) as journal:
+        held = bool(journal.trials())
+    if held:
+        raise ConfigError(f"{run_dir} already holds a run; continue it with `bambo resume {run_dir}`")
 
 
 def _clear_run(run_dir: Path) -> None:

@@ -205,3 +205,25 @@ def test_torch_checkpoints_of_tensors_are_accepted(tmp_path):
     path.write_text(yaml.safe_dump(config))
     result = runner.invoke(app, ["run", str(path), "--check"])
     assert result.exit_code == 0, result.output
+
+
+def test_an_evaluator_naming_trial_id_and_x_as_plain_parameters_is_accepted_and_given_them(tmp_path):
+    """The signature check (issue 23) and the trial_id/x arguments (issue 24) agree on one evaluator."""
+    (tmp_path / "my_eval_ids.py").write_text(
+        "import json\n"
+        "from tests.run_helpers import toy_metrics\n"
+        "def score(state_dict, trial_id, x, log):\n"
+        "    with open(log, 'a') as f:\n"
+        "        f.write(json.dumps([trial_id, len(x)]) + '\\n')\n"
+        "    return toy_metrics(state_dict)\n"
+    )
+    log = tmp_path / "calls.jsonl"
+    path = edited(
+        tmp_path, lambda c: c["evaluator"].update(entry_point="my_eval_ids:score", options={"log": str(log)})
+    )
+    result = runner.invoke(app, ["run", str(path)])
+    sys.modules.pop("my_eval_ids", None)
+    assert result.exit_code == 0, result.output
+    calls = [yaml.safe_load(line) for line in log.read_text().splitlines()]
+    assert [c[0] for c in calls] == list(range(len(calls))) and len(calls) == 8
+    assert all(c[1] > 0 for c in calls)
