@@ -74,13 +74,7 @@ def check_regular_file(path: Path, field: str) -> os.stat_result:
     Raises:
         ConfigError: A NUL byte, no such file, not a regular file, or not readable.
     """
-    check_path_text(path, field)
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise ConfigError(f"{field}: {path} does not exist") from None
-    except OSError as exc:
-        raise ConfigError(f"{field}: cannot read {path}: {exc.strerror}") from None
+    info = _stat(path, field)
     if not stat.S_ISREG(info.st_mode):
         raise ConfigError(f"{field}: {path} is {_kind(info.st_mode)}, not a regular file")
     if not os.access(path, os.R_OK):
@@ -203,13 +197,7 @@ def weight_files(path: Path, field: str) -> Iterator[tuple[Path, str]]:
     Raises:
         ConfigError: Naming the field and the file.
     """
-    check_path_text(path, field)
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise ConfigError(f"{field}: {path} does not exist") from None
-    except OSError as exc:
-        raise ConfigError(f"{field}: cannot read {path}: {exc.strerror}") from None
+    info = _stat(path, field)
     if not stat.S_ISDIR(info.st_mode):
         check_regular_file(path, field)
         if path.suffix not in WEIGHT_SUFFIXES:
@@ -383,3 +371,14 @@ def import_module(module_name: str, field: str, timeout_s: float, search: Path |
     if error is not None:
         raise ConfigError(f"{field}: importing module {module_name!r} raised {type(error).__name__}: {error}")
     return outcome["module"]
+
+
+def _stat(path: Path, field: str) -> os.stat_result:
+    """``path.stat()`` after checking its text; a missing or unreachable path is a :class:`ConfigError`."""
+    check_path_text(path, field)
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        raise ConfigError(f"{field}: {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"{field}: cannot read {path}: {exc.strerror}") from None
