@@ -89,6 +89,7 @@ def build_problem(config: RunConfig, root: Path, benchmark: Benchmark | None = N
         bounds=merge.bounds,
         ref_point=config.ref_point,
         method_options=merge.options,
+        engine=merge.engine,
     )
 
 
