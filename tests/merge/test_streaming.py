@@ -42,8 +42,9 @@ def _tiny_llamas(folder: Path, dtype: torch.dtype = torch.float32, n: int = 3) -
     """A base and ``n - 1`` experts, sharded HF folders (an index and several shards each)."""
     paths = []
     for i in range(n):
-        torch.manual_seed(i)
-        model = transformers.LlamaForCausalLM(_config(dtype)).to(dtype)
+        with torch.random.fork_rng():  # seeded weights without touching the global generator other tests use
+            torch.manual_seed(i)
+            model = transformers.LlamaForCausalLM(_config(dtype)).to(dtype)
         path = folder / f"m{i}"
         model.save_pretrained(path, safe_serialization=True, max_shard_size="20KB")
         paths.append(path)
