@@ -277,6 +277,14 @@ class MergeProblem(Problem):
         """The merged state dict for decision vector ``x`` (shape ``(d,)``)."""
         return self.merger.merge(self.space.to_coefficients(x), out=self._buffers)
 
+    @property
+    def model_factory(self) -> Callable[[], nn.Module] | None:
+        """What builds the live model (a given ``model`` is returned by it), or ``None``."""
+        if self._model is not None:
+            model = self._model
+            return lambda: model
+        return self._model_factory
+
     def live_model(self) -> nn.Module | None:
         """The model candidates are merged into (built by ``model_factory`` on first use), or ``None``."""
         if self._model is None and self._model_factory is not None:
