@@ -92,6 +92,8 @@ class MergeProblem(Problem):
         model: A live model (an ``nn.Module`` with the base's state-dict names) that every
             candidate is merged into in place (``merger.merge(c, into=model)``): nothing is
             rebuilt or allocated per candidate. It must not share tensors with the base.
+            Candidates are merged into it one after another, so an evaluation abandoned
+            after a timeout that still runs would read the next candidate's weights.
         model_factory: Builds that model on first use instead (e.g. in a worker process).
     """
 
