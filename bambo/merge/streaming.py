@@ -13,6 +13,10 @@ for a tensor. :class:`StreamingMerger` then merges one tensor at a time with the
   so the same masks as in memory), then ``merge_tensor``;
 - it rounds the result once to the model's dtype and drops the temporaries.
 
+Elementwise methods (``MergeMethod.elementwise``: task arithmetic, linear) skip the tensor-sized
+float32 stacks: each tensor is merged in chunks of ``_CHUNK`` entries in reused scratch buffers
+that stay in cache, with the same per-entry arithmetic.
+
 Peak memory beyond the output is therefore about one tensor's N task vectors (twice, while
 prepared) plus the base tensor, whatever the model size. ``prepare`` is recomputed on every
 merge (nothing is cached on disk): free for task arithmetic and linear, a top-k per tensor for
@@ -40,6 +44,7 @@ from bambo.weights import LazySafetensors, tensor_meta
 Engine = Literal["auto", "memory", "streaming"]
 ENGINES: tuple[str, ...] = ("auto", "memory", "streaming")
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+_CHUNK = 1 << 18  # entries per chunk of an elementwise merge: 1 MiB of float32 per buffer
 
 
 class LazyTaskVectors:
@@ -138,6 +143,7 @@ class StreamingMerger(Merger):
         self.method = method
         self.n_coefficients = method.n_coefficients(task_vectors.n_experts)
         self._merged = set(task_vectors.merged_names)
+        self._chunks: dict[torch.dtype, tuple[Tensor, Tensor, Tensor]] = {}
 
     def _merged_tensor(self, key: str, coefficients: Coefficients) -> Tensor:
         c = self._coefficients_for(coefficients, key)
@@ -145,6 +151,46 @@ class StreamingMerger(Merger):
         prepared = self.method.prepare(key, vectors)
         del vectors
         return self.method.merge_tensor(base, prepared.to(base.dtype), c.to(base.dtype))
+
+    def _merge_chunked(self, key: str, coefficients: Coefficients, target: Tensor | None) -> Tensor:
+        """An elementwise method's merge of ``key``, in float32 chunks that stay in cache.
+
+        Reads the N + 1 tensors in the model's dtype, then per chunk of ``_CHUNK`` entries
+        forms the task vectors and merges in reused scratch buffers: the same per-entry
+        arithmetic as :meth:`_merged_tensor`, with a few cache-sized temporaries.
+        """
+        c = self._coefficients_for(coefficients, key)
+        raw = self.task_vectors.base_weights[key]
+        compute = torch.float32 if raw.dtype in _LOW_PRECISION else raw.dtype
+        experts = [expert[key].reshape(-1) for expert in self.task_vectors.expert_weights]
+        direct = target is not None and target.is_contiguous() and target.device.type == "cpu"
+        dest = target if direct else torch.empty(raw.shape, dtype=raw.dtype)
+        base_flat, dest_flat, n = raw.reshape(-1), dest.view(-1), raw.numel()
+        base_chunk, vectors, merged = self._chunk_buffers(compute, min(n, _CHUNK))
+        c = c.to(compute)
+        for start in range(0, n, _CHUNK):
+            stop = min(start + _CHUNK, n)
+            m = stop - start
+            b = base_chunk[:m]
+            b.copy_(base_flat[start:stop])
+            for i, expert in enumerate(experts):
+                torch.sub(expert[start:stop], b, out=vectors[i, :m])
+            dest_flat[start:stop].copy_(self.method.merge_tensor(b, vectors[:, :m], c, out=merged[:m]))
+        if target is not None and not direct:
+            write(target, dest)
+        return dest
+
+    def _chunk_buffers(self, dtype: torch.dtype, size: int) -> tuple[Tensor, Tensor, Tensor]:
+        buffers = self._chunks.get(dtype)
+        if buffers is None or buffers[0].numel() < size:
+            n = self.task_vectors.n_experts
+            buffers = (
+                torch.empty(size, dtype=dtype),
+                torch.empty((n, size), dtype=dtype),
+                torch.empty(size, dtype=dtype),
+            )
+            self._chunks[dtype] = buffers
+        return buffers
 
     def merge(
         self,
@@ -170,6 +216,9 @@ class StreamingMerger(Merger):
             targets = out
         result: dict[str, Tensor] = {}
         for key, shape in meta.items():
+            if key in self._merged and self.method.elementwise:
+                result[key] = self._merge_chunked(key, coefficients, None if targets is None else targets[key])
+                continue
             if key in self._merged:
                 value = self._merged_tensor(key, coefficients)
             else:

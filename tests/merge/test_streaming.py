@@ -247,3 +247,25 @@ def test_the_copy_of_a_model_is_independent_of_the_base(llamas):
     before = {k: v.clone() for k, v in base.items()}
     merger.merge(torch.tensor([1.0]), into=target)
     assert all(torch.equal(base[k], before[k]) for k in base)
+
+
+@pytest.mark.parametrize("method", ["task_arithmetic", "linear"])
+def test_elementwise_methods_merged_in_chunks_equal_the_whole_tensor_merge(llamas, tmp_path, monkeypatch, method):
+    import bambo.merge.streaming as streaming
+
+    assert get_merge_method(method).elementwise
+    monkeypatch.setattr(streaming, "_CHUNK", 100)  # several chunks per tensor, a partial last one
+    tv, lazy = _engines(llamas)
+    m = get_merge_method(method)
+    merger = StreamingMerger(lazy, m)
+    space = MergeSpace.for_granularity(tv, "layer", 2, 2)
+    c = space.to_coefficients(torch.rand(space.dim, generator=torch.Generator().manual_seed(5), dtype=torch.float64))
+    assert _max_diff(Merger(tv, m).merge(c), merger.merge(c)) <= 1e-6
+    model = _model(llamas[0])
+    merger.merge(c, into=model)
+    assert _max_diff({k: model.state_dict()[k] for k in tv.base}, merger.merge(c)) == 0.0
+    paths = _tiny_llamas(tmp_path, torch.bfloat16)
+    tv32, lazy16 = _engines(paths, cast=torch.float32)
+    reference = {k: v.to(torch.bfloat16) for k, v in Merger(tv32, m).merge(c).items()}
+    streamed = StreamingMerger(lazy16, m).merge(c)
+    assert all(torch.equal(streamed[k], reference[k]) for k in reference)
