@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -21,7 +22,7 @@ from bambo.merge import Merger, StateDict, TaskVectors, get_merge_method
 from bambo.merge.streaming import Engine, LazyTaskVectors, StreamingMerger, choose_engine
 from bambo.partition import layer_differences, layer_differences_from_task_vectors, partition_layers
 from bambo.problem import Metrics, Objective, Problem, current_trial_id, unique_rows
-from bambo.space import MergeSpace
+from bambo.space import LayerLayout, MergeSpace
 from bambo.weights import load_state_dict
 
 Evaluator = Callable[[dict[str, Tensor]], Metrics]
@@ -52,11 +53,13 @@ def merge_setup(
             to the experts' layer differences (p = 1).
     """
     if granularity == "block" and isinstance(blocks, int) and partitioner != "uniform":
-        if isinstance(tv, LazyTaskVectors):
-            diffs = layer_differences(tv.base_weights, tv.expert_weights, tv.expert_names)
-        else:
-            diffs = layer_differences_from_task_vectors(tv)
-        blocks = [list(block) for block in partition_layers(diffs.l1, blocks, partitioner)]
+        if not isinstance(tv, LazyTaskVectors):
+            l1 = layer_differences_from_task_vectors(tv).l1
+        elif tv.n_experts > 1:
+            l1 = layer_differences(tv.base_weights, tv.expert_weights, tv.expert_names).l1
+        else:  # one expert: every Diff_l is 0, as the in-memory engine finds
+            l1 = np.zeros(LayerLayout.from_names(tv.merged_names).n_layers)
+        blocks = [list(block) for block in partition_layers(l1, blocks, partitioner)]
     merge_method = get_merge_method(method, **method_options)
     merger = StreamingMerger(tv, merge_method) if isinstance(tv, LazyTaskVectors) else Merger(tv, merge_method)
     n = merger.n_coefficients

@@ -11,7 +11,7 @@ import yaml
 from typer.testing import CliRunner
 
 from bambo.cli import app
-from bambo.errors import ModelMismatchError
+from bambo.errors import ConfigError, ModelMismatchError
 from bambo.export import export_merge
 from bambo.merge import Merger, TaskVectors, available_merge_methods, get_merge_method
 from bambo.merge.streaming import LazyTaskVectors, StreamingMerger, choose_engine, in_memory_bytes
@@ -269,3 +269,12 @@ def test_elementwise_methods_merged_in_chunks_equal_the_whole_tensor_merge(llama
     reference = {k: v.to(torch.bfloat16) for k, v in Merger(tv32, m).merge(c).items()}
     streamed = StreamingMerger(lazy16, m).merge(c)
     assert all(torch.equal(streamed[k], reference[k]) for k in reference)
+
+
+def test_one_expert_with_the_hybrid_partitioner_is_refused_alike_on_both_engines(llamas):
+    for engine in ("memory", "streaming"):
+        with pytest.raises(ConfigError, match="all layer differences are zero"):
+            MergeProblem.from_models(
+                llamas[0], {"a": llamas[1]}, lambda sd: {}, [Objective(name="s")], granularity="block", blocks=2,
+                partitioner="hybrid", engine=engine,
+            )
