@@ -133,6 +133,9 @@ class MergeConfig(FrozenConfig):
         blocks: K, blocks of layers for ``block`` granularity.
         partitioner: How layers are grouped: ``hybrid`` (BAMBO), ``variance``, ``balance``, ``uniform``.
         bounds: ``(lower, upper)`` of every coefficient.
+        engine: ``auto``, ``memory`` or ``streaming`` (tensor by tensor from disk, for models
+            larger than memory; see :func:`bambo.merge.streaming.choose_engine`). Models from
+            ``models.base``/``models.experts`` only; a benchmark's models are in memory.
     """
 
     method: str = "task_arithmetic"
@@ -141,6 +144,7 @@ class MergeConfig(FrozenConfig):
     blocks: Count = 3
     partitioner: str = "hybrid"
     bounds: tuple[FiniteFloat, FiniteFloat] = (0.0, 1.0)
+    engine: Literal["auto", "memory", "streaming"] = "auto"
 
     @field_validator("method")
     @classmethod

@@ -13,14 +13,16 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from bambo.errors import ConfigError, EvaluationError
 from bambo.merge import Merger, StateDict, TaskVectors, get_merge_method
-from bambo.partition import layer_differences_from_task_vectors, partition_layers
+from bambo.merge.streaming import Engine, LazyTaskVectors, StreamingMerger, choose_engine
+from bambo.partition import layer_differences, layer_differences_from_task_vectors, partition_layers
 from bambo.problem import Metrics, Objective, Problem, current_trial_id, unique_rows
-from bambo.space import MergeSpace
+from bambo.space import LayerLayout, MergeSpace
 from bambo.weights import load_state_dict
 
 Evaluator = Callable[[dict[str, Tensor]], Metrics]
@@ -28,7 +30,7 @@ Granularity = Literal["model", "layer", "block"]
 
 
 def merge_setup(
-    tv: TaskVectors,
+    tv: TaskVectors | LazyTaskVectors,
     method: str,
     granularity: str,
     blocks: Sequence[Sequence[int]] | int,
@@ -39,7 +41,8 @@ def merge_setup(
     """The merger of ``method`` and the space of ``granularity``, coefficients labelled by expert.
 
     Args:
-        tv: Task vectors of the experts.
+        tv: Task vectors of the experts; :class:`~bambo.merge.streaming.LazyTaskVectors` gives the
+            streaming engine.
         method: Merge method name.
         granularity: ``model``, ``layer`` or ``block``.
         blocks: Blocks (lists of layer indices) or a count K.
@@ -50,9 +53,15 @@ def merge_setup(
             to the experts' layer differences (p = 1).
     """
     if granularity == "block" and isinstance(blocks, int) and partitioner != "uniform":
-        diffs = layer_differences_from_task_vectors(tv)
-        blocks = [list(block) for block in partition_layers(diffs.l1, blocks, partitioner)]
-    merger = Merger(tv, get_merge_method(method, **method_options))
+        if not isinstance(tv, LazyTaskVectors):
+            l1 = layer_differences_from_task_vectors(tv).l1
+        elif tv.n_experts > 1:
+            l1 = layer_differences(tv.base_weights, tv.expert_weights, tv.expert_names).l1
+        else:  # one expert: every Diff_l is 0, as the in-memory engine finds
+            l1 = np.zeros(LayerLayout.from_names(tv.merged_names).n_layers)
+        blocks = [list(block) for block in partition_layers(l1, blocks, partitioner)]
+    merge_method = get_merge_method(method, **method_options)
+    merger = StreamingMerger(tv, merge_method) if isinstance(tv, LazyTaskVectors) else Merger(tv, merge_method)
     n = merger.n_coefficients
     labels = tv.expert_names if n == tv.n_experts else [f"t{i}" for i in range(n)]
     return merger, MergeSpace.for_granularity(tv, granularity, n, blocks, bounds, labels)
@@ -72,7 +81,10 @@ class MergeProblem(Problem):
         evaluator: Takes a merged state dict, returns named metrics. If its signature
             names a parameter ``trial_id`` and/or ``x``, it is also given the journal id
             of the trial (``None`` outside an experiment) and/or the decision vector as
-            a list of d floats (:attr:`space`'s parameter order).
+            a list of d floats (:attr:`space`'s parameter order). If it names ``model``,
+            it is given the live model the candidate was merged into (``model`` or
+            ``model_factory`` is then required); its state dict argument is then that
+            model's own tensors.
         objectives: Objectives computed from those metrics.
         ref_point: Hypervolume reference in the objectives' own directions, shape
             ``(m,)`` (e.g. chance-level accuracy). A fixed reference makes
@@ -80,6 +92,12 @@ class MergeProblem(Problem):
         reuse_buffers: Merge every candidate into the same output buffers (faster
             merges on large models, see ``benchmarks/results/merge_throughput.md``).
             Only safe if the evaluator keeps no reference to the state dict it is given.
+        model: A live model (an ``nn.Module`` with the base's state-dict names) that every
+            candidate is merged into in place (``merger.merge(c, into=model)``): nothing is
+            rebuilt or allocated per candidate. It must not share tensors with the base.
+            Candidates are merged into it one after another, so an evaluation abandoned
+            after a timeout that still runs would read the next candidate's weights.
+        model_factory: Builds that model on first use instead (e.g. in a worker process).
     """
 
     def __init__(
@@ -90,6 +108,8 @@ class MergeProblem(Problem):
         objectives: Sequence[Objective],
         ref_point: Sequence[float] | Tensor | None = None,
         reuse_buffers: bool = False,
+        model: nn.Module | None = None,
+        model_factory: Callable[[], nn.Module] | None = None,
     ) -> None:
         if space.n_coefficients != merger.n_coefficients:
             raise ConfigError(
@@ -109,6 +129,14 @@ class MergeProblem(Problem):
         self.bounds = space.bounds
         self._buffers = merger.new_buffers() if reuse_buffers else None
         self._extras = _accepted_extras(evaluator)
+        if model is not None and model_factory is not None:
+            raise ConfigError("give either model or model_factory, not both")
+        if "model" in self._extras and model is None and model_factory is None:
+            raise ConfigError(
+                "the evaluator's signature names 'model' but the problem has no model: pass model= or model_factory="
+            )
+        self._model = model
+        self._model_factory = model_factory
         if ref_point is not None:
             ref = torch.as_tensor(ref_point, dtype=torch.float64)
             if ref.shape != (len(self.objectives),):
@@ -129,6 +157,9 @@ class MergeProblem(Problem):
         bounds: tuple[float, float] = (0.0, 1.0),
         ref_point: Sequence[float] | Tensor | None = None,
         method_options: Mapping[str, Any] | None = None,
+        engine: Engine = "auto",
+        model: nn.Module | None = None,
+        model_factory: Callable[[], nn.Module] | None = None,
     ) -> MergeProblem:
         """The merge problem of a base model and its experts (state dicts or model files).
 
@@ -147,6 +178,12 @@ class MergeProblem(Problem):
             bounds: ``(lower, upper)`` of every coefficient.
             ref_point: Hypervolume reference in the objectives' own directions.
             method_options: Options of the merge method (e.g. ``density`` for TIES).
+            engine: ``memory`` (task vectors held in memory: fastest for small models),
+                ``streaming`` (:mod:`bambo.merge.streaming`: tensor by tensor from disk) or
+                ``auto``: streaming when the in-memory engine would need more than half the
+                available memory (:func:`bambo.merge.streaming.choose_engine`).
+            model: A live model every candidate is merged into (see :class:`MergeProblem`).
+            model_factory: Builds that model on first use instead.
 
         Raises:
             ConfigError: Unknown names, bad bounds, no experts.
@@ -155,9 +192,22 @@ class MergeProblem(Problem):
         if not experts:
             raise ConfigError("from_models needs at least one expert")
         names = list(experts)
-        tv = TaskVectors(_state_dict(base), [_state_dict(experts[n]) for n in names], expert_names=names)
+        base_sd, expert_sds = _state_dict(base), [_state_dict(experts[n]) for n in names]
+        lazy = LazyTaskVectors(base_sd, expert_sds, expert_names=names)
+        tv = lazy if choose_engine(lazy, engine) == "streaming" else TaskVectors(base_sd, expert_sds, names)
         return cls.from_task_vectors(
-            tv, evaluator, objectives, method, granularity, blocks, partitioner, bounds, ref_point, method_options
+            tv,  # type: ignore[arg-type] - LazyTaskVectors stands for TaskVectors
+            evaluator,
+            objectives,
+            method,
+            granularity,
+            blocks,
+            partitioner,
+            bounds,
+            ref_point,
+            method_options,
+            model=model,
+            model_factory=model_factory,
         )
 
     @classmethod
@@ -173,12 +223,16 @@ class MergeProblem(Problem):
         bounds: tuple[float, float] = (0.0, 1.0),
         ref_point: Sequence[float] | Tensor | None = None,
         method_options: Mapping[str, Any] | None = None,
+        model: nn.Module | None = None,
+        model_factory: Callable[[], nn.Module] | None = None,
     ) -> MergeProblem:
         """The merge problem of prepared task vectors; arguments as in :meth:`from_models`."""
         merger, space = merge_setup(
             task_vectors, method, granularity, blocks, bounds, method_options or {}, partitioner
         )
-        return cls(merger, space, evaluator, objectives, ref_point=ref_point)
+        return cls(
+            merger, space, evaluator, objectives, ref_point=ref_point, model=model, model_factory=model_factory
+        )
 
     def heuristic_points(self) -> Tensor:
         """BAMBO's warm-start settings: each expert alone, the balanced mix, all-0 and all-1.
@@ -228,14 +282,34 @@ class MergeProblem(Problem):
         """The merged state dict for decision vector ``x`` (shape ``(d,)``)."""
         return self.merger.merge(self.space.to_coefficients(x), out=self._buffers)
 
+    @property
+    def model_factory(self) -> Callable[[], nn.Module] | None:
+        """What builds the live model (a given ``model`` is returned by it), or ``None``."""
+        if self._model is not None:
+            model = self._model
+            return lambda: model
+        return self._model_factory
+
+    def live_model(self) -> nn.Module | None:
+        """The model candidates are merged into (built by ``model_factory`` on first use), or ``None``."""
+        if self._model is None and self._model_factory is not None:
+            self._model = self._model_factory()
+        return self._model
+
     def metrics(self, x: Tensor) -> dict[str, float]:
         """The evaluator's raw metrics for ``x``.
 
         Raises:
             EvaluationError: The evaluator raised (its error is chained).
         """
-        merged = self.merge(x)
+        model = self.live_model()
+        if model is None:
+            merged = self.merge(x)
+        else:
+            merged = self.merger.merge(self.space.to_coefficients(x), into=model)
         extras: dict[str, Any] = {}
+        if "model" in self._extras:
+            extras["model"] = model
         if "trial_id" in self._extras:
             extras["trial_id"] = current_trial_id()
         if "x" in self._extras:
@@ -265,7 +339,7 @@ class MergeProblem(Problem):
 
 
 def _accepted_extras(evaluator: Callable[..., Any]) -> frozenset[str]:
-    """Which of ``trial_id`` and ``x`` the evaluator's signature names (not already bound by a partial)."""
+    """Which of ``trial_id``, ``x`` and ``model`` the evaluator's signature names (not already bound by a partial)."""
     try:
         parameters = inspect.signature(evaluator).parameters
     except (TypeError, ValueError):  # a builtin or C callable without a signature
@@ -273,7 +347,7 @@ def _accepted_extras(evaluator: Callable[..., Any]) -> frozenset[str]:
     bound = getattr(evaluator, "keywords", None) or {}  # functools.partial: options given by the config
     return frozenset(
         name
-        for name in ("trial_id", "x")
+        for name in ("trial_id", "x", "model")
         if name in parameters
         and name not in bound
         and parameters[name].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)

@@ -149,8 +149,9 @@ def _plan(problem: MergeProblem, x: Tensor, layer_pattern: str) -> list[_Unit]:
     tv, space = problem.merger.task_vectors, problem.space
     per_group = space.group_coefficients(x)
     group_of = {t: g for g, group in enumerate(space.groups) for t in group.tensors}
+    merged = set(tv.merged_names)
     targets: dict[str, Target] = {
-        name: tuple(float(v) for v in per_group[group_of[name]]) if name in tv.vectors else None
+        name: tuple(float(v) for v in per_group[group_of[name]]) if name in merged else None
         for name, tensor in tv.base.items()
         if tensor.is_floating_point()
     }

@@ -74,7 +74,9 @@ def build_problem(config: RunConfig, root: Path, benchmark: Benchmark | None = N
         ref = config.ref_point
         if ref is None and config.objectives is None and problem.ref_point is not None:
             ref = problem.to_user(problem.ref_point).tolist()
-        return MergeProblem(problem.merger, problem.space, evaluator, objectives, ref_point=ref)
+        return MergeProblem(
+            problem.merger, problem.space, evaluator, objectives, ref_point=ref, model_factory=problem.model_factory
+        )
     models.check_files(root)
     experts = {name: resolve(root, path) for name, path in (models.experts or {}).items()}
     return MergeProblem.from_models(
@@ -89,6 +91,7 @@ def build_problem(config: RunConfig, root: Path, benchmark: Benchmark | None = N
         bounds=merge.bounds,
         ref_point=config.ref_point,
         method_options=merge.options,
+        engine=merge.engine,
     )
 
 

@@ -21,6 +21,26 @@ from torch import Tensor
 
 from bambo.errors import ConfigError
 
+_SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def tensor_meta(state_dict: Mapping[str, Tensor], key: str) -> Tensor:
+    """Shape and dtype of ``state_dict[key]`` as a ``meta`` tensor, without reading a lazy tensor's data."""
+    if isinstance(state_dict, LazySafetensors):
+        return state_dict.meta(key)
+    return state_dict[key].to("meta")
+
 
 class LazySafetensors(Mapping[str, Tensor]):
     """A read-only state dict over one or more safetensors files; tensors load on access.
@@ -46,6 +66,18 @@ class LazySafetensors(Mapping[str, Tensor]):
         except KeyError:
             raise KeyError(key) from None
         return self._handles[file].get_tensor(key)  # type: ignore[attr-defined]
+
+    def meta(self, key: str) -> Tensor:
+        """Tensor ``key``'s shape and dtype as a ``meta`` tensor, read from the header (no data is loaded)."""
+        try:
+            file = self._where[key]
+        except KeyError:
+            raise KeyError(key) from None
+        view = self._handles[file].get_slice(key)  # type: ignore[attr-defined]
+        dtype = _SAFETENSORS_DTYPES.get(view.get_dtype())
+        if dtype is None:  # a dtype bambo does not name: load the tensor to learn it
+            return self[key].to("meta")
+        return torch.empty(view.get_shape(), dtype=dtype, device="meta")
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._where)

@@ -329,9 +329,20 @@ class DigitsBenchmark(Benchmark):
 
     @torch.no_grad()
     def evaluate(
-        self, state_dict: Mapping[str, Tensor], split: Split = "val", tasks: Sequence[str] | None = None
+        self,
+        state_dict: Mapping[str, Tensor],
+        split: Split = "val",
+        tasks: Sequence[str] | None = None,
+        model: nn.Module | None = None,
     ) -> dict[str, float]:
         """Accuracy and cross-entropy of a state dict on each task.
+
+        Args:
+            state_dict: The weights (ignored when ``model`` is given).
+            split: The split scored.
+            tasks: The tasks scored (default: all).
+            model: A live model holding the weights already (a merge problem merges each
+                candidate into it, ``Merger.merge(c, into=model)``); it is run as it is.
 
         Returns:
             ``{"acc/{task}": float, "loss/{task}": float}`` for every task.
@@ -339,7 +350,7 @@ class DigitsBenchmark(Benchmark):
         out = {}
         for task in tasks or self.tasks:
             X, y = self.data.get(task, split)
-            logits = functional_call(self._model, dict(state_dict), (X,))
+            logits = model(X) if model is not None else functional_call(self._model, dict(state_dict), (X,))
             out[f"acc/{task}"] = float((logits.argmax(dim=1) == y).double().mean())
             out[f"loss/{task}"] = float(nn.functional.cross_entropy(logits, y))
         return out
@@ -393,7 +404,14 @@ class DigitsBenchmark(Benchmark):
             bounds,
             ref_point=[chance] * len(tasks),
             method_options=method_options,
+            model_factory=self.new_model,
         )
+
+    def new_model(self) -> nn.Module:
+        """A fresh model of the benchmark's architecture (evaluation mode) that merges are written into."""
+        with torch.device("meta"):  # no initialisation: every merge overwrites all the weights
+            model = DigitsMLP(self.config.width, self.config.depth)
+        return model.to_empty(device="cpu").eval()
 
     def summary(self, split: Split = "val") -> dict[str, dict[str, float]]:
         """Accuracy of the base and each expert on every task: ``{model: {task: acc}}``."""

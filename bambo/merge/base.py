@@ -26,6 +26,10 @@ class MergeMethod(FrozenConfig, ABC):
     """
 
     name: ClassVar[str]
+    #: True when :meth:`prepare` is the identity and :meth:`merge_tensor` works entry by entry
+    #: (merging a slice of the entries gives that slice of the merge), so an engine may merge a
+    #: tensor in cache-sized chunks (:mod:`bambo.merge.streaming`).
+    elementwise: ClassVar[bool] = False
 
     def n_coefficients(self, n_experts: int) -> int:
         """Number of coefficients per tensor group (one per expert by default)."""

@@ -19,6 +19,7 @@ class TaskArithmetic(MergeMethod):
     """
 
     name: ClassVar[str] = "task_arithmetic"
+    elementwise: ClassVar[bool] = True
 
     def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor, out: Tensor | None = None) -> Tensor:
         return add_weighted_sum(base, vectors, coefficients, out=out)
@@ -36,6 +37,7 @@ class Linear(MergeMethod):
     """
 
     name: ClassVar[str] = "linear"
+    elementwise: ClassVar[bool] = True
 
     def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor, out: Tensor | None = None) -> Tensor:
         if (coefficients < 0).any():

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping, MutableMapping
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from bambo.errors import BoundsError
 from bambo.merge.base import MergeMethod
+from bambo.merge.live import Scratch, check_not_aliased, module_targets, write
 from bambo.merge.task_vectors import TaskVectors
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -39,6 +40,7 @@ class Merger:
         for key, vectors in task_vectors.vectors.items():
             prepared = method.prepare(key, vectors)
             self._prepared[key] = prepared.float() if prepared.dtype in _LOW_PRECISION else prepared
+        self._scratch = Scratch()
 
     def _coefficients_for(self, coefficients: Coefficients, key: str) -> Tensor:
         if isinstance(coefficients, Mapping):
@@ -61,7 +63,12 @@ class Merger:
             raise BoundsError(f"coefficients for tensor {key!r} are not finite: {c.tolist()}")
         return c
 
-    def merge(self, coefficients: Coefficients, out: MutableMapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+    def merge(
+        self,
+        coefficients: Coefficients,
+        out: MutableMapping[str, Tensor] | None = None,
+        into: nn.Module | None = None,
+    ) -> dict[str, Tensor]:
         """Merge the models.
 
         Args:
@@ -73,10 +80,19 @@ class Merger:
                 returned (from :meth:`new_buffers`): same keys, shapes and dtypes as
                 the base. Reusing them avoids allocating (and page-faulting) a whole
                 model per merge; only do so when nothing still reads the old weights.
+            into: Optional live model whose parameters and buffers (same state-dict
+                names and shapes as the base) receive the merge in place, on its
+                device and in its dtype (:mod:`bambo.merge.live`); after the first
+                call nothing proportional to the model is allocated.
 
         Returns:
-            A state dict with the base's keys, dtypes and order (``out`` if given).
+            A state dict with the base's keys, dtypes and order (``out`` if given; with
+            ``into``, the model's own tensors).
         """
+        if into is not None:
+            if out is not None:
+                raise BoundsError("give either out= or into=, not both")
+            return self._merge_into(coefficients, into)
         base = self.task_vectors.base
         if out is not None:
             self._check_buffers(out)
@@ -97,6 +113,28 @@ class Merger:
             out.update(result)
             return dict(out)
         return result
+
+    def _merge_into(self, coefficients: Coefficients, model: nn.Module) -> dict[str, Tensor]:
+        base = self.task_vectors.base
+        targets = module_targets(model, base, base)
+        check_not_aliased(targets, base)
+        for key, tensor in base.items():
+            target = targets[key]
+            prepared = self._prepared.get(key)
+            if prepared is None:
+                write(target, tensor)
+                continue
+            c = self._coefficients_for(coefficients, key)
+            compute = prepared.dtype
+            direct = target.dtype == compute and target.device == tensor.device and target.is_contiguous()
+            if direct and tensor.dtype == compute:
+                with torch.no_grad():
+                    self.method.merge_tensor(tensor, prepared, c.to(compute), out=target)
+                continue
+            source, result = self._scratch.pair(tensor, compute)
+            source.copy_(tensor)
+            write(target, self.method.merge_tensor(source, prepared, c.to(compute), out=result))
+        return targets
 
     def new_buffers(self) -> dict[str, Tensor]:
         """Uninitialised output buffers (the base's keys, shapes, dtypes) for ``merge(..., out=)``."""

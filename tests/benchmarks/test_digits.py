@@ -97,3 +97,16 @@ def test_problem_granularities_and_errors(default_benchmark):
         default_benchmark.problem(["rotatd"])
     with pytest.raises(ConfigError, match="width"):
         DigitsConfig(width=0)
+
+
+def test_the_problem_merges_into_one_live_model(default_benchmark):
+    problem = default_benchmark.problem(["inverted", "noisy"], granularity="layer")
+    x = torch.rand(problem.dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    metrics = problem.metrics(x)
+    model = problem.live_model()
+    assert model is not None
+    pointers = [p.data_ptr() for p in model.parameters()]
+    assert metrics == default_benchmark.evaluate(problem.merge(x), tasks=["inverted", "noisy"])
+    y = torch.rand(problem.dim, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert problem.metrics(y) == default_benchmark.evaluate(problem.merge(y), tasks=["inverted", "noisy"])
+    assert problem.live_model() is model and [p.data_ptr() for p in model.parameters()] == pointers

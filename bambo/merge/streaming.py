@@ -1,0 +1,266 @@
+"""The streaming merge engine: base and experts read tensor by tensor, never all task vectors at once.
+
+:class:`LazyTaskVectors` stands where :class:`~bambo.merge.TaskVectors` does (names, shapes,
+dtypes, expert names) but keeps only the (lazy) state dicts: with safetensors files or sharded
+Hugging Face folders (:func:`bambo.weights.load_state_dict`) nothing is read until a merge asks
+for a tensor. :class:`StreamingMerger` then merges one tensor at a time with the same
+:class:`~bambo.merge.MergeMethod` (``prepare`` then ``merge_tensor``) as the in-memory
+:class:`~bambo.merge.Merger`:
+
+- it reads the base tensor and the N experts' tensors, in the models' dtype;
+- it forms the task vectors in float32 (float64 stays float64), runs the method's
+  coefficient-independent ``prepare`` (TIES trims, DARE/DELLA masks, seeded per tensor name,
+  so the same masks as in memory), then ``merge_tensor``;
+- it rounds the result once to the model's dtype and drops the temporaries.
+
+Elementwise methods (``MergeMethod.elementwise``: task arithmetic, linear) skip the tensor-sized
+float32 stacks: each tensor is merged in chunks of ``_CHUNK`` entries in reused scratch buffers
+that stay in cache, with the same per-entry arithmetic.
+
+Peak memory beyond the output is therefore about one tensor's N task vectors (twice, while
+prepared) plus the base tensor, whatever the model size. ``prepare`` is recomputed on every
+merge (nothing is cached on disk): free for task arithmetic and linear, a top-k per tensor for
+TIES. For float32 models the results equal the in-memory engine's; for half-precision models
+they equal the in-memory engine run on the models cast to float32, rounded once (the in-memory
+engine forms half-precision task vectors in the model's dtype, one rounding more).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from typing import Literal
+
+import psutil
+import torch
+from torch import Tensor, nn
+
+from bambo.errors import BoundsError, ConfigError, ModelMismatchError
+from bambo.merge.base import MergeMethod
+from bambo.merge.live import check_not_aliased, module_targets, write
+from bambo.merge.merger import Coefficients, Merger
+from bambo.merge.task_vectors import StateDict, _check_same_structure
+from bambo.weights import LazySafetensors, tensor_meta
+
+Engine = Literal["auto", "memory", "streaming"]
+ENGINES: tuple[str, ...] = ("auto", "memory", "streaming")
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+_CHUNK = 1 << 18  # entries per chunk of an elementwise merge: 1 MiB of float32 per buffer
+
+
+class LazyTaskVectors:
+    """Base and experts kept as (lazy) state dicts; task vectors are formed per tensor on demand.
+
+    Validation reads only safetensors headers (shapes and dtypes), with the same rules and
+    messages as :class:`~bambo.merge.TaskVectors`.
+
+    Args:
+        base: State dict of the pretrained model (lazy or in memory).
+        experts: State dicts of the fine-tuned models, same keys and shapes.
+        expert_names: Labels for the experts (default ``expert0``, ...).
+        frozen: Names of floating tensors that are not merged.
+
+    Attributes:
+        base: Name -> ``meta`` tensor (shape and dtype only), in the base's order.
+        base_weights: The base state dict.
+        expert_weights: The experts' state dicts.
+
+    Raises:
+        ModelMismatchError: As for :class:`~bambo.merge.TaskVectors`.
+    """
+
+    def __init__(
+        self,
+        base: StateDict,
+        experts: Sequence[StateDict],
+        expert_names: Sequence[str] | None = None,
+        frozen: Iterable[str] = (),
+    ) -> None:
+        if len(experts) == 0:
+            raise ModelMismatchError("at least one expert is needed to merge")
+        names = list(expert_names) if expert_names is not None else [f"expert{i}" for i in range(len(experts))]
+        if len(names) != len(experts):
+            raise ModelMismatchError(f"{len(names)} expert names given for {len(experts)} experts")
+        if len(set(names)) != len(names):
+            raise ModelMismatchError(f"expert names must be unique, got {names}")
+        self.base: dict[str, Tensor] = {key: tensor_meta(base, key) for key in base}
+        for label, expert in zip(names, experts, strict=True):
+            _check_same_structure(self.base, {key: tensor_meta(expert, key) for key in expert}, label)
+        frozen = set(frozen)
+        unknown = frozen - set(self.base)
+        if unknown:
+            raise ModelMismatchError(f"frozen names not in the model: {sorted(unknown)}")
+        self.expert_names: list[str] = names
+        self.base_weights = base
+        self.expert_weights = list(experts)
+        self._merged = [k for k, t in self.base.items() if t.is_floating_point() and k not in frozen]
+
+    @property
+    def n_experts(self) -> int:
+        """Number of experts N."""
+        return len(self.expert_names)
+
+    @property
+    def merged_names(self) -> list[str]:
+        """Names of the tensors that are merged, in the base's order."""
+        return list(self._merged)
+
+    @property
+    def copied_names(self) -> list[str]:
+        """Names of the tensors copied from the base unchanged."""
+        merged = set(self._merged)
+        return [k for k in self.base if k not in merged]
+
+    def nbytes(self) -> int:
+        """Bytes of one model (the base) in its own dtypes."""
+        return sum(t.numel() * t.element_size() for t in self.base.values())
+
+    def load(self, key: str) -> tuple[Tensor, Tensor]:
+        """The base tensor ``key`` in float32 (float64 stays) and the experts' task vectors.
+
+        Returns:
+            ``(base, vectors)`` of shapes ``shape`` and ``(N, *shape)``, in the compute dtype.
+        """
+        raw = self.base_weights[key]
+        compute = torch.float32 if raw.dtype in _LOW_PRECISION else raw.dtype
+        base = raw.to(compute)
+        vectors = torch.empty((self.n_experts, *base.shape), dtype=compute)
+        for i, expert in enumerate(self.expert_weights):
+            torch.sub(expert[key].to(compute), base, out=vectors[i])
+        return base, vectors
+
+
+class StreamingMerger(Merger):
+    """Merges tensor by tensor from (lazy) state dicts; the interface of :class:`~bambo.merge.Merger`.
+
+    Args:
+        task_vectors: The lazy base and experts.
+        method: A merge method instance (from the same registry as the in-memory engine).
+    """
+
+    def __init__(self, task_vectors: LazyTaskVectors, method: MergeMethod) -> None:  # noqa: D107
+        method.check_experts(task_vectors.n_experts)
+        self.task_vectors = task_vectors  # type: ignore[assignment] - duck-typed TaskVectors
+        self.method = method
+        self.n_coefficients = method.n_coefficients(task_vectors.n_experts)
+        self._merged = set(task_vectors.merged_names)
+        self._chunks: dict[torch.dtype, tuple[Tensor, Tensor, Tensor]] = {}
+
+    def _merged_tensor(self, key: str, coefficients: Coefficients) -> Tensor:
+        c = self._coefficients_for(coefficients, key)
+        base, vectors = self.task_vectors.load(key)
+        prepared = self.method.prepare(key, vectors)
+        del vectors
+        return self.method.merge_tensor(base, prepared.to(base.dtype), c.to(base.dtype))
+
+    def _merge_chunked(self, key: str, coefficients: Coefficients, target: Tensor | None) -> Tensor:
+        """An elementwise method's merge of ``key``, in float32 chunks that stay in cache.
+
+        Reads the N + 1 tensors in the model's dtype, then per chunk of ``_CHUNK`` entries
+        forms the task vectors and merges in reused scratch buffers: the same per-entry
+        arithmetic as :meth:`_merged_tensor`, with a few cache-sized temporaries.
+        """
+        c = self._coefficients_for(coefficients, key)
+        raw = self.task_vectors.base_weights[key]
+        compute = torch.float32 if raw.dtype in _LOW_PRECISION else raw.dtype
+        experts = [expert[key].reshape(-1) for expert in self.task_vectors.expert_weights]
+        direct = target is not None and target.is_contiguous() and target.device.type == "cpu"
+        dest = target if direct else torch.empty(raw.shape, dtype=raw.dtype)
+        base_flat, dest_flat, n = raw.reshape(-1), dest.view(-1), raw.numel()
+        base_chunk, vectors, merged = self._chunk_buffers(compute, min(n, _CHUNK))
+        c = c.to(compute)
+        for start in range(0, n, _CHUNK):
+            stop = min(start + _CHUNK, n)
+            m = stop - start
+            b = base_chunk[:m]
+            b.copy_(base_flat[start:stop])
+            for i, expert in enumerate(experts):
+                torch.sub(expert[start:stop], b, out=vectors[i, :m])
+            dest_flat[start:stop].copy_(self.method.merge_tensor(b, vectors[:, :m], c, out=merged[:m]))
+        if target is not None and not direct:
+            write(target, dest)
+        return dest
+
+    def _chunk_buffers(self, dtype: torch.dtype, size: int) -> tuple[Tensor, Tensor, Tensor]:
+        buffers = self._chunks.get(dtype)
+        if buffers is None or buffers[0].numel() < size:
+            n = self.task_vectors.n_experts
+            buffers = (
+                torch.empty(size, dtype=dtype),
+                torch.empty((n, size), dtype=dtype),
+                torch.empty(size, dtype=dtype),
+            )
+            self._chunks[dtype] = buffers
+        return buffers
+
+    def merge(
+        self,
+        coefficients: Coefficients,
+        out: MutableMapping[str, Tensor] | None = None,
+        into: nn.Module | None = None,
+    ) -> dict[str, Tensor]:
+        """Merge the models one tensor at a time; arguments as for :meth:`Merger.merge`.
+
+        Returns:
+            A state dict in the base's dtypes and order (``out``'s or the model's tensors if given).
+        """
+        if into is not None and out is not None:
+            raise BoundsError("give either out= or into=, not both")
+        meta = self.task_vectors.base
+        if into is not None:
+            targets: Mapping[str, Tensor] | None = module_targets(into, meta, meta)
+            if not isinstance(self.task_vectors.base_weights, LazySafetensors):
+                check_not_aliased(targets, self.task_vectors.base_weights)  # type: ignore[arg-type]
+        else:
+            if out is not None:
+                self._check_buffers(out)
+            targets = out
+        result: dict[str, Tensor] = {}
+        for key, shape in meta.items():
+            if key in self._merged and self.method.elementwise:
+                result[key] = self._merge_chunked(key, coefficients, None if targets is None else targets[key])
+                continue
+            if key in self._merged:
+                value = self._merged_tensor(key, coefficients)
+            else:
+                value = self.task_vectors.base_weights[key]
+            if targets is not None:
+                result[key] = write(targets[key], value)
+            elif value.dtype != shape.dtype:
+                result[key] = value.to(shape.dtype)
+            else:
+                result[key] = value if key in self._merged else value.clone()
+        if out is not None:
+            out.update(result)
+            return dict(out)
+        return result
+
+    def new_buffers(self) -> dict[str, Tensor]:
+        """Uninitialised output buffers (the base's keys, shapes, dtypes) for ``merge(..., out=)``."""
+        return {key: torch.empty(t.shape, dtype=t.dtype) for key, t in self.task_vectors.base.items()}
+
+
+def in_memory_bytes(task_vectors: LazyTaskVectors) -> int:
+    """What the in-memory engine would hold: the N+1 models, plus the prepared float32 task vectors.
+
+    The experts' state dicts are dropped once the task vectors are formed, but they are all
+    loaded at once first; the prepared vectors of half-precision models are float32.
+    """
+    n = task_vectors.n_experts
+    model = task_vectors.nbytes()
+    merged = sum(task_vectors.base[k].numel() for k in task_vectors.merged_names)
+    return (1 + n) * model + n * merged * 4
+
+
+def choose_engine(task_vectors: LazyTaskVectors, engine: str = "auto", memory_fraction: float = 0.5) -> str:
+    """``"memory"`` or ``"streaming"``: ``auto`` streams when the in-memory engine would need more than
+    ``memory_fraction`` of the available memory (``psutil.virtual_memory().available``).
+
+    Raises:
+        ConfigError: An unknown engine name.
+    """
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown merge engine {engine!r}; valid: {', '.join(ENGINES)}")
+    if engine != "auto":
+        return engine
+    available = psutil.virtual_memory().available
+    return "streaming" if in_memory_bytes(task_vectors) > memory_fraction * available else "memory"
