@@ -56,7 +56,7 @@ FIELDS = {  # the keys each section accepts: a misspelled or extra key must not 
     (): {"models", "merge", "evaluator", "objectives", "ref_point", "strategy", "budget", "batch_size", "seed"}
     | {"output"},
     ("models",): {"benchmark", "tasks", "settings", "cache_dir", "base", "experts"},
-    ("merge",): {"method", "options", "granularity", "blocks", "partitioner", "bounds"},
+    ("merge",): {"method", "options", "granularity", "blocks", "partitioner", "bounds", "engine"},
     ("evaluator",): {"entry_point", "options", "timeout_s", "import_timeout_s", "module_path"},
     ("strategy",): {"name", "options"},
     ("objectives", 0): {"name", "direction", "metrics", "anchors", "bounds"},
