@@ -11,7 +11,7 @@ from bambo.pareto import pareto_mask
 from bambo.problem import Objective, Problem
 from bambo.strategies import MAP, BayesianMAP, NestedMAP
 from bambo.strategies.bayesian_map import angular_bins, bin_scores, hyperspherical_angles
-from bambo.strategies.map import link_for, spread_subset
+from bambo.strategies.map import TaskQuadratics, link_for, spread_subset
 
 
 class Quadratics(Problem):
@@ -172,7 +172,14 @@ def test_bayesian_map_is_limited_to_few_tasks():
         BayesianMAP(Quadratics(m=5))
 
 
-def test_map_refuses_values_outside_declared_objective_bounds():
+def test_values_outside_declared_objective_bounds_fail_their_trials_and_never_reach_map():
     problem = Quadratics(bounds=(0.0, 1.0))  # the quadratics go negative
-    with pytest.raises(ConfigError, match="outside its declared bounds"):
-        optimize(problem, MAP(problem, n_samples=10), budget=10, progress=False).predicted_front  # noqa: B018
+    X = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.5, 0.5], [0.2, 0.9]], dtype=torch.float64)
+    Y = torch.stack([problem.evaluate_one(x) for x in X])
+    assert (Y < 0).any()
+    with pytest.raises(ConfigError, match="outside its declared bounds"):  # data given to MAP directly
+        TaskQuadratics(problem.bounds, problem.objectives, X, Y)
+    # through the experiment loop such an evaluation is a failed trial, with the reason
+    result = optimize(problem, "sobol", budget=8, progress=False, stop_on_first_batch_failure=False)
+    outside = [e for e in result.errors.values() if "lies outside its bounds" in e]
+    assert outside and len(outside) + int(result.ok.sum()) == 8
