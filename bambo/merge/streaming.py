@@ -38,7 +38,7 @@ from bambo.errors import BoundsError, ConfigError, ModelMismatchError
 from bambo.merge.base import MergeMethod
 from bambo.merge.live import check_not_aliased, module_targets, write
 from bambo.merge.merger import Coefficients, Merger
-from bambo.merge.task_vectors import StateDict, _check_same_structure
+from bambo.merge.task_vectors import StateDict, check_same_structure, expert_labels
 from bambo.weights import LazySafetensors, tensor_meta
 
 Engine = Literal["auto", "memory", "streaming"]
@@ -75,16 +75,10 @@ class LazyTaskVectors:
         expert_names: Sequence[str] | None = None,
         frozen: Iterable[str] = (),
     ) -> None:
-        if len(experts) == 0:
-            raise ModelMismatchError("at least one expert is needed to merge")
-        names = list(expert_names) if expert_names is not None else [f"expert{i}" for i in range(len(experts))]
-        if len(names) != len(experts):
-            raise ModelMismatchError(f"{len(names)} expert names given for {len(experts)} experts")
-        if len(set(names)) != len(names):
-            raise ModelMismatchError(f"expert names must be unique, got {names}")
+        names = expert_labels(experts, expert_names)
         self.base: dict[str, Tensor] = {key: tensor_meta(base, key) for key in base}
         for label, expert in zip(names, experts, strict=True):
-            _check_same_structure(self.base, {key: tensor_meta(expert, key) for key in expert}, label)
+            check_same_structure(self.base, {key: tensor_meta(expert, key) for key in expert}, label)
         frozen = set(frozen)
         unknown = frozen - set(self.base)
         if unknown:

@@ -23,7 +23,9 @@ StateDict = Mapping[str, Tensor]
 CASTABLE_DTYPES = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
 
 
-def _check_same_structure(base: StateDict, expert: StateDict, label: str) -> None:
+def check_same_structure(base: StateDict, expert: StateDict, label: str) -> None:
+    """Raise :class:`ModelMismatchError` unless ``expert`` (named ``label``) has the base's keys, shapes and
+    dtypes (float widths may differ: :data:`CASTABLE_DTYPES`); the message names the tensor."""
     missing = [k for k in base if k not in expert]
     extra = [k for k in expert if k not in base]
     if missing or extra:
@@ -45,6 +47,22 @@ def _check_same_structure(base: StateDict, expert: StateDict, label: str) -> Non
                 f"tensor {key!r} has dtype {_name(other.dtype)} in expert {label!r} but {_name(tensor.dtype)} in "
                 "the base; only float widths (float16, bfloat16, float32, float64) are cast to the base's dtype"
             )
+
+
+def expert_labels(experts: Sequence[object], expert_names: Sequence[str] | None) -> list[str]:
+    """The experts' names (``expert0``, ... by default), checked: at least one expert, one unique name each.
+
+    Raises:
+        ModelMismatchError: No expert, or names of the wrong number or repeated.
+    """
+    if len(experts) == 0:
+        raise ModelMismatchError("at least one expert is needed to merge")
+    names = list(expert_names) if expert_names is not None else [f"expert{i}" for i in range(len(experts))]
+    if len(names) != len(experts):
+        raise ModelMismatchError(f"{len(names)} expert names given for {len(experts)} experts")
+    if len(set(names)) != len(names):
+        raise ModelMismatchError(f"expert names must be unique, got {names}")
+    return names
 
 
 def _name(dtype: torch.dtype) -> str:
@@ -85,15 +103,9 @@ class TaskVectors:
         expert_names: Sequence[str] | None = None,
         frozen: Iterable[str] = (),
     ) -> None:
-        if len(experts) == 0:
-            raise ModelMismatchError("at least one expert is needed to merge")
-        names = list(expert_names) if expert_names is not None else [f"expert{i}" for i in range(len(experts))]
-        if len(names) != len(experts):
-            raise ModelMismatchError(f"{len(names)} expert names given for {len(experts)} experts")
-        if len(set(names)) != len(names):
-            raise ModelMismatchError(f"expert names must be unique, got {names}")
+        names = expert_labels(experts, expert_names)
         for label, expert in zip(names, experts, strict=True):
-            _check_same_structure(base, expert, label)
+            check_same_structure(base, expert, label)
         frozen = set(frozen)
         unknown = frozen - set(base)
         if unknown:
