@@ -133,7 +133,9 @@ def write_report(runs: dict, args: argparse.Namespace, budget: int, elapsed: Tim
         "",
         machine_header(),
         f"- command: `python -m benchmarks.pmto_synthetic --functions {' '.join(args.functions)} "
-        f"--seeds {args.seeds} --per-task {args.per_task} --levels {args.levels}`; this run: {elapsed.text()} "
+        f"--seeds {args.seeds} --per-task {args.per_task} --levels {args.levels}"
+        f"{'' if args.name == 'pmto_synthetic' else ' --name ' + args.name} --threads {args.threads}`; "
+        f"this run: {elapsed.text()} "
         "(this process, all threads)",
         f"- x in [0,1]^4, theta in [0,1]^2, {args.levels**2} test tasks ({args.levels} x {args.levels} grid over "
         f"[0.1, 0.9]^2); offline budget "
