@@ -3,15 +3,25 @@
 :func:`load_state_dict` takes a ``.safetensors`` file, a ``.bin``/``.pt``
 PyTorch checkpoint, or a folder as Hugging Face ``save_pretrained`` writes it
 (``model.safetensors``, a sharded ``model.safetensors.index.json``, or
-``pytorch_model.bin``). Safetensors are opened with ``safe_open`` and each
-tensor is read only when it is accessed, so code that walks a model tensor by
-tensor (layer differences, streaming merges) holds one tensor at a time.
+``pytorch_model.bin``). Safetensors are opened with ``safe_open`` (which checks
+the file) and each tensor is read only when it is accessed, so code that walks a
+model tensor by tensor (layer differences, streaming merges) holds one tensor at
+a time.
+
+Tensors are read with ``os.preadv`` into memory the caller owns, not returned as
+views of a memory map: a memory-mapped tensor that has been read stays resident
+(and counted in the process's RSS) for as long as the file is open, so walking a
+2 GB model through ``safe_open``'s views would leave 2 GB resident per model.
+``LazySafetensors.read_into`` reads part of a tensor into a given buffer, which
+is how the streaming merge engine reads cache-sized chunks.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import weakref
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -19,7 +29,7 @@ import torch
 from safetensors import safe_open
 from torch import Tensor
 
-from bambo.errors import ConfigError
+from bambo.errors import BoundsError, ConfigError, ModelMismatchError
 
 _SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64,
@@ -45,13 +55,22 @@ def tensor_meta(state_dict: Mapping[str, Tensor], key: str) -> Tensor:
 class LazySafetensors(Mapping[str, Tensor]):
     """A read-only state dict over one or more safetensors files; tensors load on access.
 
+    Each access reads the tensor's bytes from the file into a new tensor (nothing stays
+    mapped); :meth:`read_into` reads a range of a tensor into a caller's buffer.
+
     Args:
         files: The files (shards) holding the tensors.
+
+    Raises:
+        ConfigError: A tensor appears in two files.
     """
 
     def __init__(self, files: list[Path]) -> None:
         self._where: dict[str, Path] = {}
         self._handles: dict[Path, object] = {}
+        self._spans: dict[str, tuple[int, int]] = {}  # key -> (absolute byte offset, byte length)
+        self._fds: dict[Path, int] = {}
+        self._metas: dict[str, Tensor] = {}
         for file in files:
             handle = safe_open(str(file), framework="pt")
             self._handles[file] = handle
@@ -59,16 +78,59 @@ class LazySafetensors(Mapping[str, Tensor]):
                 if key in self._where:
                     raise ConfigError(f"tensor {key!r} appears in both {self._where[key]} and {file}")
                 self._where[key] = file
+            self._spans.update(_data_spans(file))
+            self._fds[file] = os.open(file, os.O_RDONLY)
+        weakref.finalize(self, _close_all, list(self._fds.values()))
 
     def __getitem__(self, key: str) -> Tensor:
-        try:
-            file = self._where[key]
-        except KeyError:
-            raise KeyError(key) from None
-        return self._handles[file].get_tensor(key)  # type: ignore[attr-defined]
+        meta = self.meta(key)
+        if key not in self._spans or meta.dtype not in _SAFETENSORS_DTYPES.values():
+            return self._handles[self._where[key]].get_tensor(key).clone()  # type: ignore[attr-defined]
+        out = torch.empty(meta.shape, dtype=meta.dtype)
+        self.read_into(key, out.view(-1))
+        return out
+
+    def read_into(self, key: str, out: Tensor, start: int = 0) -> Tensor:
+        """Read entries ``start .. start + out.numel()`` of the flattened tensor ``key`` into ``out``.
+
+        Args:
+            key: Tensor name.
+            out: A contiguous CPU tensor of ``key``'s dtype; its size sets how many entries are read.
+            start: Index of the first entry in the flattened tensor.
+
+        Returns:
+            ``out``.
+
+        Raises:
+            KeyError: An unknown name.
+            ModelMismatchError: ``out`` has another dtype or is not a contiguous CPU tensor.
+            BoundsError: The range exceeds the tensor.
+        """
+        meta = self.meta(key)
+        if out.dtype != meta.dtype or not out.is_contiguous() or out.device.type != "cpu":
+            raise ModelMismatchError(f"read_into({key!r}): out must be a contiguous CPU {meta.dtype} tensor, got {out.dtype}")
+        size = out.element_size()
+        offset, length = self._spans[key]
+        begin, count = start * size, out.numel() * size
+        if start < 0 or begin + count > length:
+            raise BoundsError(f"read_into({key!r}): entries {start}..{start + out.numel()} exceed its {meta.numel()}")
+        view = memoryview(out.view(-1).view(torch.uint8).numpy())
+        fd, done = self._fds[self._where[key]], 0
+        while done < count:
+            n = os.preadv(fd, [view[done:]], offset + begin + done)
+            if n <= 0:
+                raise ConfigError(f"{self._where[key]} ended while reading tensor {key!r}")
+            done += n
+        return out
 
     def meta(self, key: str) -> Tensor:
         """Tensor ``key``'s shape and dtype as a ``meta`` tensor, read from the header (no data is loaded)."""
+        known = self._metas.get(key)
+        if known is None:
+            known = self._metas[key] = self._read_meta(key)
+        return known
+
+    def _read_meta(self, key: str) -> Tensor:
         try:
             file = self._where[key]
         except KeyError:
@@ -84,6 +146,27 @@ class LazySafetensors(Mapping[str, Tensor]):
 
     def __len__(self) -> int:
         return len(self._where)
+
+
+def _data_spans(file: Path) -> dict[str, tuple[int, int]]:
+    """Each tensor's (absolute byte offset, byte length) from a safetensors header.
+
+    ``safe_open`` has already checked the header; this reads its ``data_offsets``.
+    """
+    with open(file, "rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(length))
+    start = 8 + length
+    return {
+        key: (start + entry["data_offsets"][0], entry["data_offsets"][1] - entry["data_offsets"][0])
+        for key, entry in header.items()
+        if key != "__metadata__"
+    }
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 def _from_folder(folder: Path) -> Mapping[str, Tensor]:

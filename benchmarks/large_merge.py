@@ -5,8 +5,9 @@ A synthetic Llama-layout model of about ``--params`` parameters in bfloat16, a b
 ``--cache``; ``--delete`` removes them afterwards). Each measurement runs in its own child
 process (``spawn``), which reports its peak RSS (``ru_maxrss``) and its RSS after imports:
 
-- ``read+write``: read every tensor of the N + 1 models and copy the base's into a
-  model-sized output (the bytes a merge must move: the bound);
+- ``read+write``: read every tensor of the N + 1 models with the streaming engine's reader
+  (the base's straight into a model-sized output, the experts' in cache-sized chunks): the
+  bytes a merge must move, with no arithmetic (the bound);
 - ``streaming``: :class:`bambo.merge.streaming.StreamingMerger` merging into reused
   model-sized output buffers, for task arithmetic and TIES at model and block granularity;
 - ``mergekit`` (``--mergekit``, if installed): ``run_merge`` with its lazy loader on the same
@@ -38,6 +39,7 @@ from safetensors.torch import save_file
 from bambo.benchmarks.environment import machine_header
 
 HEAD_DIM = 64
+CHUNK = 1 << 18  # entries per read of the bound, as the streaming engine's chunks
 
 
 def layout(n_params: float) -> tuple[int, int, int, int]:
@@ -146,12 +148,16 @@ def _measure(kind: str, folders: list[str], method: str, granularity: str, repea
     lazy = LazyTaskVectors(states[0], states[1:])
     if kind == "read+write":
         out = {k: torch.empty(t.shape, dtype=t.dtype) for k, t in lazy.base.items()}
+        chunks: dict[torch.dtype, torch.Tensor] = {}
 
         def run() -> None:
             for key, target in out.items():
-                target.copy_(states[0][key])
-                for expert in states[1:]:
-                    expert[key]
+                states[0].read_into(key, target.view(-1))  # the base's bytes straight into the output
+                chunk = chunks.setdefault(target.dtype, torch.empty(CHUNK, dtype=target.dtype))
+                n = target.numel()
+                for expert in states[1:]:  # each expert's bytes read once, chunk by chunk, as a merge must
+                    for start in range(0, n, CHUNK):
+                        expert.read_into(key, chunk[: min(CHUNK, n - start)], start)
 
     elif kind == "mergekit":
         from mergekit.config import MergeConfiguration
@@ -186,11 +192,12 @@ def _measure(kind: str, folders: list[str], method: str, granularity: str, repea
 
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         run()
-        times.append(time.perf_counter() - start)
+        times.append((time.perf_counter() - start, time.process_time() - cpu))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    queue.put({"seconds": min(times), "peak_rss": peak, "after_imports": after_imports})
+    best = min(times)
+    queue.put({"seconds": best[0], "cpu": best[1], "peak_rss": peak, "after_imports": after_imports})
 
 
 def measure(kind: str, folders: list[Path], method: str = "-", granularity: str = "-", repeats: int = 2) -> dict:
@@ -210,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", type=float, default=1e9)
     parser.add_argument("--experts", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--methods", nargs="+", default=["task_arithmetic", "ties"])
     parser.add_argument("--shard-gb", type=float, default=0.5)
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "bambo_large_merge")
     parser.add_argument("--delete", action="store_true", help="remove the model folders afterwards")
@@ -233,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     memory_gb = in_memory_bytes(lazy) / 1e9
     del states, lazy
     rows = [("read+write (bound)", "-", measure("read+write", folders, repeats=args.repeats))]
-    for method in ("task_arithmetic", "ties"):
+    for method in args.methods:
         for granularity in ("model", "block"):
             figures = measure("streaming", folders, method, granularity, args.repeats)
             rows.append((f"streaming {method}", granularity, figures))
@@ -252,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         machine_header(("torch", "bambo", "safetensors", "mergekit")),
         f"- command: `python -m benchmarks.large_merge --params {args.params:g} --experts {args.experts} "
-        f"--repeats {args.repeats}" + (" --mergekit" if args.mergekit else "") + "`",
+        f"--repeats {args.repeats} --methods {' '.join(args.methods)}" + (" --mergekit" if args.mergekit else "") + "`",
         f"- model: synthetic Llama layout {layout(args.params)} (hidden, intermediate, layers, vocab), "
         f"{n_params / 1e6:.1f}M bf16 parameters ({model_gb:.2f} GB per model), base + {args.experts} experts "
         f"as sharded folders; {read_gb:.2f} GB read per merge; best of {args.repeats}, page cache warm",
@@ -260,12 +268,13 @@ def main(argv: list[str] | None = None) -> int:
         f"the acceptance limit (1.5 x one model + 1 GB) is {limit_gb:.2f} GB",
         f"- this run: wall {time.perf_counter() - started:.0f} s",
         "",
-        "| what | granularity | s / merge | read GB/s | vs read+write | peak RSS GB | RSS after imports GB |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| what | granularity | s / merge | CPU s / merge | read GB/s | vs read+write | peak RSS GB "
+        "| RSS after imports GB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, granularity, r in rows:
         lines.append(
-            f"| {name} | {granularity} | {r['seconds']:.3f} | {read_gb / r['seconds']:.2f} | "
+            f"| {name} | {granularity} | {r['seconds']:.3f} | {r['cpu']:.3f} | {read_gb / r['seconds']:.2f} | "
             f"{bound / r['seconds']:.2f} | {r['peak_rss'] / 1e9:.2f} | {r['after_imports'] / 1e9:.2f} |"
         )
     text = "\n".join(lines) + "\n"

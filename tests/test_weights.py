@@ -89,3 +89,61 @@ def test_pickled_code_in_a_checkpoint_is_never_run(tmp_path):
     with pytest.raises(ConfigError, match="does not unpickle code"):
         load_state_dict(path)
     assert not marker.exists()
+
+
+def test_read_into_reads_any_range_of_any_dtype_and_owns_what_it_returns(tmp_path):
+    from safetensors.torch import save_file
+
+    tensors = {
+        "bf16": torch.randn(7, 13, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16),
+        "f32": torch.randn(5, 3, generator=torch.Generator().manual_seed(1)),
+        "f16": torch.randn(11, generator=torch.Generator().manual_seed(2)).half(),
+        "i64": torch.arange(9),
+        "flag": torch.tensor([True, False, True]),
+        "empty": torch.zeros(0, 4),
+    }
+    save_file(tensors, str(tmp_path / "m.safetensors"))
+    lazy = load_state_dict(tmp_path / "m.safetensors")
+    for key, expected in tensors.items():
+        loaded = lazy[key]
+        assert loaded.dtype == expected.dtype and torch.equal(loaded, expected)
+        loaded.zero_() if loaded.numel() else None  # owned memory: writable, and the file is untouched
+        assert torch.equal(lazy[key], expected)
+    flat = tensors["bf16"].reshape(-1)
+    for start, size in ((0, 91), (0, 1), (17, 30), (90, 1), (45, 46)):
+        out = torch.empty(size, dtype=torch.bfloat16)
+        assert torch.equal(lazy.read_into("bf16", out, start), flat[start : start + size])
+
+
+def test_read_into_names_a_wrong_buffer_or_range(tmp_path):
+    from safetensors.torch import save_file
+
+    from bambo.errors import BoundsError, ModelMismatchError
+
+    save_file({"w": torch.zeros(4, 5, dtype=torch.bfloat16)}, str(tmp_path / "m.safetensors"))
+    lazy = load_state_dict(tmp_path / "m.safetensors")
+    with pytest.raises(ModelMismatchError, match="'w'.*bfloat16"):
+        lazy.read_into("w", torch.empty(4))
+    with pytest.raises(ModelMismatchError, match="contiguous"):
+        lazy.read_into("w", torch.empty(4, 2, dtype=torch.bfloat16)[:, 0])
+    with pytest.raises(BoundsError, match="entries 18..22 exceed its 20"):
+        lazy.read_into("w", torch.empty(4, dtype=torch.bfloat16), 18)
+    with pytest.raises(KeyError):
+        lazy.read_into("nope", torch.empty(4, dtype=torch.bfloat16))
+
+
+def test_reading_a_model_leaves_nothing_resident(tmp_path):
+    """Tensors are read into owned memory, not mapped: once dropped, RSS returns (a mapped read stays)."""
+    psutil = pytest.importorskip("psutil")
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.ones(50_000_000, dtype=torch.bfloat16)}, str(tmp_path / "m.safetensors"))  # 100 MB
+    lazy = load_state_dict(tmp_path / "m.safetensors")
+    process = psutil.Process()
+    before = process.memory_info().rss
+    for _ in range(3):
+        assert int(torch.count_nonzero(lazy["w"])) == 50_000_000  # touches every byte
+    chunk = torch.empty(1 << 20, dtype=torch.bfloat16)
+    for start in range(0, 50_000_000, 1 << 20):
+        lazy.read_into("w", chunk[: min(1 << 20, 50_000_000 - start)], start)
+    assert process.memory_info().rss - before < 60e6

@@ -15,7 +15,9 @@ for a tensor. :class:`StreamingMerger` then merges one tensor at a time with the
 
 Elementwise methods (``MergeMethod.elementwise``: task arithmetic, linear) skip the tensor-sized
 float32 stacks: each tensor is merged in chunks of ``_CHUNK`` entries in reused scratch buffers
-that stay in cache, with the same per-entry arithmetic.
+that stay in cache, with the same per-entry arithmetic; from safetensors files each chunk is read
+straight from the file into its buffer (:meth:`bambo.weights.LazySafetensors.read_into`), so an
+elementwise merge holds nothing tensor-sized beyond its output.
 
 Peak memory beyond the output is therefore about one tensor's N task vectors (twice, while
 prepared) plus the base tensor, whatever the model size. ``prepare`` is recomputed on every
@@ -27,7 +29,7 @@ engine forms half-precision task vectors in the model's dtype, one rounding more
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import Literal
 
 import psutil
@@ -137,7 +139,7 @@ class StreamingMerger(Merger):
         self.method = method
         self.n_coefficients = method.n_coefficients(task_vectors.n_experts)
         self._merged = set(task_vectors.merged_names)
-        self._chunks: dict[torch.dtype, tuple[Tensor, Tensor, Tensor]] = {}
+        self._chunks: dict[torch.dtype, tuple[Tensor | None, Tensor, Tensor]] = {}
 
     def _merged_tensor(self, key: str, coefficients: Coefficients) -> Tensor:
         c = self._coefficients_for(coefficients, key)
@@ -149,39 +151,45 @@ class StreamingMerger(Merger):
     def _merge_chunked(self, key: str, coefficients: Coefficients, target: Tensor | None) -> Tensor:
         """An elementwise method's merge of ``key``, in float32 chunks that stay in cache.
 
-        Reads the N + 1 tensors in the model's dtype, then per chunk of ``_CHUNK`` entries
-        forms the task vectors and merges in reused scratch buffers: the same per-entry
-        arithmetic as :meth:`_merged_tensor`, with a few cache-sized temporaries.
+        Per chunk of ``_CHUNK`` entries it reads the N + 1 models' entries in their dtype
+        (:meth:`bambo.weights.LazySafetensors.read_into` from disk, a slice otherwise), forms the
+        task vectors and merges in reused scratch buffers: the same per-entry arithmetic as
+        :meth:`_merged_tensor`, with a few cache-sized temporaries and nothing tensor-sized.
         """
         c = self._coefficients_for(coefficients, key)
-        raw = self.task_vectors.base_weights[key]
-        compute = torch.float32 if raw.dtype in _LOW_PRECISION else raw.dtype
-        experts = [expert[key].reshape(-1) for expert in self.task_vectors.expert_weights]
+        meta = self.task_vectors.base[key]
+        compute = torch.float32 if meta.dtype in _LOW_PRECISION else meta.dtype
+        models = [self.task_vectors.base_weights, *self.task_vectors.expert_weights]
+        readers = [_chunk_reader(state, key) for state in models]
         direct = target is not None and target.is_contiguous() and target.device.type == "cpu"
-        dest = target if direct else torch.empty(raw.shape, dtype=raw.dtype)
-        base_flat, dest_flat, n = raw.reshape(-1), dest.view(-1), raw.numel()
-        base_chunk, vectors, merged = self._chunk_buffers(compute, min(n, _CHUNK))
+        dest = target if direct else torch.empty(meta.shape, dtype=meta.dtype)
+        dest_flat, n = dest.view(-1), meta.numel()
+        raw, work, merged = self._chunk_buffers(meta.dtype, compute, min(n, _CHUNK))
         c = c.to(compute)
         for start in range(0, n, _CHUNK):
-            stop = min(start + _CHUNK, n)
-            m = stop - start
-            b = base_chunk[:m]
-            b.copy_(base_flat[start:stop])
-            for i, expert in enumerate(experts):
-                torch.sub(expert[start:stop], b, out=vectors[i, :m])
-            dest_flat[start:stop].copy_(self.method.merge_tensor(b, vectors[:, :m], c, out=merged[:m]))
+            m = min(_CHUNK, n - start)
+            rows = work[:, :m]  # row 0: the base's entries, rows 1..N: the experts', then their task vectors
+            for i, read in enumerate(readers):
+                into = rows[i] if raw is None else raw[i, :m]
+                got = read(into, start)
+                if got.data_ptr() != rows[i].data_ptr():
+                    rows[i].copy_(got)
+            rows[1:].sub_(rows[0])
+            dest_flat[start : start + m].copy_(self.method.merge_tensor(rows[0], rows[1:], c, out=merged[:m]))
         if target is not None and not direct:
             write(target, dest)
         return dest
 
-    def _chunk_buffers(self, dtype: torch.dtype, size: int) -> tuple[Tensor, Tensor, Tensor]:
+    def _chunk_buffers(self, dtype: torch.dtype, compute: torch.dtype, size: int) -> tuple[Tensor | None, Tensor, Tensor]:
+        """Reused scratch: the N + 1 models' chunks in their dtype (``None`` when it is ``compute``),
+        the same in ``compute`` (base, then the task vectors), and the merged chunk."""
         buffers = self._chunks.get(dtype)
-        if buffers is None or buffers[0].numel() < size:
-            n = self.task_vectors.n_experts
+        if buffers is None or buffers[1].shape[1] < size:
+            rows = self.task_vectors.n_experts + 1
             buffers = (
-                torch.empty(size, dtype=dtype),
-                torch.empty((n, size), dtype=dtype),
-                torch.empty(size, dtype=dtype),
+                None if dtype == compute else torch.empty((rows, size), dtype=dtype),
+                torch.empty((rows, size), dtype=compute),
+                torch.empty(size, dtype=compute),
             )
             self._chunks[dtype] = buffers
         return buffers
@@ -231,6 +239,18 @@ class StreamingMerger(Merger):
     def new_buffers(self) -> dict[str, Tensor]:
         """Uninitialised output buffers (the base's keys, shapes, dtypes) for ``merge(..., out=)``."""
         return {key: torch.empty(t.shape, dtype=t.dtype) for key, t in self.task_vectors.base.items()}
+
+
+def _chunk_reader(state: StateDict, key: str) -> Callable[[Tensor, int], Tensor]:
+    """``read(buffer, start)``: entries ``start .. start + len(buffer)`` of tensor ``key``.
+
+    From disk into ``buffer`` for :class:`~bambo.weights.LazySafetensors`; a view of the flattened
+    tensor otherwise (``buffer`` is then unused: the slice is already in memory).
+    """
+    if isinstance(state, LazySafetensors):
+        return lambda buffer, start: state.read_into(key, buffer, start)
+    flat = state[key].reshape(-1)
+    return lambda buffer, start: flat[start : start + buffer.numel()]
 
 
 def in_memory_bytes(task_vectors: LazyTaskVectors) -> int:

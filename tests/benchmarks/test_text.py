@@ -93,6 +93,21 @@ def test_merge_problem_over_the_encoder(tiny):
     assert set(base_scores) == {f"acc/{t}" for t in tiny.task_names}
 
 
+def test_the_problem_merges_into_one_live_encoder(tiny):
+    """Each candidate is written into one copy of the encoder; the scores equal the state-dict path."""
+    problem = tiny.problem(["movie", "tweets3"], granularity="layer")
+    x = torch.rand(problem.dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    metrics = problem.metrics(x)
+    model = problem.live_model()
+    assert model is not None and model is not tiny.encoder
+    pointers = [p.data_ptr() for p in model.parameters()]
+    assert metrics == tiny.evaluate(problem.merge(x), tasks=["movie", "tweets3"])
+    y = torch.rand(problem.dim, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert problem.metrics(y) == tiny.evaluate(problem.merge(y), tasks=["movie", "tweets3"])
+    assert problem.live_model() is model and [p.data_ptr() for p in model.parameters()] == pointers
+    assert tiny.evaluate(None, heads="base") == tiny.evaluate(tiny.base, heads="base")  # the base is untouched
+
+
 def test_a_missing_source_names_the_pip_command(tmp_path, monkeypatch):
     import subprocess
 

@@ -214,14 +214,17 @@ class TextBenchmark(Benchmark):
         split: Split = "val",
         tasks: Sequence[str] | None = None,
         heads: Literal["expert", "base"] = "expert",
+        model: nn.Module | None = None,
     ) -> dict[str, float]:
         """Accuracy of encoder weights on each task with that task's head.
 
         Args:
-            state_dict: Encoder weights (default: the base encoder).
+            state_dict: Encoder weights (default: the base encoder; ignored when ``model`` is given).
             split: ``val`` (objectives) or ``test``.
             tasks: Tasks to score (default all).
             heads: ``expert`` heads (for experts and merges) or ``base`` heads.
+            model: A live encoder holding the weights already (a merge problem merges each
+                candidate into it, ``Merger.merge(c, into=model)``); it is run as it is.
 
         Returns:
             ``{"acc/{task}": accuracy}``.
@@ -230,7 +233,7 @@ class TextBenchmark(Benchmark):
         out = {}
         for name in tasks or self.task_names:
             tokens, labels = self.tokens(name, split)
-            pooled = embed(self.encoder, tokens, state_dict)
+            pooled = embed(self.encoder, tokens, state_dict) if model is None else embed(model, tokens)
             out[f"acc/{name}"] = float((chosen[name](pooled).argmax(-1) == labels).double().mean())
         return out
 
@@ -272,8 +275,8 @@ class TextBenchmark(Benchmark):
         objectives = [Objective(name=f"acc/{t}", bounds=(0.0, 1.0)) for t in tasks]
         chance = [1.0 / len(self.tasks[t].classes) for t in tasks]
 
-        def evaluator(state_dict: Mapping[str, Tensor]) -> dict[str, float]:
-            return self.evaluate(state_dict, split, tasks)
+        def evaluator(state_dict: Mapping[str, Tensor], model: nn.Module) -> dict[str, float]:
+            return self.evaluate(state_dict, split, tasks, model=model)
 
         return MergeProblem.from_task_vectors(
             self.task_vectors(tasks),
@@ -286,7 +289,12 @@ class TextBenchmark(Benchmark):
             bounds,
             ref_point=chance,
             method_options=method_options,
+            model_factory=self.new_model,
         )
+
+    def new_model(self) -> nn.Module:
+        """A copy of the encoder (evaluation mode) that merges are written into."""
+        return copy.deepcopy(self.encoder).eval()
 
     def describe(self, split: Split = "val") -> str:
         """See :func:`describe`."""
