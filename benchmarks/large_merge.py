@@ -26,6 +26,7 @@ import argparse
 import json
 import math
 import multiprocessing
+import os
 import resource
 import shutil
 import sys
@@ -174,7 +175,9 @@ def _measure(kind: str, folders: list[str], method: str, granularity: str, repea
             engine="streaming",
         )
         x = torch.full((problem.dim,), 0.5, dtype=torch.float64)
-        config = MergeConfiguration.model_validate(mergekit_config(problem, x, folders, dtype="float32"))
+        # float32 arithmetic and bf16 output, as bambo's streaming engine does
+        spec = {**mergekit_config(problem, x, folders, dtype="float32"), "out_dtype": "bfloat16"}
+        config = MergeConfiguration.model_validate(spec)
         target = tempfile.mkdtemp(prefix="bambo_mergekit_")
         options = MergeOptions(copy_tokenizer=False, quiet=True, lazy_unpickle=True)
 
@@ -225,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="write the markdown report here")
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    load_before = os.getloadavg()[0]
     root = args.cache / f"p{args.params:g}"
     folders = [
         write_model(root / ("base" if e == 0 else f"expert{e}"), args.params, e, int(args.shard_gb * 1e9))
@@ -266,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         f"as sharded folders; {read_gb:.2f} GB read per merge; best of {args.repeats}, page cache warm",
         f"- the in-memory engine would hold about {memory_gb:.2f} GB; "
         f"the acceptance limit (1.5 x one model + 1 GB) is {limit_gb:.2f} GB",
-        f"- this run: wall {time.perf_counter() - started:.0f} s",
+        f"- this run: wall {time.perf_counter() - started:.0f} s (spawned children included), "
+        f"load average before it {load_before:.1f} on {os.cpu_count()} CPUs",
         "",
         "| what | granularity | s / merge | CPU s / merge | read GB/s | vs read+write | peak RSS GB "
         "| RSS after imports GB |",
@@ -276,6 +281,27 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(
             f"| {name} | {granularity} | {r['seconds']:.3f} | {r['cpu']:.3f} | {read_gb / r['seconds']:.2f} | "
             f"{bound / r['seconds']:.2f} | {r['peak_rss'] / 1e9:.2f} | {r['after_imports'] / 1e9:.2f} |"
+        )
+    by_name = {(name, granularity): r for name, granularity, r in rows}
+    ours = by_name.get(("streaming task_arithmetic", "model"))
+    theirs = next((r for (name, _), r in by_name.items() if name.startswith("mergekit")), None)
+    lines.append("")
+    if ours is not None:
+        verdict = "meets" if bound / ours["seconds"] >= 0.5 else "misses"
+        lines.append(
+            f"- task arithmetic (model) runs at {bound / ours['seconds']:.2f} x the read+write bound: "
+            f"it {verdict} the 0.5 target"
+        )
+        peak = max(r["peak_rss"] for n, _, r in rows if n.startswith("streaming")) / 1e9
+        lines.append(
+            f"- streaming peak RSS {peak:.2f} GB against the limit {limit_gb:.2f} GB: "
+            + ("within" if peak <= limit_gb else "over")
+        )
+    if ours is not None and theirs is not None:
+        lines.append(
+            f"- mergekit / bambo seconds per task-arithmetic merge: {theirs['seconds'] / ours['seconds']:.1f} "
+            f"(wall), {theirs['cpu'] / ours['cpu']:.1f} (CPU); mergekit also writes its bf16 output to disk, "
+            "bambo's merge stays in memory, as in a search"
         )
     text = "\n".join(lines) + "\n"
     print(text)
