@@ -128,18 +128,36 @@ class LazyTaskVectors:
 class StreamingMerger(Merger):
     """Merges tensor by tensor from (lazy) state dicts; the interface of :class:`~bambo.merge.Merger`.
 
+    Merging into a model on an accelerator (``merge(c, into=model)`` with the model on CUDA) runs an
+    elementwise method's arithmetic on that device: chunks are read into pinned host memory, copied
+    over and merged there, straight into the model's parameters. The N + 1 models' tensors (in their
+    dtype) stay on the device after the first merge while they fit in half of its free memory
+    (``keep_resident=None``), tensor by tensor in the model's order; the rest keep streaming from
+    disk. ``keep_resident=True`` keeps every tensor wherever the target lives (the CPU too: the
+    models then sit in RAM in their own dtype, half the in-memory engine's float32 stacks);
+    ``False`` never keeps any. Other methods (TIES, DARE, ...) prepare and merge on the CPU and
+    write the result to the device.
+
     Args:
         task_vectors: The lazy base and experts.
         method: A merge method instance (from the same registry as the in-memory engine).
+        keep_resident: Keep the models' tensors on the target's device between merges
+            (``None``: on an accelerator, while they fit).
     """
 
-    def __init__(self, task_vectors: LazyTaskVectors, method: MergeMethod) -> None:  # noqa: D107
+    def __init__(  # noqa: D107
+        self, task_vectors: LazyTaskVectors, method: MergeMethod, keep_resident: bool | None = None
+    ) -> None:
         method.check_experts(task_vectors.n_experts)
         self.task_vectors = task_vectors  # type: ignore[assignment] - duck-typed TaskVectors
         self.method = method
         self.n_coefficients = method.n_coefficients(task_vectors.n_experts)
+        self.keep_resident = keep_resident
         self._merged = set(task_vectors.merged_names)
         self._chunks: dict[torch.dtype, tuple[Tensor | None, Tensor, Tensor]] = {}
+        self._device_chunks: dict[tuple[torch.dtype, str], tuple[Tensor | None, Tensor, Tensor]] = {}
+        self._resident: dict[str, Tensor] = {}  # key -> (N + 1, numel) in the model's dtype, on the device
+        self._resident_budget: dict[str, int] = {}  # device -> bytes still allowed
 
     def _merged_tensor(self, key: str, coefficients: Coefficients) -> Tensor:
         c = self._coefficients_for(coefficients, key)
@@ -156,6 +174,8 @@ class StreamingMerger(Merger):
         task vectors and merges in reused scratch buffers: the same per-entry arithmetic as
         :meth:`_merged_tensor`, with a few cache-sized temporaries and nothing tensor-sized.
         """
+        if target is not None and (target.device.type != "cpu" or self.keep_resident):
+            return self._merge_on_device(key, coefficients, target)
         c = self._coefficients_for(coefficients, key)
         meta = self.task_vectors.base[key]
         compute = torch.float32 if meta.dtype in _LOW_PRECISION else meta.dtype
@@ -179,6 +199,81 @@ class StreamingMerger(Merger):
         if target is not None and not direct:
             write(target, dest)
         return dest
+
+    def _merge_on_device(self, key: str, coefficients: Coefficients, target: Tensor) -> Tensor:
+        """:meth:`_merge_chunked` with the arithmetic on ``target``'s device, from resident tensors or
+        chunks staged through (pinned, on CUDA) host memory; the result goes straight into ``target``."""
+        device = target.device
+        meta = self.task_vectors.base[key]
+        compute = torch.float32 if meta.dtype in _LOW_PRECISION else meta.dtype
+        c = self._coefficients_for(coefficients, key).to(device=device, dtype=compute)
+        n = meta.numel()
+        stack = self._resident.get(key)
+        keep = stack is None and self._may_keep(key, device)
+        if keep:
+            stack = torch.empty((self.task_vectors.n_experts + 1, n), dtype=meta.dtype, device=device)
+        staging, rows_all, merged = self._device_buffers(meta.dtype, compute, device, min(n, _CHUNK))
+        readers = None
+        if stack is None or keep:
+            models = [self.task_vectors.base_weights, *self.task_vectors.expert_weights]
+            readers = [_chunk_reader(state, key) for state in models]
+        direct = target.is_contiguous()
+        out_flat = target.view(-1) if direct else torch.empty(n, dtype=meta.dtype, device=device)
+        for start in range(0, n, _CHUNK):
+            m = min(_CHUNK, n - start)
+            rows = rows_all[:, :m]
+            if readers is not None:
+                for i, read in enumerate(readers):
+                    host = staging[i, :m] if staging is not None else torch.empty(m, dtype=meta.dtype)
+                    got = read(host, start)
+                    if keep:
+                        stack[i, start : start + m].copy_(got)  # type: ignore[index]
+                    rows[i].copy_(got)
+            else:
+                rows.copy_(stack[:, start : start + m])  # type: ignore[index]
+            rows[1:].sub_(rows[0])
+            out_flat[start : start + m].copy_(self.method.merge_tensor(rows[0], rows[1:], c, out=merged[:m]))
+        if keep:
+            self._resident[key] = stack  # type: ignore[assignment]
+        if not direct:
+            write(target, out_flat.view(meta.shape))
+        return target
+
+    def _may_keep(self, key: str, device: torch.device) -> bool:
+        """Whether ``key``'s N + 1 tensors may stay on ``device`` (see the class docstring)."""
+        if self.keep_resident is False:
+            return False
+        if self.keep_resident is None and device.type == "cpu":
+            return False
+        meta = self.task_vectors.base[key]
+        size = (self.task_vectors.n_experts + 1) * meta.numel() * meta.element_size()
+        if self.keep_resident:
+            return True
+        name = str(device)
+        if name not in self._resident_budget:
+            free = torch.cuda.mem_get_info(device)[0] if device.type == "cuda" else 0
+            self._resident_budget[name] = free // 2
+        if size > self._resident_budget[name]:
+            return False
+        self._resident_budget[name] -= size
+        return True
+
+    def _device_buffers(
+        self, dtype: torch.dtype, compute: torch.dtype, device: torch.device, size: int
+    ) -> tuple[Tensor | None, Tensor, Tensor]:
+        """Pinned host staging (CUDA only) in the models' dtype, then rows and result on ``device``."""
+        key = (dtype, str(device))
+        buffers = self._device_chunks.get(key)
+        if buffers is None or buffers[1].shape[1] < size:
+            rows = self.task_vectors.n_experts + 1
+            pinned = device.type == "cuda"
+            buffers = (
+                torch.empty((rows, size), dtype=dtype, pin_memory=True) if pinned else None,
+                torch.empty((rows, size), dtype=compute, device=device),
+                torch.empty(size, dtype=compute, device=device),
+            )
+            self._device_chunks[key] = buffers
+        return buffers
 
     def _chunk_buffers(self, dtype: torch.dtype, compute: torch.dtype, size: int) -> tuple[Tensor | None, Tensor, Tensor]:
         """Reused scratch: the N + 1 models' chunks in their dtype (``None`` when it is ``compute``),

@@ -278,3 +278,47 @@ def test_one_expert_with_the_hybrid_partitioner_is_refused_alike_on_both_engines
                 llamas[0], {"a": llamas[1]}, lambda sd: {}, [Objective(name="s")], granularity="block", blocks=2,
                 partitioner="hybrid", engine=engine,
             )
+
+
+@pytest.mark.parametrize("method", ["task_arithmetic", "linear"])
+def test_resident_tensors_give_the_same_merges_and_are_read_once(llamas, method, monkeypatch):
+    """keep_resident=True: the first merge reads the files and keeps the models; later ones read nothing."""
+    _, lazy = _engines(llamas)
+    m = get_merge_method(method)
+    space = MergeSpace.for_granularity(lazy, "layer", m.n_coefficients(2), 2)
+    streamed = StreamingMerger(lazy, m)
+    resident = StreamingMerger(lazy, m, keep_resident=True)
+    model = _model(llamas[0])
+    draws = [torch.rand(space.dim, generator=torch.Generator().manual_seed(s), dtype=torch.float64) for s in range(3)]
+    cs = [space.to_coefficients(x) for x in draws]
+    expected = [streamed.merge(c) for c in cs]
+    resident.merge(cs[0], into=model)
+    assert set(resident._resident) == set(lazy.merged_names)
+    assert _max_diff({k: model.state_dict()[k] for k in lazy.base}, expected[0]) == 0.0
+    reads = []
+    monkeypatch.setattr(type(lazy.base_weights), "read_into", lambda *a, **k: reads.append(a[1]))
+    for c, want in zip(cs[1:], expected[1:]):
+        resident.merge(c, into=model)
+        assert _max_diff({k: model.state_dict()[k] for k in lazy.base}, want) == 0.0
+    assert reads == []
+
+
+def test_nothing_stays_resident_on_the_cpu_by_default(llamas):
+    _, lazy = _engines(llamas)
+    merger = StreamingMerger(lazy, get_merge_method("task_arithmetic"))
+    merger.merge(torch.tensor([0.4, 0.2]), into=_model(llamas[0]))
+    assert merger._resident == {}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the GPU merge path runs in benchmarks/gpu_check.py")
+@pytest.mark.parametrize("method", ["task_arithmetic", "ties"])
+def test_merge_into_a_cuda_model_equals_the_cpu_merge(llamas, method):
+    _, lazy = _engines(llamas)
+    m = get_merge_method(method)
+    merger = StreamingMerger(lazy, m)
+    model = _model(llamas[0]).to("cuda")
+    for c in (torch.tensor([0.3, 0.6]), torch.tensor([0.5, 0.1])):
+        merger.merge(c, into=model)
+        expected = StreamingMerger(lazy, m).merge(c)
+        state = model.state_dict()
+        assert _max_diff({k: state[k].cpu() for k in lazy.base}, expected) <= 1e-6
