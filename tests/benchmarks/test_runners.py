@@ -81,3 +81,39 @@ def test_strategies_synthetic_reports_each_configuration_measured_in_the_run(tmp
         seconds[label] = [float(v) for v in row.split("|")[-2].split("/")]  # run wall / CPU s
     assert all(wall >= 0 and cpu >= 0 for wall, cpu in seconds.values()) and seconds[ss.DEFAULT][0] > 0
     assert "Scoring reference point (maximisation form): [-18.0, -6.0]" in report and "This run: wall" in report
+
+
+def test_gpu_check_without_a_device_says_why_and_measures_nothing(tmp_path, capsys, monkeypatch):
+    import torch
+
+    from benchmarks import gpu_check
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu_check.main(["--out", str(tmp_path / "r.md"), "--cache", str(tmp_path)]) == 0
+    assert "no CUDA device" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_gpu_check_runs_its_steps_on_the_cpu(tmp_path):
+    """The device check's own steps (merge into a live model, generation), on a tiny model on the CPU."""
+    from benchmarks import gpu_check
+
+    out = tmp_path / "r.md"
+    args = ["--device", "cpu", "--params", "2e6", "--experts", "2", "--repeats", "1", "--new-tokens", "2"]
+    assert gpu_check.main([*args, "--cache", str(tmp_path / "models"), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "- command: `python -m benchmarks.gpu_check --params 2e+06 --experts 2" in text
+    assert text.count("| task arithmetic") == 3 and "tokens/s" in text
+
+
+def test_large_merge_reports_the_bound_the_engine_and_the_limits(tmp_path):
+    from benchmarks import large_merge
+
+    out = tmp_path / "r.md"
+    args = ["--params", "2e6", "--experts", "2", "--repeats", "1", "--methods", "task_arithmetic"]
+    assert large_merge.main([*args, "--cache", str(tmp_path / "models"), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "- command: `python -m benchmarks.large_merge --params 2e+06 --experts 2 --repeats 1" in text
+    assert "| read+write (bound) |" in text and text.count("| streaming task_arithmetic |") == 2
+    assert re.search(r"runs at [0-9.]+ x the read\+write bound: it (meets|misses) the 0.5 target", text)
+    assert re.search(r"streaming peak RSS [0-9.]+ GB against the limit [0-9.]+ GB", text)
