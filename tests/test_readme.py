@@ -1,15 +1,18 @@
-"""The README's Python example runs as written, with the facade and at most two imports."""
+"""The README's Python example runs as written, with the facade and at most two imports; the other
+examples (README and docs/) use only names the package exports; the README's config is a real example."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))
 
 
-def python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+def python_blocks(page: Path = README) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
 
 
 def test_the_first_python_example_runs_with_the_facade(monkeypatch, tmp_path):
@@ -28,6 +31,20 @@ def test_the_first_python_example_runs_with_the_facade(monkeypatch, tmp_path):
 def test_every_other_example_uses_names_the_package_exports():
     import bambo
 
-    for code in python_blocks()[1:]:
+    assert DOCS, "docs/*.md not found"
+    blocks = [(README, code) for code in python_blocks()[1:]]
+    blocks += [(page, code) for page in DOCS for code in python_blocks(page)]
+    assert len(blocks) >= 5, [page.name for page, _ in blocks]  # the docs' examples are found
+    for page, code in blocks:
         for name in re.findall(r"\bbambo\.(\w+)", code):
-            assert hasattr(bambo, name), name
+            assert hasattr(bambo, name), f"{page.name}: bambo.{name}"
+
+
+def test_the_readme_config_is_an_example_that_validates():
+    from bambo.config import RunConfig
+
+    blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(), flags=re.S)
+    assert len(blocks) == 1, blocks
+    example = ROOT / "examples" / "digits.yaml"
+    assert blocks[0].strip() in example.read_text(), "the README's config is not examples/digits.yaml"
+    assert RunConfig.from_yaml(example).models.benchmark == "digits"  # a valid config (tests/test_examples.py)
