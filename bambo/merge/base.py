@@ -30,6 +30,22 @@ class MergeMethod(FrozenConfig, ABC):
     #: (merging a slice of the entries gives that slice of the merge), so an engine may merge a
     #: tensor in cache-sized chunks (:mod:`bambo.merge.streaming`).
     elementwise: ClassVar[bool] = False
+    #: True when :meth:`prepare` keeps or zeroes each task vector's entries by :meth:`keep_mask`
+    #: (one expert's vector at a time, nothing else changed) and :meth:`merge_tensor` works entry by
+    #: entry: an engine may then hold masks instead of prepared vectors and merge in chunks.
+    masked: ClassVar[bool] = False
+
+    def keep_mask(self, key: str, vector: Tensor) -> Tensor:
+        """The entries of one task vector that :meth:`prepare` keeps (methods with ``masked``).
+
+        Args:
+            key: The tensor's state-dict name.
+            vector: One expert's task vector, shape ``shape``.
+
+        Returns:
+            A flat boolean tensor of ``vector.numel()`` entries.
+        """
+        raise NotImplementedError(f"merge method {self.name!r} does not prepare by masks")
 
     def n_coefficients(self, n_experts: int) -> int:
         """Number of coefficients per tensor group (one per expert by default)."""

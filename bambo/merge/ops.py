@@ -68,6 +68,11 @@ def _keep_count(numel: int, density: float) -> int:
     return max(1, min(numel, int(math.ceil(density * numel - 1e-9))))
 
 
+def _top_magnitude(flat: Tensor, density: float) -> Tensor:
+    """Indices of the ``ceil(density * numel)`` entries of ``flat`` with the largest magnitude."""
+    return torch.topk(flat.abs(), _keep_count(flat.numel(), density), sorted=False).indices
+
+
 def trim_magnitude(vector: Tensor, density: float) -> Tensor:
     """Keep the ``density`` fraction of entries with the largest magnitude (TIES "trim").
 
@@ -76,11 +81,24 @@ def trim_magnitude(vector: Tensor, density: float) -> Tensor:
     if density >= 1.0:
         return vector.clone()
     flat = vector.reshape(-1)
-    keep = _keep_count(flat.numel(), density)
-    index = torch.topk(flat.abs(), keep, sorted=False).indices
+    index = _top_magnitude(flat, density)
     out = torch.zeros_like(flat)
     out[index] = flat[index]
     return out.view_as(vector)
+
+
+def magnitude_mask(vector: Tensor, density: float) -> Tensor:
+    """The entries :func:`trim_magnitude` keeps, as a flat boolean mask of ``vector.numel()`` entries.
+
+    ``trim_magnitude(v, d).reshape(-1)`` equals ``v.reshape(-1)`` with the entries outside the mask
+    set to zero (the same ``topk``, so the same entries on ties).
+    """
+    flat = vector.reshape(-1)
+    if density >= 1.0:
+        return torch.ones(flat.numel(), dtype=torch.bool, device=flat.device)
+    mask = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
+    mask[_top_magnitude(flat, density)] = True
+    return mask
 
 
 def mask_outliers(vector: Tensor, density: float, gamma: float) -> Tensor:

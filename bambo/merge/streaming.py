@@ -166,7 +166,25 @@ class StreamingMerger(Merger):
         del vectors
         return self.method.merge_tensor(base, prepared.to(base.dtype), c.to(base.dtype))
 
-    def _merge_chunked(self, key: str, coefficients: Coefficients, target: Tensor | None) -> Tensor:
+    def _drop_masks(self, key: str) -> Tensor:
+        """For a ``masked`` method: the entries :meth:`MergeMethod.prepare` zeroes, one row per expert.
+
+        Forms one expert's task vector at a time (float32), so this holds the base in its dtype,
+        one task vector and the masks: shape ``(N, numel)``, boolean.
+        """
+        base = self.task_vectors.base_weights[key]
+        compute = torch.float32 if base.dtype in _LOW_PRECISION else base.dtype
+        drops = torch.empty((self.task_vectors.n_experts, base.numel()), dtype=torch.bool)
+        for i, expert in enumerate(self.task_vectors.expert_weights):
+            vector = expert[key].to(compute)
+            vector.sub_(base)  # the same float32 difference as forming the stacked task vectors
+            torch.logical_not(self.method.keep_mask(key, vector), out=drops[i])
+            del vector
+        return drops
+
+    def _merge_chunked(
+        self, key: str, coefficients: Coefficients, target: Tensor | None, drop: Tensor | None = None
+    ) -> Tensor:
         """An elementwise method's merge of ``key``, in float32 chunks that stay in cache.
 
         Per chunk of ``_CHUNK`` entries it reads the N + 1 models' entries in their dtype
@@ -174,7 +192,7 @@ class StreamingMerger(Merger):
         task vectors and merges in reused scratch buffers: the same per-entry arithmetic as
         :meth:`_merged_tensor`, with a few cache-sized temporaries and nothing tensor-sized.
         """
-        if target is not None and (target.device.type != "cpu" or self.keep_resident):
+        if drop is None and target is not None and (target.device.type != "cpu" or self.keep_resident):
             return self._merge_on_device(key, coefficients, target)
         c = self._coefficients_for(coefficients, key)
         meta = self.task_vectors.base[key]
@@ -195,6 +213,8 @@ class StreamingMerger(Merger):
                 if got.data_ptr() != rows[i].data_ptr():
                     rows[i].copy_(got)
             rows[1:].sub_(rows[0])
+            if drop is not None:
+                rows[1:].masked_fill_(drop[:, start : start + m], 0.0)
             dest_flat[start : start + m].copy_(self.method.merge_tensor(rows[0], rows[1:], c, out=merged[:m]))
         if target is not None and not direct:
             write(target, dest)
@@ -313,8 +333,10 @@ class StreamingMerger(Merger):
             targets = out
         result: dict[str, Tensor] = {}
         for key, shape in meta.items():
-            if key in self._merged and self.method.elementwise:
-                result[key] = self._merge_chunked(key, coefficients, None if targets is None else targets[key])
+            if key in self._merged and (self.method.elementwise or self.method.masked):
+                drop = self._drop_masks(key) if self.method.masked else None
+                target = None if targets is None else targets[key]
+                result[key] = self._merge_chunked(key, coefficients, target, drop)
                 continue
             if key in self._merged:
                 value = self._merged_tensor(key, coefficients)

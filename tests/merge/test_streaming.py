@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import pytest
@@ -249,11 +250,12 @@ def test_the_copy_of_a_model_is_independent_of_the_base(llamas):
     assert all(torch.equal(base[k], before[k]) for k in base)
 
 
-@pytest.mark.parametrize("method", ["task_arithmetic", "linear"])
+@pytest.mark.parametrize("method", ["task_arithmetic", "linear", "ties"])
 def test_elementwise_methods_merged_in_chunks_equal_the_whole_tensor_merge(llamas, tmp_path, monkeypatch, method):
+    """Elementwise methods, and TIES through its masks, merged in chunks equal the whole-tensor merge."""
     import bambo.merge.streaming as streaming
 
-    assert get_merge_method(method).elementwise
+    assert get_merge_method(method).elementwise or get_merge_method(method).masked
     monkeypatch.setattr(streaming, "_CHUNK", 100)  # several chunks per tensor, a partial last one
     tv, lazy = _engines(llamas)
     m = get_merge_method(method)
@@ -322,3 +324,25 @@ def test_merge_into_a_cuda_model_equals_the_cpu_merge(llamas, method):
         expected = StreamingMerger(lazy, m).merge(c)
         state = model.state_dict()
         assert _max_diff({k: state[k].cpu() for k in lazy.base}, expected) <= 1e-6
+
+
+def test_ties_masks_keep_exactly_what_its_trim_keeps_even_on_tied_magnitudes():
+    from bambo.merge.ops import magnitude_mask, trim_magnitude
+
+    g = torch.Generator().manual_seed(0)
+    tied = torch.randint(-3, 4, (50, 7), generator=g).float() / 8  # many equal magnitudes, zeros too
+    for vector in (tied, torch.randn(33, generator=g)):
+        for density in (0.05, 0.2, 0.5, 1.0):
+            mask = magnitude_mask(vector, density)
+            kept = vector.reshape(-1).masked_fill(~mask, 0.0)
+            assert torch.equal(kept, trim_magnitude(vector, density).reshape(-1))
+            assert int(mask.sum()) == (vector.numel() if density == 1.0 else math.ceil(density * vector.numel()))
+
+
+def test_a_streamed_ties_merge_holds_masks_not_prepared_vectors(llamas, monkeypatch):
+    """The streaming engine never calls TIES's prepare (the stacked trimmed vectors) for a masked method."""
+    _, lazy = _engines(llamas)
+    m = get_merge_method("ties")
+    monkeypatch.setattr(type(m), "prepare", lambda *a: pytest.fail("prepare called"))
+    merged = StreamingMerger(lazy, m).merge(torch.tensor([0.6, 0.3]))
+    assert set(merged) == set(lazy.base)
