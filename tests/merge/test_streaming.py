@@ -346,3 +346,20 @@ def test_a_streamed_ties_merge_holds_masks_not_prepared_vectors(llamas, monkeypa
     monkeypatch.setattr(type(m), "prepare", lambda *a: pytest.fail("prepare called"))
     merged = StreamingMerger(lazy, m).merge(torch.tensor([0.6, 0.3]))
     assert set(merged) == set(lazy.base)
+
+
+@pytest.mark.parametrize("method", ["task_arithmetic", "ties"])
+def test_a_streamed_merge_into_a_live_model_reuses_its_buffers(tmp_path, method):
+    """After the first merge into a model, later merges allocate no new chunk buffers and write in place."""
+    paths = _tiny_llamas(tmp_path, torch.bfloat16)
+    _, lazy = _engines(paths)
+    merger = StreamingMerger(lazy, get_merge_method(method))
+    model = _model(paths[0]).to(torch.bfloat16)
+    pointers = {k: t.data_ptr() for k, t in model.state_dict().items()}
+    merger.merge(torch.tensor([0.3, 0.6]), into=model)
+    buffers = {d: [b.data_ptr() for b in bs if b is not None] for d, bs in merger._chunks.items()}
+    merger.merge(torch.tensor([0.5, 0.1]), into=model)
+    assert {d: [b.data_ptr() for b in bs if b is not None] for d, bs in merger._chunks.items()} == buffers
+    assert {k: t.data_ptr() for k, t in model.state_dict().items()} == pointers
+    expected = StreamingMerger(lazy, get_merge_method(method)).merge(torch.tensor([0.5, 0.1]))
+    assert all(torch.equal(model.state_dict()[k], expected[k]) for k in expected)
