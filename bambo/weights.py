@@ -108,7 +108,9 @@ class LazySafetensors(Mapping[str, Tensor]):
         """
         meta = self.meta(key)
         if out.dtype != meta.dtype or not out.is_contiguous() or out.device.type != "cpu":
-            raise ModelMismatchError(f"read_into({key!r}): out must be a contiguous CPU {meta.dtype} tensor, got {out.dtype}")
+            raise ModelMismatchError(
+                f"read_into({key!r}): out must be a contiguous CPU {meta.dtype} tensor, got {out.dtype}"
+            )
         size = out.element_size()
         offset, length = self._spans[key]
         begin, count = start * size, out.numel() * size

@@ -90,12 +90,14 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(("task arithmetic into the model on the device, first merge (reads the folders)", *first))
     later = _timed(lambda: merger.merge(c, into=model), args.repeats, gpu)
     rows.append(("task arithmetic into the model on the device, later merges", *later))
-    resident_gb = sum(t.numel() * t.element_size() for t in merger._resident.values()) / 1e9
+    resident_gb = merger.resident_nbytes / 1e9
     ties = StreamingMerger(lazy, get_merge_method("ties"))
-    rows.append(("TIES into the model on the device (prepared on the CPU)", *_timed(lambda: ties.merge(c, into=model), 1, gpu)))
+    ties_time = _timed(lambda: ties.merge(c, into=model), 1, gpu)
+    rows.append(("TIES into the model on the device (prepared on the CPU)", *ties_time))
     peak_gb = torch.cuda.max_memory_allocated(gpu) / 1e9 if cuda else float("nan")
 
-    prompts = torch.randint(0, model.config.vocab_size, (8, 16), generator=torch.Generator().manual_seed(0)).to(gpu)
+    vocab = model.config.vocab_size
+    prompts = torch.randint(0, vocab, (8, 16), generator=torch.Generator().manual_seed(0)).to(gpu)
     merger.merge(c, into=model)
     with torch.no_grad():
         generate = _timed(
@@ -105,7 +107,6 @@ def main(argv: list[str] | None = None) -> int:
             gpu,
         )
     tokens_per_s = prompts.shape[0] * args.new_tokens / generate[0]
-    del model
 
     cpu_model = _empty_llama(folders[0], torch.device("cpu"))
     cpu_merger = StreamingMerger(lazy, get_merge_method("task_arithmetic"))

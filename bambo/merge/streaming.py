@@ -166,6 +166,11 @@ class StreamingMerger(Merger):
         del vectors
         return self.method.merge_tensor(base, prepared.to(base.dtype), c.to(base.dtype))
 
+    @property
+    def resident_nbytes(self) -> int:
+        """Bytes of the models' tensors kept on a device between merges (see ``keep_resident``)."""
+        return sum(t.numel() * t.element_size() for t in self._resident.values())
+
     def _drop_masks(self, key: str) -> Tensor:
         """For a ``masked`` method: the entries :meth:`MergeMethod.prepare` zeroes, one row per expert.
 
@@ -295,7 +300,9 @@ class StreamingMerger(Merger):
             self._device_chunks[key] = buffers
         return buffers
 
-    def _chunk_buffers(self, dtype: torch.dtype, compute: torch.dtype, size: int) -> tuple[Tensor | None, Tensor, Tensor]:
+    def _chunk_buffers(
+        self, dtype: torch.dtype, compute: torch.dtype, size: int
+    ) -> tuple[Tensor | None, Tensor, Tensor]:
         """Reused scratch: the N + 1 models' chunks in their dtype (``None`` when it is ``compute``),
         the same in ``compute`` (base, then the task vectors), and the merged chunk."""
         buffers = self._chunks.get(dtype)

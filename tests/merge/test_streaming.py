@@ -296,10 +296,11 @@ def test_resident_tensors_give_the_same_merges_and_are_read_once(llamas, method,
     expected = [streamed.merge(c) for c in cs]
     resident.merge(cs[0], into=model)
     assert set(resident._resident) == set(lazy.merged_names)
+    assert resident.resident_nbytes == 3 * sum(lazy.base[k].numel() * 4 for k in lazy.merged_names)  # float32
     assert _max_diff({k: model.state_dict()[k] for k in lazy.base}, expected[0]) == 0.0
     reads = []
     monkeypatch.setattr(type(lazy.base_weights), "read_into", lambda *a, **k: reads.append(a[1]))
-    for c, want in zip(cs[1:], expected[1:]):
+    for c, want in zip(cs[1:], expected[1:], strict=True):
         resident.merge(c, into=model)
         assert _max_diff({k: model.state_dict()[k] for k in lazy.base}, want) == 0.0
     assert reads == []
@@ -312,7 +313,9 @@ def test_nothing_stays_resident_on_the_cpu_by_default(llamas):
     assert merger._resident == {}
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: the GPU merge path runs in benchmarks/gpu_check.py")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device: the GPU merge path runs in benchmarks/gpu_check.py"
+)
 @pytest.mark.parametrize("method", ["task_arithmetic", "ties"])
 def test_merge_into_a_cuda_model_equals_the_cpu_merge(llamas, method):
     _, lazy = _engines(llamas)
