@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-REPORTS = sorted((BENCHMARKS / "results").glob("*.md"))
+INDEX = BENCHMARKS / "results" / "README.md"  # the index of the reports, not a report
+REPORTS = sorted(p for p in (BENCHMARKS / "results").glob("*.md") if p != INDEX)
 COMMAND = re.compile(r"^- command: `python -m (benchmarks(?:\.\w+)*)(?: [^`]*)?`", re.MULTILINE)
 
 
@@ -32,6 +33,11 @@ def test_report_states_its_command_date_and_machine(report):
     assert runner_exists(command.group(1)), f"{report.name}: {command.group(1)} is not a runner in benchmarks/"
     assert re.search(r"^- date: \d{4}-\d{2}-\d{2}", text, re.MULTILINE), f"{report.name}: no '- date:' line"
     assert re.search(r"^- machine: \S", text, re.MULTILINE), f"{report.name}: no '- machine:' line"
+
+
+def test_the_index_links_every_report():
+    linked = set(re.findall(r"\]\(([\w.-]+\.md)\)", INDEX.read_text()))
+    assert {p.name for p in REPORTS} <= linked, sorted({p.name for p in REPORTS} - linked)
 
 
 def test_runner_check_rejects_a_module_that_does_not_exist():
