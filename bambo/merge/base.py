@@ -12,10 +12,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
+import torch
 from torch import Tensor
 
 from bambo.config_base import FrozenConfig
 from bambo.errors import ConfigError
+from bambo.merge.ops import TopMagnitude
 
 
 class MergeMethod(FrozenConfig, ABC):
@@ -26,26 +28,39 @@ class MergeMethod(FrozenConfig, ABC):
     """
 
     name: ClassVar[str]
-    #: True when :meth:`prepare` is the identity and :meth:`merge_tensor` works entry by entry
-    #: (merging a slice of the entries gives that slice of the merge), so an engine may merge a
-    #: tensor in cache-sized chunks (:mod:`bambo.merge.streaming`).
+    #: True when :meth:`prepare` is the identity and :meth:`merge_tensor` is the weighted sum
+    #: ``base + sum_i w_i v_i`` with ``w =`` :meth:`weights` (entry by entry), so an engine may
+    #: merge a tensor in cache-sized chunks with a fused kernel (:mod:`bambo.merge.streaming`).
     elementwise: ClassVar[bool] = False
-    #: True when :meth:`prepare` keeps or zeroes each task vector's entries by :meth:`keep_mask`
-    #: (one expert's vector at a time, nothing else changed) and :meth:`merge_tensor` works entry by
-    #: entry: an engine may then hold masks instead of prepared vectors and merge in chunks.
+    #: True when :meth:`prepare` keeps each task vector's largest magnitudes (the selection of
+    #: :meth:`keep_selector`, one expert's vector at a time, nothing else changed) and
+    #: :meth:`merge_tensor` works entry by entry: an engine may then keep only the cuts and merge
+    #: in chunks.
     masked: ClassVar[bool] = False
 
-    def keep_mask(self, key: str, vector: Tensor) -> Tensor:
-        """The entries of one task vector that :meth:`prepare` keeps (methods with ``masked``).
+    def weights(self, coefficients: Tensor) -> Tensor:
+        """The weights ``w`` of an ``elementwise`` method's sum ``base + sum_i w_i v_i``.
+
+        Args:
+            coefficients: Shape ``(n_coefficients,)``.
+
+        Returns:
+            Shape ``(N,)``.
+        """
+        raise NotImplementedError(f"merge method {self.name!r} is not a weighted sum of task vectors")
+
+    def keep_selector(self, key: str, numel: int, dtype: torch.dtype) -> TopMagnitude:
+        """The selection of the entries :meth:`prepare` keeps of one task vector (``masked`` methods).
 
         Args:
             key: The tensor's state-dict name.
-            vector: One expert's task vector, shape ``shape``.
+            numel: The tensor's number of entries.
+            dtype: The task vector's dtype.
 
         Returns:
-            A flat boolean tensor of ``vector.numel()`` entries.
+            A fresh :class:`~bambo.merge.ops.TopMagnitude` to feed the vector's chunks.
         """
-        raise NotImplementedError(f"merge method {self.name!r} does not prepare by masks")
+        raise NotImplementedError(f"merge method {self.name!r} does not prepare by magnitude cuts")
 
     def n_coefficients(self, n_experts: int) -> int:
         """Number of coefficients per tensor group (one per expert by default)."""

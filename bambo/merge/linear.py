@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import torch
 from torch import Tensor
 
 from bambo.errors import BoundsError
@@ -20,6 +21,9 @@ class TaskArithmetic(MergeMethod):
 
     name: ClassVar[str] = "task_arithmetic"
     elementwise: ClassVar[bool] = True
+
+    def weights(self, coefficients: Tensor) -> Tensor:
+        return coefficients
 
     def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor, out: Tensor | None = None) -> Tensor:
         return add_weighted_sum(base, vectors, coefficients, out=out)
@@ -39,10 +43,16 @@ class Linear(MergeMethod):
     name: ClassVar[str] = "linear"
     elementwise: ClassVar[bool] = True
 
-    def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor, out: Tensor | None = None) -> Tensor:
+    def weights(self, coefficients: Tensor) -> Tensor:
+        """``c / sum(c)``; all zeros (the base) when every weight is zero.
+
+        Raises:
+            BoundsError: A weight is negative.
+        """
         if (coefficients < 0).any():
             raise BoundsError(f"linear merging needs non-negative weights, got {coefficients.tolist()}")
         total = float(coefficients.sum())
-        if total == 0.0:
-            return base.clone() if out is None else out.copy_(base)
-        return add_weighted_sum(base, vectors, coefficients / total, out=out)
+        return coefficients / total if total != 0.0 else torch.zeros_like(coefficients)
+
+    def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor, out: Tensor | None = None) -> Tensor:
+        return add_weighted_sum(base, vectors, self.weights(coefficients), out=out)

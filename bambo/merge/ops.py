@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import math
 import zlib
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import Tensor
 
+from bambo.merge.kernels import fusable, sum_vectors
+
 Normalize = Literal["count", "weights", "none"]
+_CHUNK = 1 << 18  # entries per chunk of the chunked kernels: a few float32 rows fit in cache
 
 
 def tensor_generator(seed: int, key: str, expert: int) -> torch.Generator:
@@ -44,9 +47,10 @@ def weighted_sum(vectors: Tensor, coefficients: Tensor) -> Tensor:
 def add_weighted_sum(base: Tensor, vectors: Tensor, coefficients: Tensor, out: Tensor | None = None) -> Tensor:
     """``base + sum_i c_i v_i`` in one pass that allocates only the output.
 
-    A BLAS ``addmv`` over the column-major view of the stacked vectors streams each
-    vector once (throughput beside a plain copy of the same bytes:
-    ``benchmarks/results/merge_throughput.md``).
+    Float32 on the CPU runs the fused kernel the streaming engine uses
+    (:func:`bambo.merge.kernels.sum_vectors`: the same arithmetic, so both engines merge alike);
+    other dtypes and devices a BLAS ``addmv`` over the column-major view of the stacked vectors,
+    which streams each vector once.
 
     Args:
         base: Shape ``shape``.
@@ -58,47 +62,145 @@ def add_weighted_sum(base: Tensor, vectors: Tensor, coefficients: Tensor, out: T
         ``out``, or a new tensor of shape ``shape``.
     """
     flat = vectors.reshape(vectors.shape[0], -1)
-    if out is None:
-        return torch.addmv(base.reshape(-1), flat.t(), coefficients.to(vectors)).view(base.shape)
-    torch.addmv(base.reshape(-1), flat.t(), coefficients.to(vectors), out=out.view(-1))
-    return out
+    result = out if out is not None else torch.empty(base.shape, dtype=base.dtype, device=base.device)
+    if base.dtype == torch.float32 and vectors.dtype == torch.float32 and fusable(base, flat, result):
+        sum_vectors(base.reshape(-1), flat, coefficients, result.view(-1))
+        return result
+    torch.addmv(base.reshape(-1), flat.t(), coefficients.to(vectors), out=result.view(-1))
+    return result
 
 
 def _keep_count(numel: int, density: float) -> int:
     return max(1, min(numel, int(math.ceil(density * numel - 1e-9))))
 
 
-def _top_magnitude(flat: Tensor, density: float) -> Tensor:
-    """Indices of the ``ceil(density * numel)`` entries of ``flat`` with the largest magnitude."""
-    return torch.topk(flat.abs(), _keep_count(flat.numel(), density), sorted=False).indices
+class MagnitudeCut(NamedTuple):
+    """The ``k`` largest magnitudes of a vector, as a cut a chunk can be tested against alone.
+
+    Kept: every entry whose magnitude's bit pattern (:func:`magnitude_bits`) is above ``bits``,
+    and the first ``ties`` entries (lowest flat index first) whose pattern equals it.
+    """
+
+    bits: int
+    ties: int
+
+
+def magnitude_bits(chunk: Tensor) -> Tensor:
+    """``|chunk|``'s IEEE bit patterns as int64: for non-negative floats, integer order is value order.
+
+    Args:
+        chunk: A flat floating-point tensor.
+
+    Returns:
+        Shape ``chunk.shape``, int64.
+    """
+    view = {2: torch.int16, 4: torch.int32, 8: torch.int64}[chunk.element_size()]
+    return chunk.abs().view(view).to(torch.int64)
+
+
+class TopMagnitude:
+    """Exact selection of the ``ceil(density * numel)`` largest magnitudes of a vector seen in chunks.
+
+    A radix select over the magnitudes' bit patterns, 16 bits a pass (two passes for float32,
+    four for float64): each pass counts the next 16-bit digit of the entries still in play
+    (``torch.bincount``) and fixes the digit where the count from the top reaches ``k``. It
+    holds 65,536 counts, never the vector, so a streaming engine can trim a tensor it reads
+    chunk by chunk; ``torch.topk`` needs the whole vector and, on the CPU, temporaries several
+    times its size. Ties at the cut are kept lowest index first, so the selection is a
+    function of the vector alone (``topk`` leaves the choice among ties unspecified).
+
+    Usage: for each pass while not :attr:`done`, call :meth:`observe` on every chunk in order,
+    then :meth:`advance`; then read :attr:`cut`.
+    """
+
+    def __init__(self, numel: int, density: float, dtype: torch.dtype) -> None:
+        self.k = _keep_count(numel, density)
+        self._shift = torch.finfo(dtype).bits - 16
+        self._prefix = 0
+        self._above = 0  # entries known to be above the cut
+        self._counts = torch.zeros(_DIGITS, dtype=torch.int64)
+        self._passes = 0
+
+    @property
+    def done(self) -> bool:
+        return self._shift < 0
+
+    def observe(self, chunk: Tensor) -> None:
+        """Count the current digit of ``chunk``'s entries that match the digits fixed so far."""
+        bits = magnitude_bits(chunk.reshape(-1))
+        if self._passes:
+            bits = bits[(bits >> (self._shift + 16)) == self._prefix]
+        self._counts += torch.bincount((bits >> self._shift) & (_DIGITS - 1), minlength=_DIGITS)
+
+    def advance(self) -> None:
+        """Fix this pass's digit from the counts."""
+        from_top = self._counts.flip(0).cumsum(0)  # from_top[j]: entries whose digit >= DIGITS - 1 - j
+        j = int(torch.searchsorted(from_top, self.k - self._above))  # the first j reaching k
+        digit = _DIGITS - 1 - j
+        self._above += int(from_top[j - 1]) if j > 0 else 0
+        self._prefix = (self._prefix << 16) | digit
+        self._shift -= 16
+        self._passes += 1
+        self._counts.zero_()
+
+    @property
+    def cut(self) -> MagnitudeCut:
+        return MagnitudeCut(self._prefix, self.k - self._above)
+
+
+_DIGITS = 1 << 16
+
+
+def magnitude_cut(flat: Tensor, density: float) -> MagnitudeCut:
+    """:class:`TopMagnitude` over an in-memory flat vector, in chunks of ``_CHUNK`` entries."""
+    select = TopMagnitude(flat.numel(), density, flat.dtype)
+    while not select.done:
+        for start in range(0, flat.numel(), _CHUNK):
+            select.observe(flat[start : start + _CHUNK])
+        select.advance()
+    return select.cut
+
+
+class CutMasker:
+    """Applies a :class:`MagnitudeCut` to consecutive chunks of its vector (first to last)."""
+
+    def __init__(self, cut: MagnitudeCut) -> None:
+        self.cut = cut
+        self._ties_left = cut.ties
+
+    def __call__(self, chunk: Tensor) -> Tensor:
+        """The kept entries of the next chunk, a boolean tensor of its length."""
+        bits = magnitude_bits(chunk.reshape(-1))
+        keep = bits > self.cut.bits
+        if self._ties_left > 0:
+            equal = bits == self.cut.bits
+            n_equal = int(equal.sum())
+            if n_equal > self._ties_left:
+                equal &= equal.cumsum(0) <= self._ties_left
+            keep |= equal
+            self._ties_left -= min(n_equal, self._ties_left)
+        return keep
 
 
 def trim_magnitude(vector: Tensor, density: float) -> Tensor:
     """Keep the ``density`` fraction of entries with the largest magnitude (TIES "trim").
 
-    Exactly ``ceil(density * numel)`` entries are kept (at least one).
+    Exactly ``ceil(density * numel)`` entries are kept (at least one); among equal magnitudes
+    at the cut, the lowest flat indices (:class:`TopMagnitude`).
     """
     if density >= 1.0:
         return vector.clone()
     flat = vector.reshape(-1)
-    index = _top_magnitude(flat, density)
-    out = torch.zeros_like(flat)
-    out[index] = flat[index]
-    return out.view_as(vector)
+    return flat.masked_fill(~magnitude_mask(flat, density), 0.0).view_as(vector)
 
 
 def magnitude_mask(vector: Tensor, density: float) -> Tensor:
-    """The entries :func:`trim_magnitude` keeps, as a flat boolean mask of ``vector.numel()`` entries.
-
-    ``trim_magnitude(v, d).reshape(-1)`` equals ``v.reshape(-1)`` with the entries outside the mask
-    set to zero (the same ``topk``, so the same entries on ties).
-    """
+    """The entries :func:`trim_magnitude` keeps, as a flat boolean mask of ``vector.numel()`` entries."""
     flat = vector.reshape(-1)
     if density >= 1.0:
         return torch.ones(flat.numel(), dtype=torch.bool, device=flat.device)
-    mask = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
-    mask[_top_magnitude(flat, density)] = True
-    return mask
+    masker = CutMasker(magnitude_cut(flat, density))
+    return torch.cat([masker(flat[start : start + _CHUNK]) for start in range(0, flat.numel(), _CHUNK)])
 
 
 def mask_outliers(vector: Tensor, density: float, gamma: float) -> Tensor:
@@ -189,9 +291,6 @@ def sign_consensus(
         if base_flat is not None:
             chunk.add_(base_flat[start:stop])
     return result
-
-
-_CHUNK = 1 << 18
 
 
 def _sign_consensus_chunk(flat: Tensor, weights: list[tuple[int, float]], normalize: Normalize, out: Tensor) -> None:

@@ -14,22 +14,30 @@ for a tensor. :class:`StreamingMerger` then merges one tensor at a time with the
 - it rounds the result once to the model's dtype and drops the temporaries.
 
 Elementwise methods (``MergeMethod.elementwise``: task arithmetic, linear) skip the tensor-sized
-float32 stacks: each tensor is merged in chunks of ``_CHUNK`` entries in reused scratch buffers
-that stay in cache, with the same per-entry arithmetic; from safetensors files each chunk is read
-straight from the file into its buffer (:meth:`bambo.weights.LazySafetensors.read_into`), so an
-elementwise merge holds nothing tensor-sized beyond its output.
+float32 stacks: each tensor is merged in chunks of ``_CHUNK`` entries, read straight from the files
+into reused buffers (:meth:`bambo.weights.LazySafetensors.read_into`), by a fused kernel
+(:mod:`bambo.merge.kernels`) that widens, sums and rounds in one pass with the in-memory engine's
+arithmetic; the parts of a large tensor are merged by two threads at once. An elementwise merge
+holds nothing tensor-sized beyond its output.
 
-Peak memory beyond the output is therefore about one tensor's N task vectors (twice, while
-prepared) plus the base tensor, whatever the model size. ``prepare`` is recomputed on every
-merge (nothing is cached on disk): free for task arithmetic and linear, a top-k per tensor for
-TIES. For float32 models the results equal the in-memory engine's; for half-precision models
-they equal the in-memory engine run on the models cast to float32, rounded once (the in-memory
-engine forms half-precision task vectors in the model's dtype, one rounding more).
+TIES (``MergeMethod.masked``) merges in the same chunks: its trim is a cut per tensor and expert
+(:class:`~bambo.merge.ops.TopMagnitude`, a radix select over the chunks read twice on the first
+merge; then kept, a few integers), and each chunk's task vectors are masked by it before the
+merge.
+
+Peak memory beyond the output is therefore, for the chunked methods, a few cache-sized buffers;
+for the others, about one tensor's N task vectors (twice, while prepared) plus the base tensor,
+whatever the model size. Their ``prepare`` (DARE/DELLA masks, Breadcrumbs) is recomputed on every
+merge (nothing is cached on disk). For float32 models the results equal the in-memory engine's;
+for half-precision models they equal the in-memory engine run on the models cast to float32,
+rounded once (the in-memory engine forms half-precision task vectors in the model's dtype, one
+rounding more).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import psutil
@@ -38,8 +46,10 @@ from torch import Tensor, nn
 
 from bambo.errors import BoundsError, ConfigError, ModelMismatchError
 from bambo.merge.base import MergeMethod
+from bambo.merge.kernels import fusable, sum_models
 from bambo.merge.live import check_not_aliased, module_targets, write
 from bambo.merge.merger import Coefficients, Merger
+from bambo.merge.ops import CutMasker, MagnitudeCut
 from bambo.merge.task_vectors import StateDict, check_same_structure, expert_labels
 from bambo.weights import LazySafetensors, tensor_meta
 
@@ -158,6 +168,7 @@ class StreamingMerger(Merger):
         self._device_chunks: dict[tuple[torch.dtype, str], tuple[Tensor | None, Tensor, Tensor]] = {}
         self._resident: dict[str, Tensor] = {}  # key -> (N + 1, numel) in the model's dtype, on the device
         self._resident_budget: dict[str, int] = {}  # device -> bytes still allowed
+        self._cuts: dict[str, list[MagnitudeCut]] = {}  # key -> each expert's trim (masked methods)
 
     def _merged_tensor(self, key: str, coefficients: Coefficients) -> Tensor:
         c = self._coefficients_for(coefficients, key)
@@ -171,56 +182,106 @@ class StreamingMerger(Merger):
         """Bytes of the models' tensors kept on a device between merges (see ``keep_resident``)."""
         return sum(t.numel() * t.element_size() for t in self._resident.values())
 
-    def _drop_masks(self, key: str) -> Tensor:
-        """For a ``masked`` method: the entries :meth:`MergeMethod.prepare` zeroes, one row per expert.
+    def _magnitude_cuts(self, key: str) -> list[MagnitudeCut]:
+        """For a ``masked`` method: each expert's :class:`~bambo.merge.ops.MagnitudeCut` of ``key``.
 
-        Forms one expert's task vector at a time (float32), so this holds the base in its dtype,
-        one task vector and the masks: shape ``(N, numel)``, boolean.
+        Computed on the first merge by the method's selection (:meth:`MergeMethod.keep_selector`)
+        over chunks of the task vectors read as for a merge (two passes for float32), then kept:
+        a few integers per tensor and expert, the coefficient-independent part of the trim.
         """
-        base = self.task_vectors.base_weights[key]
-        compute = torch.float32 if base.dtype in _LOW_PRECISION else base.dtype
-        drops = torch.empty((self.task_vectors.n_experts, base.numel()), dtype=torch.bool)
-        for i, expert in enumerate(self.task_vectors.expert_weights):
-            vector = expert[key].to(compute)
-            vector.sub_(base)  # the same float32 difference as forming the stacked task vectors
-            torch.logical_not(self.method.keep_mask(key, vector), out=drops[i])
-            del vector
-        return drops
+        cuts = self._cuts.get(key)
+        if cuts is None:
+            meta = self.task_vectors.base[key]
+            compute = torch.float32 if meta.dtype in _LOW_PRECISION else meta.dtype
+            selectors = [
+                self.method.keep_selector(key, meta.numel(), compute) for _ in range(self.task_vectors.n_experts)
+            ]
+            while not selectors[0].done:
+                for _, rows in self._read_chunks(key, vectors=True):
+                    for selector, vector in zip(selectors, rows[1:], strict=True):
+                        selector.observe(vector)
+                for selector in selectors:
+                    selector.advance()
+            cuts = self._cuts[key] = [selector.cut for selector in selectors]
+        return cuts
 
-    def _merge_chunked(
-        self, key: str, coefficients: Coefficients, target: Tensor | None, drop: Tensor | None = None
-    ) -> Tensor:
-        """An elementwise method's merge of ``key``, in float32 chunks that stay in cache.
+    def _read_chunks(
+        self, key: str, vectors: bool, span: range | None = None, slot: int = 0
+    ) -> Iterator[tuple[int, Tensor]]:
+        """``(start, rows)`` per chunk of ``key`` (of the chunk starts in ``span``), row 0 the base's.
 
-        Per chunk of ``_CHUNK`` entries it reads the N + 1 models' entries in their dtype
-        (:meth:`bambo.weights.LazySafetensors.read_into` from disk, a slice otherwise), forms the
-        task vectors and merges in reused scratch buffers: the same per-entry arithmetic as
-        :meth:`_merged_tensor`, with a few cache-sized temporaries and nothing tensor-sized.
+        Reads the N + 1 models' entries in their dtype (:meth:`bambo.weights.LazySafetensors.read_into`
+        from disk, a slice otherwise) into the reused scratch buffers of ``slot`` (one per worker
+        thread). With ``vectors``, rows 1..N are the task vectors, formed in the compute dtype (the
+        same per-entry arithmetic as :meth:`LazyTaskVectors.load`); without, the experts' entries in
+        the models' dtype. ``rows`` is valid until the next chunk is asked for.
         """
-        if drop is None and target is not None and (target.device.type != "cpu" or self.keep_resident):
-            return self._merge_on_device(key, coefficients, target)
-        c = self._coefficients_for(coefficients, key)
         meta = self.task_vectors.base[key]
         compute = torch.float32 if meta.dtype in _LOW_PRECISION else meta.dtype
         models = [self.task_vectors.base_weights, *self.task_vectors.expert_weights]
         readers = [_chunk_reader(state, key) for state in models]
+        n = meta.numel()
+        raw, work, _ = self._chunk_buffers(meta.dtype, compute, min(n, _CHUNK))
+        for start in range(0, n, _CHUNK) if span is None else span:
+            m = min(_CHUNK, n - start)
+            rows = work[slot, :, :m]
+            source = rows if raw is None else raw[slot, :, :m]
+            for i, read in enumerate(readers):
+                got = read(source[i], start)
+                if got.data_ptr() != source[i].data_ptr():
+                    source[i].copy_(got)
+            if not vectors:
+                yield start, source
+                continue
+            if raw is not None:
+                rows.copy_(source)
+            rows[1:].sub_(rows[0])
+            yield start, rows
+
+    def _merge_chunked(self, key: str, coefficients: Coefficients, target: Tensor | None) -> Tensor:
+        """An elementwise or masked method's merge of ``key``, in chunks that stay in cache.
+
+        Task arithmetic and linear on bf16 or float32 models run the fused kernel
+        (:func:`bambo.merge.kernels.sum_models`) on the models' entries, straight into the output.
+        A tensor of several chunks is cut into contiguous parts, merged by up to ``_WORKERS``
+        threads at once (no more than ``torch.get_num_threads()``); each reads its part from the
+        files and merges it (``os.preadv`` and the kernel release the GIL). Otherwise, per chunk
+        of task vectors a masked method zeroes what its cut drops (:meth:`_magnitude_cuts`) and
+        the method merges the chunk. Either way: the same per-entry arithmetic as the in-memory
+        engine, nothing tensor-sized beyond the output.
+        """
+        if not self.method.masked and target is not None and (target.device.type != "cpu" or self.keep_resident):
+            return self._merge_on_device(key, coefficients, target)
+        c = self._coefficients_for(coefficients, key)
+        meta = self.task_vectors.base[key]
+        compute = torch.float32 if meta.dtype in _LOW_PRECISION else meta.dtype
         direct = target is not None and target.is_contiguous() and target.device.type == "cpu"
         dest = target if direct else torch.empty(meta.shape, dtype=meta.dtype)
-        dest_flat, n = dest.view(-1), meta.numel()
-        raw, work, merged = self._chunk_buffers(meta.dtype, compute, min(n, _CHUNK))
-        c = c.to(compute)
-        for start in range(0, n, _CHUNK):
-            m = min(_CHUNK, n - start)
-            rows = work[:, :m]  # row 0: the base's entries, rows 1..N: the experts', then their task vectors
-            for i, read in enumerate(readers):
-                into = rows[i] if raw is None else raw[i, :m]
-                got = read(into, start)
-                if got.data_ptr() != rows[i].data_ptr():
-                    rows[i].copy_(got)
-            rows[1:].sub_(rows[0])
-            if drop is not None:
-                rows[1:].masked_fill_(drop[:, start : start + m], 0.0)
-            dest_flat[start : start + m].copy_(self.method.merge_tensor(rows[0], rows[1:], c, out=merged[:m]))
+        dest_flat = dest.view(-1)
+        if self.method.elementwise and fusable(dest_flat):
+            weights = self.method.weights(c.to(compute)).to(torch.float32)  # in-memory engine's dtype first
+
+            def part(span: range, slot: int) -> None:
+                for start, rows in self._read_chunks(key, False, span, slot):
+                    sum_models(rows, weights, dest_flat[start : start + rows.shape[1]])
+
+            starts = range(0, meta.numel(), _CHUNK)
+            spans = _split(starts, min(_WORKERS, torch.get_num_threads()))
+            helpers = [_pool().submit(part, span, slot) for slot, span in enumerate(spans[1:], 1)]
+            try:
+                part(spans[0], 0)
+            finally:
+                for helper in helpers:
+                    helper.result()  # waits, and raises what a helper raised
+        else:
+            maskers = [CutMasker(cut) for cut in self._magnitude_cuts(key)] if self.method.masked else []
+            _, _, merged = self._chunk_buffers(meta.dtype, compute, min(meta.numel(), _CHUNK))
+            c = c.to(compute)
+            for start, rows in self._read_chunks(key, vectors=True):
+                m = rows.shape[1]
+                for masker, vector in zip(maskers, rows[1:], strict=False):
+                    vector.masked_fill_(masker(vector).logical_not_(), 0.0)
+                dest_flat[start : start + m].copy_(self.method.merge_tensor(rows[0], rows[1:], c, out=merged[:m]))
         if target is not None and not direct:
             write(target, dest)
         return dest
@@ -303,14 +364,15 @@ class StreamingMerger(Merger):
     def _chunk_buffers(
         self, dtype: torch.dtype, compute: torch.dtype, size: int
     ) -> tuple[Tensor | None, Tensor, Tensor]:
-        """Reused scratch: the N + 1 models' chunks in their dtype (``None`` when it is ``compute``),
-        the same in ``compute`` (base, then the task vectors), and the merged chunk."""
+        """Reused scratch, one set per worker thread (see :meth:`_read_chunks`): the N + 1 models'
+        chunks in their dtype, shape ``(_WORKERS, N + 1, size)`` (``None`` when it is ``compute``),
+        the same in ``compute`` (base, then the task vectors), and the merged chunk, shape ``(size,)``."""
         buffers = self._chunks.get(dtype)
-        if buffers is None or buffers[1].shape[1] < size:
+        if buffers is None or buffers[1].shape[2] < size:
             rows = self.task_vectors.n_experts + 1
             buffers = (
-                None if dtype == compute else torch.empty((rows, size), dtype=dtype),
-                torch.empty((rows, size), dtype=compute),
+                None if dtype == compute else torch.empty((_WORKERS, rows, size), dtype=dtype),
+                torch.empty((_WORKERS, rows, size), dtype=compute),
                 torch.empty(size, dtype=compute),
             )
             self._chunks[dtype] = buffers
@@ -341,9 +403,8 @@ class StreamingMerger(Merger):
         result: dict[str, Tensor] = {}
         for key, shape in meta.items():
             if key in self._merged and (self.method.elementwise or self.method.masked):
-                drop = self._drop_masks(key) if self.method.masked else None
                 target = None if targets is None else targets[key]
-                result[key] = self._merge_chunked(key, coefficients, target, drop)
+                result[key] = self._merge_chunked(key, coefficients, target)
                 continue
             if key in self._merged:
                 value = self._merged_tensor(key, coefficients)
@@ -375,6 +436,24 @@ def _chunk_reader(state: StateDict, key: str) -> Callable[[Tensor, int], Tensor]
         return lambda buffer, start: state.read_into(key, buffer, start)
     flat = state[key].reshape(-1)
     return lambda buffer, start: flat[start : start + buffer.numel()]
+
+
+_WORKERS = 2  # threads that merge the parts of one tensor (the main thread and _pool()'s)
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The helper threads (``_WORKERS - 1``) that merge parts of a tensor for every streaming merger."""
+    global _POOL  # noqa: PLW0603 - one pool per process, made on first use
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=_WORKERS - 1, thread_name_prefix="bambo-merge")
+    return _POOL
+
+
+def _split(starts: range, parts: int) -> list[range]:
+    """``starts`` (chunk starts) cut into at most ``parts`` contiguous parts of nearly equal length."""
+    size = max(1, -(-len(starts) // parts))
+    return [starts[i : i + size] for i in range(0, len(starts), size)]
 
 
 def in_memory_bytes(task_vectors: LazyTaskVectors) -> int:

@@ -9,7 +9,7 @@ from pydantic import Field
 from torch import Tensor
 
 from bambo.merge.base import MergeMethod
-from bambo.merge.ops import Normalize, magnitude_mask, sign_consensus, trim_magnitude
+from bambo.merge.ops import Normalize, TopMagnitude, sign_consensus, trim_magnitude
 
 
 class Ties(MergeMethod):
@@ -34,8 +34,8 @@ class Ties(MergeMethod):
     def prepare(self, key: str, vectors: Tensor) -> Tensor:
         return torch.stack([trim_magnitude(v, self.density) for v in vectors])
 
-    def keep_mask(self, key: str, vector: Tensor) -> Tensor:
-        return magnitude_mask(vector, self.density)
+    def keep_selector(self, key: str, numel: int, dtype: torch.dtype) -> TopMagnitude:
+        return TopMagnitude(numel, self.density, dtype)
 
     def merge_tensor(self, base: Tensor, vectors: Tensor, coefficients: Tensor, out: Tensor | None = None) -> Tensor:
         return sign_consensus(vectors, coefficients, self.normalize, base=base, out=out)

@@ -329,20 +329,45 @@ def test_merge_into_a_cuda_model_equals_the_cpu_merge(llamas, method):
         assert _max_diff({k: state[k].cpu() for k in lazy.base}, expected) <= 1e-6
 
 
-def test_ties_masks_keep_exactly_what_its_trim_keeps_even_on_tied_magnitudes():
-    from bambo.merge.ops import magnitude_mask, trim_magnitude
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_the_magnitude_trim_keeps_the_largest_and_the_first_of_ties_whatever_the_chunking(dtype, monkeypatch):
+    """TIES's trim by radix select equals a stable sort's choice, and chunked selection equals whole."""
+    import bambo.merge.ops as ops
 
     g = torch.Generator().manual_seed(0)
-    tied = torch.randint(-3, 4, (50, 7), generator=g).float() / 8  # many equal magnitudes, zeros too
-    for vector in (tied, torch.randn(33, generator=g)):
+    tied = (torch.randint(-3, 4, (50, 7), generator=g).float() / 8).to(dtype)  # many equal magnitudes, zeros
+    for vector in (tied, torch.randn(333, generator=g).to(dtype), torch.zeros(9, dtype=dtype)):
+        flat = vector.reshape(-1)
         for density in (0.05, 0.2, 0.5, 1.0):
-            mask = magnitude_mask(vector, density)
-            kept = vector.reshape(-1).masked_fill(~mask, 0.0)
-            assert torch.equal(kept, trim_magnitude(vector, density).reshape(-1))
-            assert int(mask.sum()) == (vector.numel() if density == 1.0 else math.ceil(density * vector.numel()))
+            k = vector.numel() if density == 1.0 else math.ceil(density * vector.numel())
+            order = torch.sort(flat.abs().double(), descending=True, stable=True).indices  # ties: lowest index
+            expected = torch.zeros(flat.numel(), dtype=torch.bool)
+            expected[order[:k]] = True
+            assert torch.equal(ops.magnitude_mask(vector, density), expected)
+            assert torch.equal(ops.trim_magnitude(vector, density).reshape(-1), flat.masked_fill(~expected, 0.0))
+            with monkeypatch.context() as patched:
+                patched.setattr(ops, "_CHUNK", 16)  # cuts and masks found chunk by chunk
+                if density < 1.0:
+                    assert torch.equal(ops.magnitude_mask(vector, density), expected)
 
 
-def test_a_streamed_ties_merge_holds_masks_not_prepared_vectors(llamas, monkeypatch):
+def test_a_streamed_ties_merge_finds_its_cuts_once(llamas, monkeypatch):
+    """The trim's cuts are computed on the first merge (two passes over the files) and then kept."""
+    import bambo.weights as weights
+
+    _, lazy = _engines(llamas)
+    merger = StreamingMerger(lazy, get_merge_method("ties"))
+    reads = []
+    original = weights.LazySafetensors.read_into
+    monkeypatch.setattr(weights.LazySafetensors, "read_into", lambda self, *a: reads.append(1) or original(self, *a))
+    first = merger.merge(torch.tensor([0.6, 0.3]))
+    n_first = len(reads)
+    second = merger.merge(torch.tensor([0.6, 0.3]))
+    assert n_first == 3 * (len(reads) - n_first)  # two selection passes and the merge, then the merge alone
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_a_streamed_ties_merge_never_prepares_whole_vectors(llamas, monkeypatch):
     """The streaming engine never calls TIES's prepare (the stacked trimmed vectors) for a masked method."""
     _, lazy = _engines(llamas)
     m = get_merge_method("ties")
