@@ -116,6 +116,7 @@ def test_large_merge_reports_the_bound_the_engine_and_the_limits(tmp_path):
     assert large_merge.main([*args, "--cache", str(tmp_path / "models"), "--out", str(out)]) == 0
     text = out.read_text()
     assert "- command: `python -m benchmarks.large_merge --params 2e+06 --experts 2 --repeats 1" in text
-    assert "| read+write (bound) |" in text and text.count("| streaming task_arithmetic |") == 2
+    assert "| read+write (bound) |" in text and "| read+write, 2 threads |" in text
+    assert text.count("| streaming task_arithmetic |") == 2
     assert re.search(r"runs at [0-9.]+ x the read\+write bound: it (meets|misses) the 0.5 target", text)
     assert re.search(r"streaming peak RSS [0-9.]+ GB against the limit [0-9.]+ GB", text)
