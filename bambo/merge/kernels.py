@@ -125,6 +125,107 @@ def _sum_vectors_f32(
             out[start + j] = acc[j]
 
 
+@numba.njit(nogil=True, cache=True)
+def _sign_consensus_f32(
+    vectors: np.ndarray, weights: np.ndarray, alphas: np.ndarray, normalize: int, base: np.ndarray, out: np.ndarray
+) -> None:  # pragma: no cover - jit
+    n_experts, n = vectors.shape[0], vectors.shape[1]
+    with_base = base.shape[0] == n
+    zero = np.float32(0.0)
+    positive = np.empty(_BLOCK, np.float32)
+    negative = np.empty(_BLOCK, np.float32)
+    n_pos = np.empty(_BLOCK, np.float32)
+    n_neg = np.empty(_BLOCK, np.float32)
+    for start in range(0, n, _BLOCK):
+        size = min(_BLOCK, n - start)
+        positive[:size] = zero
+        negative[:size] = zero
+        n_pos[:size] = zero
+        n_neg[:size] = zero
+        for i in range(n_experts):
+            c, alpha = weights[i], alphas[i]
+            row = vectors[i, start : start + size]
+            for j in range(size):
+                w = row[j] * c
+                positive[j] += max(w, zero)
+                negative[j] -= min(w, zero)
+                n_pos[j] += alpha if w > zero else zero
+                n_neg[j] += alpha if w < zero else zero
+        for j in range(size):
+            p, q = positive[j], negative[j]
+            total = p if p > q else (-q if q > p else zero)
+            if normalize != 0:
+                denom = n_pos[j] if p > q else (n_neg[j] if q > p else zero)
+                total = total / denom if denom != zero else zero
+            out[start + j] = total + base[start + j] if with_base else total
+
+
+def sign_consensus_sum(
+    vectors: Tensor, weights: Tensor, alphas: Tensor, normalize: bool, base: Tensor | None, out: Tensor
+) -> Tensor:
+    """TIES's elect-sign and disjoint merge in one pass, in :func:`bambo.merge.ops.sign_consensus`'s arithmetic.
+
+    Per entry, with ``w_i = v_i * c_i`` over the experts given (those with ``c_i != 0``): the
+    agreeing sums ``P = sum max(w_i, 0)``, ``Q = sum max(-w_i, 0)`` and counts (``alphas[i]``
+    per contributing expert); the larger sum wins; divided by its count when ``normalize``.
+
+    Args:
+        vectors: Shape ``(K, n)``, float32, contiguous entries.
+        weights: Shape ``(K,)``, float32.
+        alphas: Shape ``(K,)``, float32: what each contributing expert adds to the count.
+        normalize: Divide by the count (``"count"``/``"weights"``) or not (``"none"``).
+        base: Shape ``(n,)``, float32, added to the result; or ``None``.
+        out: Shape ``(n,)``, float32, contiguous.
+
+    Returns:
+        ``out``.
+    """
+    empty = np.empty(0, np.float32)
+    _sign_consensus_f32(
+        vectors.numpy(), _weights(weights), _weights(alphas), int(normalize),
+        empty if base is None else base.numpy(), out.numpy(),
+    )  # fmt: skip
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def _apply_cut_f32(row: np.ndarray, cut: np.int64, ties_left: np.int64) -> np.int64:  # pragma: no cover - jit
+    zero = np.float32(0.0)
+    equal = 0
+    for j in range(row.shape[0]):
+        equal += np.int64(_as_uint32(abs(row[j]))) == cut
+    if equal <= ties_left:  # every tie here is kept: a branch-free pass
+        for j in range(row.shape[0]):
+            row[j] = row[j] if np.int64(_as_uint32(abs(row[j]))) >= cut else zero
+        return ties_left - equal
+    for j in range(row.shape[0]):  # the chunk where the ties run out: lowest index first
+        bits = np.int64(_as_uint32(abs(row[j])))
+        if bits > cut:
+            continue
+        if bits == cut and ties_left > 0:
+            ties_left -= 1
+            continue
+        row[j] = zero
+    return ties_left
+
+
+def apply_cut(row: Tensor, cut: int, ties_left: int) -> int:
+    """Zero, in place, the entries of a float32 chunk outside a magnitude cut; return the ties left.
+
+    Kept: magnitudes whose bit pattern is above ``cut``, and the next ``ties_left`` equal to it
+    (see :class:`bambo.merge.ops.MagnitudeCut`), as :class:`bambo.merge.ops.CutMasker` keeps.
+
+    Args:
+        row: Shape ``(n,)``, float32, contiguous entries.
+        cut: The cut's bit pattern.
+        ties_left: How many entries equal to the cut may still be kept.
+
+    Returns:
+        The ties still to keep after this chunk.
+    """
+    return int(_apply_cut_f32(row.numpy(), np.int64(cut), np.int64(ties_left)))
+
+
 def _numpy(t: Tensor) -> np.ndarray:
     """A numpy view of a CPU tensor (bf16 as its uint16 bit patterns)."""
     if t.dtype == torch.bfloat16:
@@ -139,9 +240,10 @@ def _weights(weights: Tensor) -> np.ndarray:
 
 
 def fusable(*tensors: Tensor) -> bool:
-    """Whether the kernels take these tensors: contiguous, on the CPU, float32 or bf16."""
+    """Whether the kernels take these tensors: on the CPU, float32 or bf16, each row's entries contiguous."""
     return all(
-        t.device.type == "cpu" and t.is_contiguous() and t.dtype in (torch.float32, torch.bfloat16) for t in tensors
+        t.device.type == "cpu" and (t.dim() == 0 or t.stride(-1) == 1) and t.dtype in (torch.float32, torch.bfloat16)
+        for t in tensors
     )
 
 

@@ -15,7 +15,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from bambo.merge.kernels import fusable, sum_vectors
+from bambo.merge.kernels import apply_cut, fusable, sign_consensus_sum, sum_vectors
 
 Normalize = Literal["count", "weights", "none"]
 _CHUNK = 1 << 18  # entries per chunk of the chunked kernels: a few float32 rows fit in cache
@@ -168,6 +168,13 @@ class CutMasker:
         self.cut = cut
         self._ties_left = cut.ties
 
+    def apply(self, chunk: Tensor) -> None:
+        """Zero, in place, the entries of the next chunk (flat) that the cut drops."""
+        if chunk.dtype == torch.float32 and fusable(chunk):
+            self._ties_left = apply_cut(chunk, self.cut.bits, self._ties_left)
+        else:
+            chunk.masked_fill_(self(chunk).logical_not_(), 0.0)
+
     def __call__(self, chunk: Tensor) -> Tensor:
         """The kept entries of the next chunk, a boolean tensor of its length."""
         bits = magnitude_bits(chunk.reshape(-1))
@@ -284,6 +291,11 @@ def sign_consensus(
     result = out if out is not None else torch.empty(vectors.shape[1:], dtype=vectors.dtype, device=vectors.device)
     out_flat = result.view(-1)
     weights = [(i, c) for i, c in enumerate(coefficients.tolist()) if c != 0.0]
+    if vectors.dtype == torch.float32 and fusable(flat, out_flat, *(() if base_flat is None else (base_flat,))):
+        rows = flat[[i for i, _ in weights]] if len(weights) < flat.shape[0] else flat
+        c = torch.tensor([c for _, c in weights], dtype=torch.float32)
+        alphas = torch.ones_like(c) if normalize != "weights" else c.abs()
+        return sign_consensus_sum(rows, c, alphas, normalize != "none", base_flat, out_flat).view(result.shape)
     for start in range(0, flat.shape[1], _CHUNK):
         stop = min(start + _CHUNK, flat.shape[1])
         chunk = out_flat[start:stop]

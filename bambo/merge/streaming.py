@@ -280,7 +280,7 @@ class StreamingMerger(Merger):
             for start, rows in self._read_chunks(key, vectors=True):
                 m = rows.shape[1]
                 for masker, vector in zip(maskers, rows[1:], strict=False):
-                    vector.masked_fill_(masker(vector).logical_not_(), 0.0)
+                    masker.apply(vector)
                 dest_flat[start : start + m].copy_(self.method.merge_tensor(rows[0], rows[1:], c, out=merged[:m]))
         if target is not None and not direct:
             write(target, dest)

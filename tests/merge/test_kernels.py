@@ -69,3 +69,35 @@ def test_the_kernels_refuse_what_they_do_not_take():
         sum_models(torch.zeros(2, 3, dtype=torch.float16), torch.ones(1), torch.empty(3, dtype=torch.float16))
     with pytest.raises(TypeError, match="bfloat16 -> torch.float32"):
         sum_models(torch.zeros(2, 3, dtype=torch.bfloat16), torch.ones(1), torch.empty(3))
+
+
+@pytest.mark.parametrize("normalize", ["count", "weights", "none"])
+def test_the_sign_consensus_kernel_equals_torchs_chunked_ops(normalize):
+    import bambo.merge.ops as ops
+
+    g = torch.Generator().manual_seed(3)
+    n = 50_003
+    vectors = torch.randn(4, n, generator=g) * torch.logspace(-3, 2, n)
+    vectors[:, ::3] = 0.0
+    vectors[1, ::7] = -vectors[0, ::7]  # ties between the sums: no sign elected
+    base = torch.randn(n, generator=g)
+    for c in (torch.tensor([0.7, -0.3, 0.0, 1.3]), torch.rand(4, generator=g)):
+        expected = torch.empty(n)
+        ops._sign_consensus_chunk(vectors, [(i, x) for i, x in enumerate(c.tolist()) if x != 0.0], normalize, expected)
+        assert torch.equal(ops.sign_consensus(vectors, c, normalize, base=base), expected + base)
+
+
+def test_a_cut_applied_in_place_keeps_what_the_masker_keeps():
+    from bambo.merge.ops import CutMasker, magnitude_cut
+
+    g = torch.Generator().manual_seed(4)
+    vector = torch.randint(-4, 5, (10_000,), generator=g).float() / 4  # ties at every magnitude
+    cut = magnitude_cut(vector, 0.3)
+    masks, kept, n_kept = CutMasker(cut), CutMasker(cut), 0
+    for start in range(0, vector.numel(), 777):  # chunks: the ties run out inside one of them
+        chunk = vector[start : start + 777].clone()
+        mask = masks(chunk)
+        n_kept += int(mask.sum())
+        kept.apply(chunk)
+        assert torch.equal(chunk, vector[start : start + 777].masked_fill(~mask, 0.0))
+    assert n_kept == 3000 and kept._ties_left == masks._ties_left == 0
