@@ -310,7 +310,9 @@ def write_report(suite: str, out_dir: Path, threads: int = 2, echo: bool = True)
             f"# Surrogate benchmark ({suite})",
             "",
             machine_header(("torch", "botorch", "gpytorch", "bambo")),
-            f"- command: `python -m benchmarks.surrogates --suite {suite}`; this run: wall {elapsed:.0f} s, "
+            f"- command: `python -m benchmarks.surrogates --suite {suite}"
+            + (f" --threads {threads}" if threads != 2 else "")
+            + f"`; this run: wall {elapsed:.0f} s, "
             f"CPU {elapsed_cpu:.0f} s (this process, all threads)",
             f"- training sizes {list(config['sizes'])}, seeds {list(config['seeds'])}, "  # type: ignore[call-overload]
             f"{config['n_test']} held-out Sobol points; medians [interquartile range] over seeds",
