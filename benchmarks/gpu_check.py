@@ -101,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     merger.merge(c, into=model)
     with torch.no_grad():
         generate = _timed(
-            lambda: model.generate(prompts, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
-                                   do_sample=False, pad_token_id=0),
+            lambda: model.generate(
+                prompts, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False, pad_token_id=0
+            ),
             args.repeats,
             gpu,
         )
@@ -110,8 +111,12 @@ def main(argv: list[str] | None = None) -> int:
 
     cpu_model = _empty_llama(folders[0], torch.device("cpu"))
     cpu_merger = StreamingMerger(lazy, get_merge_method("task_arithmetic"))
-    rows.append(("task arithmetic into a CPU model (the peer)", *_timed(
-        lambda: cpu_merger.merge(c, into=cpu_model), 1, torch.device("cpu"))))
+    rows.append(
+        (
+            "task arithmetic into a CPU model (the peer)",
+            *_timed(lambda: cpu_merger.merge(c, into=cpu_model), 1, torch.device("cpu")),
+        )
+    )
 
     lines = [
         "# Device check: merging into a live model on the GPU",
@@ -122,8 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         f"--repeats {args.repeats} --new-tokens {args.new_tokens} --device {args.device}`; this run: wall "
         f"{time.perf_counter() - started:.0f} s",
         f"- model: synthetic bf16 Llama, {model_gb:.2f} GB, base + {args.experts} experts from sharded folders",
-        f"- kept on the device after the first merge: {resident_gb:.2f} GB; peak GPU memory allocated "
-        f"{peak_gb:.2f} GB",
+        f"- kept on the device after the first merge: {resident_gb:.2f} GB; peak GPU memory allocated {peak_gb:.2f} GB",
         "",
         "| what | s / merge (best) | CPU s | model GB written / s |",
         "|---|---:|---:|---:|",

@@ -335,7 +335,7 @@ def main() -> None:
         "",
         machine_header(),
         f"- command: `python -m benchmarks.strategies_digits --seeds {args.seeds} --bambo-seeds {args.bambo_seeds} "
-        f"--budget {args.budget}`",
+        f"--budget {args.budget}" + (f" --threads {args.threads}" if args.threads != 2 else "") + "`",
         "- objectives: validation accuracy per task (maximised); merge method task arithmetic unless named.",
         "",
     ]

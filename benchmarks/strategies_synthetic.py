@@ -108,7 +108,9 @@ def main() -> None:
         "# Strategies on synthetic problems (hypervolume as a fraction of BoTorch's max_hv)",
         "",
         machine_header(),
-        f"- command: `python -m benchmarks.strategies_synthetic --seeds {args.seeds} --budget {args.budget}`",
+        f"- command: `python -m benchmarks.strategies_synthetic --seeds {args.seeds} --budget {args.budget}"
+        + (f" --threads {args.threads}" if args.threads != 2 else "")
+        + "`",
         f"- {args.budget} evaluations in batches of 4 per run; BAMBO = 8 warm-start points + "
         f"{(args.budget - 8) // 4} x 4 (GP per objective, qLogNEHVI, sequential greedy batches).",
         "- scoring: every strategy's hypervolume is computed w.r.t. the problem's BoTorch reference point "
