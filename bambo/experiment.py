@@ -118,9 +118,12 @@ class Experiment:
         return meta
 
     def _replay(self) -> None:
+        states = self.journal.batch_states()
         for batch in self.journal.batches():
             X = torch.tensor([t.x for t in batch], dtype=torch.float64)
             self._guarded("replaying the journal", self.strategy.replay, X)
+            if batch[0].batch in states:
+                self._guarded("restoring the strategy's state", self.strategy.restore, states[batch[0].batch])
             for trial in batch:
                 self._position[trial.id] = len(self.trials)
                 self.trials.append(trial)
@@ -151,7 +154,8 @@ class Experiment:
         self.timings.append({"ask_s": time.perf_counter() - wall, "ask_cpu_s": time.process_time() - cpu})
         if X.shape[0] == 0:
             return []
-        trials = self.journal.add_batch(X.tolist())
+        state = self._guarded("checkpointing", self.strategy.checkpoint)
+        trials = self.journal.add_batch(X.tolist(), state=state)
         for trial in trials:
             self._position[trial.id] = len(self.trials)
             self.trials.append(trial)

@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS trials (
     started REAL,
     finished REAL
 );
+CREATE TABLE IF NOT EXISTS batch_states (batch INTEGER PRIMARY KEY, state TEXT NOT NULL);
 """
 
 
@@ -118,8 +119,7 @@ class RunLock:
             handle.close()
             folder = self.path.parent
             raise RunInUseError(
-                f"run folder {folder} is in use by process {holder} (it holds {self.path.name}); "
-                "wait for it or kill it"
+                f"run folder {folder} is in use by process {holder} (it holds {self.path.name}); wait for it or kill it"
             ) from None
         handle.seek(0)
         handle.truncate()
@@ -303,8 +303,15 @@ class Journal:
 
     # -- trials --------------------------------------------------------------------------------
 
-    def add_batch(self, X: Sequence[Sequence[float]]) -> list[Trial]:
-        """Record a proposed batch as ``pending`` trials, in one transaction; returns them."""
+    def add_batch(self, X: Sequence[Sequence[float]], state: Any = None) -> list[Trial]:
+        """Record a proposed batch as ``pending`` trials, in one transaction; returns them.
+
+        Args:
+            X: The batch's decision vectors.
+            state: What the strategy needs to continue exactly after this batch on resume
+                (:meth:`bambo.strategies.Strategy.checkpoint`), JSON-serialisable; stored in
+                the same transaction as the trials. ``None`` stores nothing.
+        """
         with self._transaction() as conn:
             (next_id,) = conn.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM trials").fetchone()
             (batch,) = conn.execute("SELECT COALESCE(MAX(batch) + 1, 0) FROM trials").fetchone()
@@ -314,7 +321,22 @@ class Journal:
                 "INSERT INTO trials (id, batch, x, status, created) VALUES (?, ?, ?, 'pending', ?)",
                 [(i, batch, json.dumps([float(v) for v in x]), now) for i, x in zip(ids, X, strict=True)],
             )
+            if state is not None:
+                conn.execute(
+                    "INSERT OR REPLACE INTO batch_states (batch, state) VALUES (?, ?)", (batch, json.dumps(state))
+                )
         return [self.trial(i) for i in ids]
+
+    def batch_states(self) -> dict[int, Any]:
+        """The strategy states stored with the batches (:meth:`add_batch`), by batch index.
+
+        A journal written before states were kept has none (an empty dict).
+        """
+        try:
+            rows = self._conn.execute("SELECT batch, state FROM batch_states").fetchall()
+        except sqlite3.OperationalError:  # an older journal opened read-only: no such table
+            return {}
+        return {batch: json.loads(state) for batch, state in rows}
 
     def mark_running(self, trial_id: int) -> Trial:
         """Record that the evaluation of ``trial_id`` starts now (before it runs); returns the trial."""

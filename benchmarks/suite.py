@@ -134,7 +134,7 @@ class SuiteConfig:
     """One suite: which problems and contenders, budget, batch size, seeds.
 
     Attributes:
-        name: ``quick`` or ``full`` (the report is ``<name>.md``).
+        name: ``quick``, ``standard`` or ``full`` (the report is ``<name>.md``).
         problems: Labels of :data:`PROBLEMS`.
         contenders: Labels of :data:`benchmarks.contenders.CONTENDERS`.
         budget: Evaluations per run.
@@ -169,6 +169,23 @@ SUITES: dict[str, SuiteConfig] = {
         batch_size=4,
         seeds=5,
         reference_evaluations=800,
+    ),
+    "standard": SuiteConfig(
+        "standard",
+        [
+            "BraninCurrin (d=2)",
+            "DTLZ2 (d=6, 2 obj)",
+            "digits 2 experts (model level)",
+            "digits 3 experts (model level)",
+            "digits 2 experts (block level)",
+            "digits 3 experts (block level)",
+        ],
+        # bambo's default and MAP against every other tool's default configuration (issue 16's ratios)
+        ["BAMBO (GP)", "MAP", "Sobol", "Ax (default MOO)", "Optuna NSGA-II", "Optuna TPE", "pymoo NSGA-II"],
+        budget=48,
+        batch_size=4,
+        seeds=5,
+        reference_evaluations=2000,
     ),
     "full": SuiteConfig(
         "full",

@@ -366,3 +366,30 @@ def test_building_the_fused_kernel_is_announced_before_it_starts(tmp_path, monke
     with caplog.at_level("WARNING", logger="bambo.extensions"):
         assert extensions.prepare_fused_kernel(timeout_s=5.0, cache_dir=tmp_path) is False
     assert any("compiling BoTorch's fused kernel (once, ~" in m for m in announced[0])
+
+
+def test_bambo_journals_its_fit_with_each_batch_and_an_older_journal_without_states_still_resumes(tmp_path):
+    """BAMBO's warm-started fits resume exactly from the journaled hyperparameters; a journal
+    written before states were kept (no such table) is read and resumed with cold fits."""
+    import sqlite3
+
+    problem = SyntheticProblem("branin_currin")
+    options = {"n_initial": 4, "num_restarts": 2, "raw_samples": 32, "mc_samples": 16, "maxiter": 30}
+    path = tmp_path / "journal.sqlite"
+    with Journal(path) as journal:
+        Experiment(problem, get_strategy("bambo", problem, seed=3, **options), journal).run(12, batch_size=4)
+        states = journal.batch_states()
+    assert sorted(states) == [1, 2]  # the model-based batches; the warm start has nothing to keep
+    assert all(any(k.endswith("raw_lengthscale") for k in s["hyperparameters"]) for s in states.values())
+    legacy = tmp_path / "legacy.sqlite"
+    with Journal(legacy) as journal:
+        Experiment(problem, get_strategy("bambo", problem, seed=3, **options), journal).run(8, batch_size=4)
+    conn = sqlite3.connect(legacy)
+    conn.execute("DROP TABLE batch_states")
+    conn.commit()
+    conn.close()
+    with Journal(legacy, read_only=True) as journal:
+        assert journal.batch_states() == {} and len(journal.trials()) == 8
+    with Journal(legacy) as journal:  # resumes: cold fit for the next batch, then states again
+        result = Experiment(problem, get_strategy("bambo", problem, seed=3, **options), journal).run(12, batch_size=4)
+        assert result.n_evaluations == 12 and sorted(journal.batch_states()) == [2]

@@ -11,7 +11,10 @@ without the loop knowing which strategy it is:
 - :meth:`Strategy.artifacts`: what it adds to the result (MAP's predicted front, timings);
 - :meth:`Strategy.save`: files for the run folder (PMTO's task model);
 - :meth:`Strategy.recommend`: one decision vector for a preference over the objectives
-  (BAMBO's cosine rule or MAP's weighted sum by default; PMTO answers from its task model).
+  (BAMBO's cosine rule or MAP's weighted sum by default; PMTO answers from its task model);
+- :meth:`Strategy.checkpoint` and :meth:`Strategy.restore`: state beyond the data told
+  (BAMBO's fitted GP hyperparameters, the start of its next fit), journaled with each
+  batch so that a resumed run continues exactly as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -164,6 +167,22 @@ class Strategy(ABC):
             X: The journaled batch, shape ``(k, d)``.
         """
         self.ask(X.shape[0])
+
+    def checkpoint(self) -> dict[str, Any] | None:
+        """State to journal with the batch just asked for, JSON-serialisable; default: none.
+
+        Called after every :meth:`ask`. What the data told does not determine (and
+        :meth:`replay` cannot rebuild cheaply) goes here, and :meth:`restore` gets it
+        back when the run resumes.
+        """
+        return None
+
+    def restore(self, state: dict[str, Any]) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Take back the state :meth:`checkpoint` returned for a replayed batch; default: nothing.
+
+        Args:
+            state: The journaled state, called after :meth:`replay` of its batch.
+        """
 
     def _check_n(self, n: int) -> None:
         if n < 1:

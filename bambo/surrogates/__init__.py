@@ -2,11 +2,14 @@
 
 from bambo.surrogates.gp import (
     QuadraticMean,
+    batched_gp,
     build_gp,
     build_quadratic_mean_gp,
     fit_gp,
     fit_gp_model,
     fit_quadratic_mean_gp,
+    hyperparameters,
+    set_hyperparameters,
 )
 from bambo.surrogates.parametric import ParametricTaskGP, build_parametric_task_gp, fit_parametric_task_gp
 from bambo.surrogates.quadratic import QuadraticSurrogate, quadratic_features
@@ -20,6 +23,7 @@ __all__ = [
     "QuadraticSurrogate",
     "TaskModel",
     "available_surrogates",
+    "batched_gp",
     "build_gp",
     "build_parametric_task_gp",
     "build_quadratic_mean_gp",
@@ -30,5 +34,7 @@ __all__ = [
     "fit_parametric_task_gp",
     "fit_quadratic_mean_gp",
     "fit_surrogate",
+    "hyperparameters",
     "quadratic_features",
+    "set_hyperparameters",
 ]

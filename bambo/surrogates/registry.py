@@ -10,7 +10,7 @@ has a ``fit()`` method) one case in :func:`fit_model`.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -74,12 +74,14 @@ def build_surrogate(spec: str, train_X: Tensor, train_Y: Tensor, bounds: Tensor 
     return builder(train_X, train_Y, bounds=bounds, **options)
 
 
-def fit_model(model: Model) -> Model:
+def fit_model(model: Model, start: Mapping[str, Sequence] | None = None) -> Model:
     """Fit a built surrogate in place: exact GPs (and lists of them) by marginal likelihood,
     models with a ``fit()`` method (:class:`~bambo.surrogates.quadratic.QuadraticSurrogate`) by it.
 
     Args:
         model: A model from a builder of :data:`SURROGATES`.
+        start: Raw hyperparameters to start an exact GP's fit from (see
+            :func:`~bambo.surrogates.gp.fit_gp_model`); other models ignore it.
 
     Returns:
         The same model, fitted.
@@ -88,7 +90,7 @@ def fit_model(model: Model) -> Model:
         ConfigError: A model this function cannot fit; the message names its type.
     """
     if isinstance(model, ModelListGP | ExactGP):
-        return fit_gp_model(model)
+        return fit_gp_model(model, start)
     fit = getattr(model, "fit", None)
     if callable(fit):
         fit()

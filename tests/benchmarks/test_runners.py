@@ -120,3 +120,16 @@ def test_large_merge_reports_the_bound_the_engine_and_the_limits(tmp_path):
     assert text.count("| streaming task_arithmetic |") == 2
     assert re.search(r"runs at [0-9.]+ x the read\+write bound: it (meets|misses) the 0.5 target", text)
     assert re.search(r"streaming peak RSS [0-9.]+ GB against the limit [0-9.]+ GB", text)
+
+
+def test_optimizer_cost_times_both_batches_of_every_setting(tmp_path):
+    from benchmarks import optimizer_cost
+
+    args = ["--dim", "3", "--n", "12", "--objectives", "2", "--seeds", "1", "--no-ax", "--name", "smoke"]
+    out = optimizer_cost.main([*args, "--output", str(tmp_path)])
+    text = out.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| 2 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    first, ax_first, following = cells[1], cells[2], cells[3]
+    assert ax_first == "not run" and all(float(v) > 0 for v in [*first.split(" / "), *following.split(" / ")])
+    assert "next batch fit" in text and "--no-ax" in text

@@ -5,19 +5,24 @@ import math
 import pytest
 import torch
 from botorch.acquisition import UpperConfidenceBound
+from botorch.models import SingleTaskGP
 from botorch.optim import optimize_acqf
 
 from bambo.acquisition import acquisition_for_task
 from bambo.errors import ConfigError, UnknownNameError
+from bambo.problem import SyntheticProblem
 from bambo.surrogates import (
     ParametricTaskGP,
     available_surrogates,
+    batched_gp,
     build_surrogate,
     fit_gp,
     fit_model,
     fit_parametric_task_gp,
     fit_quadratic_mean_gp,
     fit_surrogate,
+    hyperparameters,
+    set_hyperparameters,
 )
 
 D = torch.float64
@@ -134,3 +139,45 @@ def test_gps_are_built_unfitted_then_fitted_as_fit_surrogate_does(name):
 def test_fit_model_refuses_what_it_cannot_fit():
     with pytest.raises(ConfigError, match="cannot fit a Linear"):
         fit_model(torch.nn.Linear(2, 1))
+
+
+def _dtlz2_data(n: int = 30, m: int = 3, d: int = 6):
+    problem = SyntheticProblem("dtlz2", dim=d, num_objectives=m)
+    X = torch.rand(n, d, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    return problem, X, problem.evaluate(X)
+
+
+def test_batched_gp_has_the_fitted_lists_posterior():
+    problem, X, Y = _dtlz2_data()
+    model_list = fit_surrogate("gp", X, Y, bounds=problem.bounds)
+    batched = batched_gp(model_list, X, Y, problem.bounds)
+    assert isinstance(batched, SingleTaskGP) and batched.num_outputs == 3
+    test_X = torch.rand(7, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ours, theirs = batched.posterior(test_X), model_list.posterior(test_X)
+    torch.testing.assert_close(ours.mean, theirs.mean, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(ours.variance, theirs.variance, rtol=1e-9, atol=1e-10)
+    # a list it cannot batch (a quadratic prior mean per output) comes back as it is
+    qm = fit_surrogate("quadratic-mean-gp", X, Y, bounds=problem.bounds)
+    assert batched_gp(qm, X, Y, problem.bounds) is qm
+
+
+def test_a_fit_started_from_its_own_optimum_stays_there():
+    problem, X, Y = _dtlz2_data(m=2)
+    first = fit_surrogate("gp", X, Y, bounds=problem.bounds)
+    start = hyperparameters(first)
+    again = fit_model(build_surrogate("gp", X, Y, bounds=problem.bounds), start=start)
+    for name, value in hyperparameters(again).items():
+        torch.testing.assert_close(torch.tensor(value), torch.tensor(start[name]), rtol=1e-3, atol=1e-4)
+
+
+def test_hyperparameters_of_another_model_are_not_written():
+    problem, X, Y = _dtlz2_data(m=2)
+    model = build_surrogate("gp", X, Y, bounds=problem.bounds)
+    before = hyperparameters(model)
+    other = hyperparameters(build_surrogate("gp", X[:, :4], Y))  # 4 inputs, not 6
+    assert not set_hyperparameters(model, other)
+    key = next(k for k in before if k.endswith("raw_lengthscale"))
+    bad = {**before, key: [[float("nan")] * 6]}
+    assert not set_hyperparameters(model, bad)
+    assert hyperparameters(model) == before
+    assert set_hyperparameters(model, before)
