@@ -67,15 +67,18 @@ class QuadraticMean(Mean):
         return quadratic_features(x) @ self.weights.to(x)
 
 
-def _single_gp(X: Tensor, y: Tensor, bounds: Tensor, mean_module: Mean | None = None) -> SingleTaskGP:
-    d = X.shape[1]
+def _single_gp(X: Tensor, Y: Tensor, bounds: Tensor, mean_module: Mean | None = None) -> SingleTaskGP:
+    """BAMBO's GP on ``Y`` of shape ``(n, k)``: one output, or ``k`` outputs as a batch of independent GPs."""
+    d, k = X.shape[1], Y.shape[1]
     return SingleTaskGP(
         X,
-        y,
-        covar_module=get_covar_module_with_dim_scaled_prior(ard_num_dims=d, use_rbf_kernel=False),
+        Y,
+        covar_module=get_covar_module_with_dim_scaled_prior(
+            ard_num_dims=d, use_rbf_kernel=False, batch_shape=torch.Size([k]) if k > 1 else torch.Size()
+        ),
         mean_module=mean_module,
         input_transform=Normalize(d, bounds=bounds),
-        outcome_transform=Standardize(1),
+        outcome_transform=Standardize(k),
     )
 
 
@@ -153,7 +156,7 @@ def batched_gp(model: Model, train_X: Tensor, train_Y: Tensor, bounds: Tensor) -
     The list's GPs share the training inputs; a batched GP with each output's fitted
     hyperparameters in its batch dimension has the same posterior (to rounding) and
     is evaluated in one call, so an acquisition function's forward and backward pass
-    cost about one GP's instead of ``m`` (measured: ``benchmarks/results/optimizer_cost.md``).
+    cost about one GP's instead of ``m`` posterior calls.
     Fitting stays per output: a joint L-BFGS over all outputs' hyperparameters runs
     until the slowest output converges.
 
@@ -180,16 +183,7 @@ def batched_gp(model: Model, train_X: Tensor, train_Y: Tensor, bounds: Tensor) -
     )
     if not plain or train_Y.shape[1] != len(subs):
         return model
-    d, m = train_X.shape[1], train_Y.shape[1]
-    batched = SingleTaskGP(
-        train_X,
-        train_Y,
-        covar_module=get_covar_module_with_dim_scaled_prior(
-            ard_num_dims=d, use_rbf_kernel=False, batch_shape=torch.Size([m])
-        ),
-        input_transform=Normalize(d, bounds=bounds),
-        outcome_transform=Standardize(m),
-    )
+    batched = _single_gp(train_X, train_Y, bounds)
     with torch.no_grad():
         for name, param in batched.named_parameters():
             parts = [dict(sub.named_parameters())[name] for sub in subs]
