@@ -16,9 +16,11 @@ import argparse
 import dataclasses
 import importlib.util
 import math
+import multiprocessing
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +28,7 @@ import torch
 
 from benchmarks.common import RESULTS, Clock, machine_header
 from benchmarks.contenders import BAMBO_FAMILY, CONTENDERS, DEFAULT_BAMBO
-from benchmarks.suite import PROBLEMS, SUITES, ProblemResult, Stats, SuiteConfig, run_problem
+from benchmarks.suite import PROBLEMS, SUITES, ProblemResult, Stats, SuiteConfig, init_worker, run_problem
 
 AX = "Ax (default MOO)"
 DEFAULT = DEFAULT_BAMBO
@@ -100,33 +102,47 @@ def ratio_text(ours: float, theirs: float, budget: int, level: int = 95) -> str:
     return f"n/a (neither reaches {level}% in the median seed)"
 
 
-def stats_cells(s: Stats) -> str:
-    """The measured cells of a table row (HV fraction to optimizer CPU seconds)."""
+EARLY = 24  # evaluations at which the report also gives the HV fraction (the quick budget), when the budget is larger
+
+
+def hv_at(s: Stats, n: int) -> list[float]:
+    """Each seed's HV fraction after ``n`` evaluations."""
+    return [h[min(n, len(h)) - 1] for h in s.histories]
+
+
+def stats_cells(s: Stats, budget: int | None = None) -> str:
+    """The measured cells of a table row (HV fraction to optimizer CPU seconds); with a ``budget``
+    over :data:`EARLY`, the HV fraction after ``EARLY`` evaluations first."""
+    early = f"{fmt_iqr(hv_at(s, EARLY), pct=True)} | " if budget is not None and budget > EARLY else ""
     return (
-        f"{fmt_iqr(s.final, pct=True)} | {fmt_reach(s.reach90)} | {fmt_reach(s.reach95)} "
+        f"{early}{fmt_iqr(s.final, pct=True)} | {fmt_reach(s.reach90)} | {fmt_reach(s.reach95)} "
         f"| {fmt_iqr(s.igd, 4)} | {fmt_seconds(s.batch_s)} | {fmt_seconds(s.batch_cpu_s)} |"
     )
 
 
 def problem_section(result: ProblemResult, config: SuiteConfig) -> list[str]:
     """The markdown of one problem: table, best-of rows, ratios of the default BAMBO, where it loses."""
+    early = config.budget > EARLY
     lines = [
         f"## {result.label}",
         "",
         f"d = {result.problem.dim}, {result.problem.num_objectives} objectives; {result.reference.description}. "
         f"This problem took wall {result.seconds:.0f} s, CPU {result.cpu_seconds:.0f} s.",
         "",
-        "| contender | final HV fraction | evals to 90% (seeds reached) | evals to 95% (seeds reached) "
+        "| contender | "
+        + (f"HV fraction at {EARLY} evals | " if early else "")
+        + f"final HV fraction ({config.budget} evals) | evals to 90% (seeds reached) | evals to 95% (seeds reached) "
         "| IGD (scaled) | optimizer wall s/batch | optimizer CPU s/batch |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|" + ("---|" if early else ""),
     ]
     for label, s in result.stats.items():
         short = f" (stops at {min(s.evaluations)})" if min(s.evaluations) < config.budget else ""
-        lines.append(f"| {label}{short} | {stats_cells(s)}")
+        lines.append(f"| {label}{short} | {stats_cells(s, config.budget)}")
     for tool, labels in tool_configurations(result).items():
         chosen = best_of(result, labels)
         lines.append(
-            f"| *{tool} best of {len(labels)}, after the fact: {chosen}* | {stats_cells(result.stats[chosen])}"
+            f"| *{tool} best of {len(labels)}, after the fact: {chosen}* "
+            f"| {stats_cells(result.stats[chosen], config.budget)}"
         )
     skipped = [label for label in config.contenders if label not in result.stats]
     if skipped:
@@ -181,8 +197,10 @@ def problem_section(result: ProblemResult, config: SuiteConfig) -> list[str]:
 
 def summary_table(results: list[ProblemResult], budget: int) -> list[str]:
     """The headline table (the default BAMBO against Ax's default) and the best-of table beside it."""
+    early = budget > EARLY
+    at = f"HV at {EARLY} / final HV" if early else "final HV"
     lines = [
-        f"| problem | {DEFAULT} final HV | its evals to 95% | {AX} final HV | its evals to 95% "
+        f"| problem | {DEFAULT} {at} | its evals to 95% | {AX} {at} | its evals to 95% "
         "| evals-to-95% ratio | optimizer wall s/batch ratio | optimizer CPU s/batch ratio "
         "| best configuration by final HV | its final HV |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -192,7 +210,13 @@ def summary_table(results: list[ProblemResult], budget: int) -> list[str]:
         cells = []
         for label in (DEFAULT, AX):
             s = r.stats.get(label)
-            cells += [f"{100 * median_final(s):.1f}%", fmt_reach(s.reach95)] if s else ["-", "-"]
+            if s is None:
+                cells += ["-", "-"]
+                continue
+            hv = f"{100 * median_final(s):.1f}%"
+            if early:
+                hv = f"{100 * quartiles(hv_at(s, EARLY))[0]:.1f}% / {hv}"
+            cells += [hv, fmt_reach(s.reach95)]
         if DEFAULT in r.stats and AX in r.stats:
             ours, ax = r.stats[DEFAULT], r.stats[AX]
             cells += [
@@ -323,22 +347,60 @@ def throughput_section(config: SuiteConfig) -> list[str]:
     return lines + [""]
 
 
-def write_report(config: SuiteConfig, out: Path, command: str, log: Callable[[str], None] = print) -> Path:
-    """Run the suite and write ``<out>/<name>.md`` and its figures; returns the markdown path."""
+def run_all(config: SuiteConfig, jobs: int, threads: int, log: Callable[[str], None] = print) -> list[ProblemResult]:
+    """Every problem of the suite, its runs on ``jobs`` worker processes (1: in this process)."""
+    if jobs <= 1:
+        results = []
+        for label in config.problems:
+            log(f"{label}:")
+            results.append(run_problem(PROBLEMS[label], config, log))
+        return results
+    context = multiprocessing.get_context("spawn")  # no fork of a process whose OpenMP threads already ran
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=init_worker, initargs=(threads,)) as pool:
+        results = []
+        for label in config.problems:
+            log(f"{label}:")
+            results.append(run_problem(PROBLEMS[label], config, log, pool))
+        return results
+
+
+def write_report(
+    config: SuiteConfig,
+    out: Path,
+    command: str,
+    log: Callable[[str], None] = print,
+    jobs: int = 1,
+    threads: int = 1,
+) -> Path:
+    """Run the suite and write ``<out>/<name>.md`` and its figures; returns the markdown path.
+
+    Args:
+        config: The suite.
+        out: Folder of the report.
+        command: The command line, for the report.
+        log: Progress messages.
+        jobs: Worker processes that run the contenders' seeds side by side (1: none).
+        threads: Torch threads of each worker.
+    """
     clock = Clock()
     out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for label in config.problems:
-        log(f"{label}:")
-        results.append(run_problem(PROBLEMS[label], config, log))
+    results = run_all(config, jobs, threads, log)
     figures = plot(results, out, config.name)
     throughput = throughput_section(config)
     elapsed = clock.elapsed()
+    if jobs > 1:
+        cpu = elapsed.cpu + sum(r.cpu_seconds for r in results) - sum(r.own_cpu_seconds for r in results)
+        run_text = (
+            f"wall {elapsed.wall:.0f} s, CPU {cpu:.0f} s (this process and its {jobs} worker processes' runs, "
+            f"all threads); runs on {jobs} worker processes side by side"
+        )
+    else:
+        run_text = f"{elapsed.text()} (this process, all threads)"
     lines = [
         f"# Benchmark suite `{config.name}`: bambo against the tools users would pick instead",
         "",
         machine_header(PACKAGES),
-        f"- command: `{command}`; this run: {elapsed.text()} (this process, all threads)",
+        f"- command: `{command}`; this run: {run_text}",
         f"- every contender: {config.budget} evaluations in batches of {config.batch_size}, seeds 0..{config.seeds - 1}"
         "; HV fraction = hypervolume of the evaluated points / the reference hypervolume; optimizer time = "
         "ask + tell per batch, evaluations excluded, in wall and in CPU seconds; IGD on objectives scaled to "
@@ -389,6 +451,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--output", type=Path, default=RESULTS)
     run.add_argument("--threads", type=int, default=1, help="torch threads (1: no OpenMP spinning against other work)")
     run.add_argument(
+        "--jobs", type=int, default=1, help="worker processes running the contenders' seeds side by side (1: none)"
+    )
+    run.add_argument(
         "--no-merge-throughput", action="store_true", help="do not run the merge throughput benchmark (cite its report)"
     )
     args = parser.parse_args(argv)
@@ -412,7 +477,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python -m benchmarks " + " ".join(
         a if a.replace("-", "").isalnum() else f'"{a}"' for a in (sys.argv[1:] if argv is None else argv)
     )
-    path = write_report(config, args.output, command)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    path = write_report(config, args.output, command, jobs=args.jobs, threads=args.threads)
     print(path.read_text())
     return 0
 

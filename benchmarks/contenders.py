@@ -7,12 +7,12 @@ the same budget and batch size and times the optimizer alone: ``ask`` plus ``tel
 per batch, never the evaluations.
 
 - bambo's own strategies (:func:`bambo.strategies.get_strategy`): BAMBO with a GP or a
-  quadratic-mean GP per objective (by default it infers its hypervolume reference point
-  from its observed front; "BAMBO (GP, scoring ref)" is told the suite's scoring reference
-  point instead), MAP (Sobol design, then its predicted Pareto set
-  re-evaluated, so its hypervolume counts evaluated points only), Bayesian MAP, Sobol,
-  the papers' grid, pymoo's NSGA-II on the true objectives and CMA-ES on a weighted sum
-  (mergekit-evolve's search).
+  quadratic-mean GP per objective (by default, ``ref_point="auto"``, it takes the problem's
+  reference point, here the suite's scoring reference, as Ax is told it; "BAMBO (GP,
+  inferred ref)" infers its own from its observed front, as Ax without thresholds), MAP
+  (Sobol design, then its predicted Pareto set re-evaluated, so its hypervolume counts
+  evaluated points only), Bayesian MAP, Sobol, the papers' grid, pymoo's NSGA-II on the
+  true objectives and CMA-ES on a weighted sum (mergekit-evolve's search).
 - Ax's ``Client`` with its default generation strategy (``configure_generation_strategy()``),
   told the problem's reference point (the suite's scoring reference) as objective
   thresholds (:func:`bambo.ax.configure_client`), or with no thresholds (Ax infers them).
@@ -215,6 +215,7 @@ def _optuna_tpe(problem: Problem, seed: int, budget: int, batch: int) -> Strateg
 NO_REFERENCE = "nothing (takes no reference point)"
 INFERS = "nothing: infers its own from its observed front (nadir less 10% of the front's range, every batch)"
 TOLD = "the scoring reference point"
+TOLD_AUTO = TOLD + " (ref_point='auto': the problem's reference point)"
 
 
 @dataclass(frozen=True)
@@ -251,15 +252,15 @@ CONTENDERS: dict[str, Contender] = {
             "bambo",
             "bambo's default: warm start of min(8, budget/3) points, GP per objective, qLogNEHVI "
             "(qLogNParEGO from 4 objectives)",
-            INFERS,
+            TOLD_AUTO,
             "bambo",
         ),
         Contender(
-            "BAMBO (GP, scoring ref)",
-            _bambo("bambo", lambda p, b, q: {"surrogate": "gp", "n_initial": _n_initial(b, q), "ref_point": "problem"}),
+            "BAMBO (GP, inferred ref)",
+            _bambo("bambo", lambda p, b, q: {"surrogate": "gp", "n_initial": _n_initial(b, q), "ref_point": "nadir"}),
             "bambo",
-            "bambo: as BAMBO (GP), with ref_point='problem'",
-            TOLD + " (ref_point='problem')",
+            "bambo: as BAMBO (GP), with ref_point='nadir' (the default before issue 16)",
+            INFERS + " (ref_point='nadir')",
             "bambo",
         ),
         Contender(
@@ -267,7 +268,7 @@ CONTENDERS: dict[str, Contender] = {
             _bambo("bambo", lambda p, b, q: {"surrogate": "quadratic-mean-gp", "n_initial": _n_initial(b, q)}),
             "bambo",
             "bambo: as BAMBO (GP) with MAP's quadratic as the GP's mean",
-            INFERS,
+            TOLD_AUTO,
             "bambo",
         ),
         Contender(

@@ -74,10 +74,10 @@ def test_merge_problems_tell_every_contender_the_scoring_reference_point():
     told = with_ref_point(problem, pre.ref_point)
     assert torch.equal(told.ref_point, pre.ref_point) and not torch.equal(problem.ref_point, pre.ref_point)
     Y = torch.tensor([[0.9, 0.9], [0.95, 0.85]], dtype=torch.float64)
-    bambo = CONTENDERS["BAMBO (GP, scoring ref)"].make(told, 0, 8, 4)
-    assert torch.equal(bambo.reference_point(Y), pre.ref_point)
     default = CONTENDERS["BAMBO (GP)"].make(told, 0, 8, 4)
-    assert not torch.equal(default.reference_point(Y), pre.ref_point)  # it infers its own
+    assert torch.equal(default.reference_point(Y), pre.ref_point)  # ref_point="auto": the problem's
+    inferring = CONTENDERS["BAMBO (GP, inferred ref)"].make(told, 0, 8, 4)
+    assert not torch.equal(inferring.reference_point(Y), pre.ref_point)  # it infers its own
     ax = CONTENDERS["Ax (default MOO)"].make(told, 0, 8, 4)
     bounds = sorted(t.bound for t in ax.client._experiment.optimization_config.objective_thresholds)
     assert bounds == pytest.approx(sorted(told.to_user(pre.ref_point).tolist()))
@@ -119,3 +119,40 @@ def test_merge_reference_pools_grid_nsga2_and_contenders_at_a_reference_fixed_be
     assert torch.equal(reference.ref_point, pre.ref_point)  # the contenders' points do not move it
     assert reference.hv >= hypervolume(pre.front, pre.ref_point) > 0
     assert reference.hv >= max(hv_history(pooled, reference.ref_point))
+
+
+def test_runs_on_worker_processes_equal_the_runs_in_this_process():
+    """``--jobs 2``: the contenders' seeds run side by side in spawned workers, with the same evaluations."""
+    import dataclasses
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from benchmarks.suite import init_worker, run_problem
+
+    config = dataclasses.replace(
+        SUITES["quick"], problems=["BraninCurrin (d=2)"], contenders=["Sobol", "Optuna TPE"], budget=8, seeds=2
+    )
+    spec = PROBLEMS["BraninCurrin (d=2)"]
+    serial = run_problem(spec, config, log=lambda _: None)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(2, mp_context=context, initializer=init_worker, initargs=(1,)) as pool:
+        parallel = run_problem(spec, config, log=lambda _: None, pool=pool)
+    for label in config.contenders:
+        assert serial.stats[label].histories == parallel.stats[label].histories
+        assert serial.stats[label].evaluations == parallel.stats[label].evaluations == [8, 8]
+    assert parallel.cpu_seconds > parallel.own_cpu_seconds  # the workers' runs are counted
+
+
+def test_report_gives_the_hv_fraction_at_24_evaluations_when_the_budget_is_larger():
+    from benchmarks.suite import Stats
+
+    stats = Stats()
+    for seed in range(3):
+        history = [0.5 + 0.01 * seed] * 24 + [0.9 + 0.01 * seed] * 36  # 60 evaluations
+        stats.histories.append(history)
+        stats.final.append(history[-1])
+        for name in ("reach90", "reach95", "igd", "batch_s", "batch_cpu_s"):
+            getattr(stats, name).append(30.0)
+    assert cli.hv_at(stats, 24) == pytest.approx([0.50, 0.51, 0.52])
+    assert cli.stats_cells(stats, budget=60).startswith("51.0% [50.5, 51.5] | 91.0% [90.5, 91.5] |")
+    assert cli.stats_cells(stats, budget=24).startswith("91.0% [90.5, 91.5] |")

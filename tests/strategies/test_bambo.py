@@ -30,6 +30,25 @@ def test_acquisition_choice_follows_the_number_of_objectives():
         BAMBO(SyntheticProblem("branin_currin"), surrogate="gpp")
 
 
+def test_reference_point_rules():
+    """``auto`` takes the problem's reference when it has one, else the nadir inferred from the front."""
+    problem = SyntheticProblem("branin_currin")
+    Y = torch.tensor([[-10.0, -2.0], [-4.0, -5.0], [-12.0, -6.0]], dtype=torch.float64)
+    auto = BAMBO(problem)
+    assert auto.ref_point_rule == "problem" and torch.equal(auto.reference_point(Y), problem.ref_point)
+    nadir = BAMBO(problem, ref_point="nadir").reference_point(Y)  # front: the first two; nadir (-10, -5) less 10%
+    torch.testing.assert_close(nadir, torch.tensor([-10.6, -5.3], dtype=torch.float64))
+    torch.testing.assert_close(BAMBO(problem, ref_point="worst").reference_point(Y), Y.min(dim=0).values)
+    unstated = SyntheticProblem("branin_currin")
+    unstated.ref_point = None
+    inferred = BAMBO(unstated)
+    assert inferred.ref_point_rule == "nadir" and torch.equal(inferred.reference_point(Y), nadir)
+    with pytest.raises(ConfigError, match="has no reference point"):
+        BAMBO(unstated, ref_point="problem")
+    with pytest.raises(ConfigError, match="unknown ref_point 'ideal'"):
+        BAMBO(problem, ref_point="ideal")
+
+
 @pytest.mark.parametrize(
     ("problem", "options"),
     [
@@ -49,14 +68,19 @@ def test_every_acquisition_and_surrogate_proposes_a_batch(problem, options):
 
 
 def test_bambo_beats_sobol_on_branin_currin_small():
-    """The acceptance run in small: 8 + 4 x 4 = 24 evaluations (the full one is benchmarks/strategies_synthetic.py)."""
+    """The acceptance run in small: 8 + 5 x 4 = 28 evaluations (the full one is benchmarks/strategies_synthetic.py).
+
+    With the problem's reference point (the default), the first batches find no point that
+    dominates it (Branin's range is hundreds, the reference -18): 28 evaluations leave room
+    to cover the front after that.
+    """
     problem = SyntheticProblem("branin_currin")
     for seed in (0, 1):
-        bo = optimize(problem, BAMBO(problem, seed=seed), budget=24, batch_size=4, progress=False)
-        sobol = optimize(problem, SobolSearch(problem, seed=seed), budget=24, batch_size=4, progress=False)
+        bo = optimize(problem, BAMBO(problem, seed=seed), budget=28, batch_size=4, progress=False)
+        sobol = optimize(problem, SobolSearch(problem, seed=seed), budget=28, batch_size=4, progress=False)
         frac_bo = bo.hypervolume_history[-1] / problem.max_hv
         frac_sobol = sobol.hypervolume_history[-1] / problem.max_hv
-        assert frac_bo > frac_sobol and frac_bo > 0.7, (seed, frac_bo, frac_sobol)
+        assert frac_bo > frac_sobol and frac_bo > 0.8, (seed, frac_bo, frac_sobol)
 
 
 def test_bambo_stops_after_t_iterations():
