@@ -1,4 +1,4 @@
-"""Benchmark suite command: ``python -m benchmarks run --suite quick|standard|full``.
+"""Benchmark suite command: ``python -m benchmarks run --suite quick|standard|outside|full``.
 
 Runs :mod:`benchmarks.suite` and writes ``benchmarks/results/<suite>.md`` (medians and
 interquartile ranges over seeds, command, date, machine and versions in the header, the
@@ -436,7 +436,7 @@ def write_report(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m benchmarks run --suite quick|standard|full``; options override the suite's settings."""
+    """``python -m benchmarks run --suite quick|standard|outside|full``; options override the suite's settings."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a suite and write benchmarks/results/<suite>.md")

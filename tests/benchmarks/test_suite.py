@@ -156,3 +156,17 @@ def test_report_gives_the_hv_fraction_at_24_evaluations_when_the_budget_is_large
     assert cli.hv_at(stats, 24) == pytest.approx([0.50, 0.51, 0.52])
     assert cli.stats_cells(stats, budget=60).startswith("51.0% [50.5, 51.5] | 91.0% [90.5, 91.5] |")
     assert cli.stats_cells(stats, budget=24).startswith("91.0% [90.5, 91.5] |")
+
+
+def test_outside_problems_get_a_reference_front_from_nsga2():
+    """VehicleSafety and CarSideImpact (the ``outside`` tier) have no front generator in BoTorch."""
+    from benchmarks.suite import OUTSIDE, _nsga2_front
+
+    assert set(OUTSIDE) == set(SUITES["outside"].problems) and not set(OUTSIDE) & set(SUITES["full"].problems)
+    problem = PROBLEMS["VehicleSafety (d=5, 3 obj)"].build()
+    front = _nsga2_front(problem, population=20, generations=5)
+    assert front.shape[1] == 3 and torch.equal(front, _nsga2_front(problem, population=20, generations=5))
+    X = problem.bounds[0] + (problem.bounds[1] - problem.bounds[0]) * torch.rand(50, 5, dtype=torch.float64)
+    Y = problem.evaluate(X)
+    # a short run already dominates most random points
+    assert (front.unsqueeze(0) >= Y.unsqueeze(1)).all(-1).any(-1).float().mean() > 0.5
