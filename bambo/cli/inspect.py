@@ -13,9 +13,11 @@ from bambo.errors import BamboError, ConfigError
 
 
 def describe(
-    benchmark: Annotated[str, typer.Argument(help="A registered benchmark: digits or text.")],
+    benchmark: Annotated[str, typer.Argument(help="A registered benchmark: digits, text or arithmetic.")],
     seed: Annotated[int, typer.Option(help="Seed of the benchmark's split, initialisation and training.")] = 0,
-    split: Annotated[str, typer.Option(help="Split to score on (digits: train, val, test; text: val, test).")] = "val",
+    split: Annotated[
+        str, typer.Option(help="Split to score on (digits: train, val, test; text, arithmetic: val, test).")
+    ] = "val",
     cache_dir: Annotated[
         Path | None, typer.Option(help="Cache folder of the benchmark's models (default ~/.cache/bambo/NAME).")
     ] = None,

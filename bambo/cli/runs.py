@@ -20,7 +20,11 @@ MODEL_LEVEL_STRATEGIES = ("map", "bayesian-map", "nested-map", "grid")
 
 def demo(
     benchmark: Annotated[
-        str, typer.Option(help="A registered benchmark: digits (MLPs, seconds) or text (MiniLM).")
+        str,
+        typer.Option(
+            help="A registered benchmark: digits (MLPs, seconds), text (MiniLM) or arithmetic (a tiny causal LM: "
+            "accuracy against output tokens)."
+        ),
     ] = "digits",
     tasks: Annotated[
         str | None, typer.Option(help="Comma-separated tasks to merge (default: the benchmark's two demo tasks).")
@@ -113,18 +117,23 @@ def demo(
 
 
 def _print_anchors(benchmark: object, tasks: list[str]) -> None:
+    """The base's and the experts' validation metrics: per task (digits, text) or the benchmark's own
+    metrics (arithmetic: accuracy and tokens), with each expert's task-vector size."""
     summary = benchmark.summary()  # type: ignore[attr-defined]
     ratios = dict(zip(benchmark.task_names, benchmark.task_vectors().l1_ratio(), strict=True))  # type: ignore[attr-defined]
-    table = Table(title="Base and experts (validation accuracy)")
+    metrics = list(dict.fromkeys(k for row in summary.values() for k in row))
+    columns = tasks if all(t in metrics for t in tasks) else metrics
+    per_task = columns is tasks
+    table = Table(title="Base and experts (validation " + ("accuracy)" if per_task else "metrics)"))
     table.add_column("model")
-    for t in tasks:
-        table.add_column(f"acc/{t}", justify="right")
+    for column in columns:
+        table.add_column(f"acc/{column}" if per_task else column, justify="right")
     table.add_column("||tau||1/||base||1", justify="right")
     for model in ("base", *tasks):
         if model not in summary:
             continue
         ratio = "" if model == "base" else f"{ratios[model]:.3f}"
-        table.add_row(model, *(f"{summary[model][t]:.4f}" for t in tasks if t in summary[model]), ratio)
+        table.add_row(model, *(f"{summary[model][c]:.4f}" for c in columns if c in summary[model]), ratio)
     console.print(table)
 
 

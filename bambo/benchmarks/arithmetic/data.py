@@ -1,0 +1,117 @@
+"""Synthetic multi-operand addition: problems, the two answer styles, the character tokenizer.
+
+A problem is ``k`` numbers of ``digits`` digits each; the prompt is ``"<s>12+34+56="``.
+Two answer styles trade accuracy against length by construction:
+
+- **thinking** writes the running sums, one addition of two numbers per step, before the
+  answer: ``"12+34=46;46+56=102;A102</s>"``. Each step is a two-number addition, which a
+  small model learns to do reliably;
+- **direct** answers at once: ``"A102</s>"``. It must add all ``k`` numbers in one step,
+  which a small model does less reliably (that is what makes the trade-off real).
+
+The answer is the digits after the last ``"A"``; the end of the answer is the
+tokenizer's end-of-sequence token. The tokenizer is character level (one token per
+digit or symbol), a :class:`transformers.PreTrainedTokenizerFast` built locally, so it
+is saved beside the model and both reload with plain transformers.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+Style = Literal["thinking", "direct"]
+STYLES: tuple[Style, ...] = ("thinking", "direct")
+SYMBOLS = "0123456789+=;A"
+PAD, BOS, EOS = "<pad>", "<s>", "</s>"
+ANSWER_MARK = "A"
+
+
+@dataclass(frozen=True)
+class Addition:
+    """One problem: its operands and their sum."""
+
+    operands: tuple[int, ...]
+
+    @property
+    def total(self) -> int:
+        """The correct answer."""
+        return sum(self.operands)
+
+    def prompt(self) -> str:
+        """``"<s>12+34+56="``."""
+        return BOS + "+".join(map(str, self.operands)) + "="
+
+    def answer(self, style: Style) -> str:
+        """The completion in one style, end-of-sequence token included."""
+        if style == "direct":
+            return f"{ANSWER_MARK}{self.total}{EOS}"
+        steps, running = [], self.operands[0]
+        for x in self.operands[1:]:
+            steps.append(f"{running}+{x}={running + x}")
+            running += x
+        return ";".join(steps) + f";{ANSWER_MARK}{self.total}{EOS}"
+
+
+def sample_additions(n: int, operands: int, digits: int, seed: int, exclude: frozenset = frozenset()) -> list[Addition]:
+    """``n`` distinct problems, seeded, none of them in ``exclude``.
+
+    Args:
+        n: How many.
+        operands: Numbers per problem (``k``).
+        digits: Digits per number (leading digit non-zero for more than one digit).
+        seed: Seed of the draw.
+        exclude: Problems to avoid (another split's).
+    """
+    rng = random.Random(seed)
+    low = 10 ** (digits - 1) if digits > 1 else 0
+    space = (10**digits - low) ** operands
+    if n > space - len(exclude):
+        raise ValueError(f"asked for {n} distinct problems, but only {space - len(exclude)} exist")
+    seen: set[Addition] = set()
+    out: list[Addition] = []
+    while len(out) < n:
+        problem = Addition(tuple(rng.randrange(low, 10**digits) for _ in range(operands)))
+        if problem not in seen and problem not in exclude:
+            seen.add(problem)
+            out.append(problem)
+    return out
+
+
+def parse_answer(text: str) -> str | None:
+    """The digits after the last answer mark of a generated text (``None`` without one)."""
+    if ANSWER_MARK not in text:
+        return None
+    tail = text.rsplit(ANSWER_MARK, 1)[1]
+    digits = ""
+    for ch in tail:
+        if not ch.isdigit():
+            break
+        digits += ch
+    return digits or None
+
+
+def build_tokenizer():  # noqa: ANN201 - transformers' PreTrainedTokenizerFast, imported lazily
+    """The character-level tokenizer: special tokens first, then one token per symbol.
+
+    Returns:
+        A ``PreTrainedTokenizerFast`` with ``<pad>``, ``<s>``, ``</s>`` as pad, BOS and EOS,
+        padding on the left (generation appends on the right).
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate([PAD, BOS, EOS, *SYMBOLS])}
+    core = Tokenizer(models.WordLevel(vocab, unk_token=None))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("<[a-z/]+>|."), behavior="isolated")
+    core.decoder = decoders.Fuse()  # characters back to text without spaces between them
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token=BOS, eos_token=EOS, pad_token=PAD, padding_side="left"
+    )
+
+
+def training_texts(problems: Sequence[Addition], styles: Sequence[Style]) -> list[tuple[str, str]]:
+    """``(prompt, completion)`` pairs, the i-th problem in ``styles[i % len(styles)]``."""
+    return [(p.prompt(), p.answer(styles[i % len(styles)])) for i, p in enumerate(problems)]
