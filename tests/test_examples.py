@@ -10,7 +10,9 @@ from bambo.runner import start
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-@pytest.mark.parametrize("name", ["digits.yaml", "digits_preferences.yaml", "minilm.yaml", "your_models.yaml"])
+@pytest.mark.parametrize(
+    "name", ["digits.yaml", "digits_preferences.yaml", "minilm.yaml", "your_models.yaml", "arithmetic.yaml"]
+)
 def test_example_configs_are_valid(name):
     config = RunConfig.from_yaml(EXAMPLES / name)
     assert config.budget >= 24

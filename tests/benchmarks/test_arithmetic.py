@@ -9,7 +9,16 @@ from bambo.benchmarks.arithmetic.data import Addition, build_tokenizer, parse_an
 from bambo.errors import ConfigError
 
 SMALL = ArithmeticConfig(
-    operands=2, digits=2, layers=2, hidden=64, base_steps=200, expert_steps=100, batch_size=32, n_val=40, n_test=40
+    min_operands=2,
+    max_operands=2,
+    digits=2,
+    layers=2,
+    hidden=64,
+    base_steps=200,
+    expert_steps=100,
+    batch_size=32,
+    n_val=40,
+    n_test=40,
 )
 
 
@@ -47,6 +56,10 @@ def test_splits_are_seeded_distinct_and_disjoint():
     assert all(10 <= x < 100 for p in a for x in p.operands)
     with pytest.raises(ValueError, match="only 100 exist"):
         sample_additions(101, 2, 1, seed=0)
+    mixed = sample_additions(300, (2, 4), 1, seed=3)
+    assert {len(p.operands) for p in mixed} == {2, 3, 4}
+    with pytest.raises(ValueError, match="min_operands 4 is more than max_operands 3"):
+        ArithmeticConfig(min_operands=4, max_operands=3)
 
 
 def test_build_caches_models_that_reload_with_plain_transformers(bench, tmp_path_factory):

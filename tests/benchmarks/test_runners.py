@@ -133,3 +133,31 @@ def test_optimizer_cost_times_both_batches_of_every_setting(tmp_path):
     first, ax_first, following = cells[1], cells[2], cells[3]
     assert ax_first == "not run" and all(float(v) > 0 for v in [*first.split(" / "), *following.split(" / ")])
     assert "next batch fit" in text and "--no-ax" in text
+
+
+def test_arithmetic_table2_reports_bambo_map_and_the_baselines(tmp_path):
+    from bambo.benchmarks.arithmetic import ArithmeticConfig
+    from benchmarks import arithmetic
+
+    small = ArithmeticConfig(
+        min_operands=2,
+        max_operands=2,
+        digits=1,
+        layers=2,
+        hidden=32,
+        base_steps=60,
+        expert_steps=30,
+        batch_size=16,
+        n_val=16,
+        n_test=16,
+    )
+    out = arithmetic.main(
+        ["--seeds", "1", "--budget", "12", "--threads", "1", "--output", str(tmp_path)], small, tmp_path / "cache"
+    )
+    report = out.read_text()
+    for row in ("| thinking |", "| TIES (0.1..0.9 interpolation) | 9 |", "| TA (9 x 9 grid) | 81 |", "| BAMBO | 0 |"):
+        assert row in report, row
+    map_row = next(line for line in report.splitlines() if line.startswith("| MAP | 0 |"))
+    r2 = [float(v) for v in map_row.rsplit("|", 2)[1].split(",")]
+    assert len(r2) == 2 and all(v <= 1.0 for v in r2)
+    assert (tmp_path / "arithmetic.png").stat().st_size > 0

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from bambo.benchmark import Benchmark
@@ -49,6 +49,32 @@ from bambo.merge_problem import MergeProblem
 from bambo.problem import Objective
 
 RECIPE_VERSION = 1
+HARNESS_TASK = """task: {name}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: generate_until
+doc_to_text: "{{{{prompt}}}}"
+doc_to_target: "{{{{answer}}}}"
+generation_kwargs:
+  until: ["</s>"]
+  do_sample: false
+  max_gen_toks: {limit}
+process_results: !function utils.process_results
+metric_list:
+  - metric: exact_match
+    aggregation: mean
+    higher_is_better: true
+"""
+HARNESS_UTILS = """# Written by bambo: scores a generation as bambo's GenerationEvaluator does.
+from bambo.benchmarks.arithmetic.data import parse_answer
+
+
+def process_results(doc, results):
+    return {"exact_match": int(parse_answer(results[0]) == doc["answer"])}
+"""
 TRAIN_THREADS = 1
 MODELS = ("base", *STYLES)
 Split = Literal["val", "test"]
@@ -58,7 +84,10 @@ class ArithmeticConfig(FrozenConfig):
     """Settings of the arithmetic benchmark (all of them key the cache).
 
     Attributes:
-        operands: Numbers per problem.
+        min_operands: Fewest numbers in a problem.
+        max_operands: Most numbers in a problem (each problem draws its count uniformly:
+            the direct expert answers short problems well and long ones badly, so a merge
+            that thinks on the long ones only lies between the experts on both objectives).
         digits: Digits per number.
         layers: Decoder layers.
         hidden: Hidden size.
@@ -73,7 +102,8 @@ class ArithmeticConfig(FrozenConfig):
         seed: Seeds the splits, the initialisation and the batches.
     """
 
-    operands: int = Field(3, ge=2, le=6)
+    min_operands: int = Field(2, ge=2, le=6)
+    max_operands: int = Field(4, ge=2, le=6)
     digits: int = Field(2, ge=1, le=4)
     layers: int = Field(4, ge=1)
     hidden: int = Field(128, ge=8)
@@ -81,11 +111,17 @@ class ArithmeticConfig(FrozenConfig):
     base_steps: int = Field(1200, ge=1)
     expert_steps: int = Field(600, ge=1)
     base_lr: float = Field(3e-3, gt=0)
-    expert_lr: float = Field(1e-3, gt=0)
+    expert_lr: float = Field(5e-4, gt=0)
     batch_size: int = Field(64, ge=1)
     n_val: int = Field(200, ge=1)
     n_test: int = Field(200, ge=1)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _operand_range(self) -> ArithmeticConfig:
+        if self.min_operands > self.max_operands:
+            raise ValueError(f"min_operands {self.min_operands} is more than max_operands {self.max_operands}")
+        return self
 
     def key(self) -> str:
         """Hash of the settings, the recipe version and the training thread count."""
@@ -93,10 +129,15 @@ class ArithmeticConfig(FrozenConfig):
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     @property
+    def operands(self) -> tuple[int, int]:
+        """``(min_operands, max_operands)``."""
+        return (self.min_operands, self.max_operands)
+
+    @property
     def max_new_tokens(self) -> int:
         """Room for the thinking style's longest answer, and a little more."""
         step = 2 * (self.digits + 1) + self.digits + 2  # "sum+x=sum';" with sums one digit longer
-        return (self.operands - 1) * step + self.digits + 4 + 8
+        return (self.max_operands - 1) * step + self.digits + 4 + 8
 
 
 class ArithmeticBenchmark(Benchmark):
@@ -226,6 +267,31 @@ class ArithmeticBenchmark(Benchmark):
         return GenerationEvaluator(
             self.tokenizer, examples, parse_answer, self.config.max_new_tokens, batch_size=100, anchors=anchors
         )
+
+    def write_harness_task(self, folder: Path | str, split: Split = "val") -> str:
+        """The split as an lm-evaluation-harness task (YAML, JSON lines, ``utils.py``) in ``folder``.
+
+        The task generates greedily until the end-of-sequence token, at most
+        :attr:`ArithmeticConfig.max_new_tokens` tokens, and scores ``exact_match`` of the
+        parsed answer, as :meth:`evaluator` does; pass ``folder`` as lm-eval's ``include_path``
+        (:class:`~bambo.harness.HarnessEvaluator`).
+
+        Returns:
+            The task's name, ``bambo_arithmetic_<split>``.
+        """
+        if split not in self.problems:
+            raise ConfigError(f"unknown split {split!r}; valid: {', '.join(self.problems)}")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"bambo_arithmetic_{split}"
+        data = folder / f"{name}.jsonl"
+        rows = [json.dumps({"prompt": p.prompt(), "answer": str(p.total)}) for p in self.problems[split]]
+        data.write_text("\n".join(rows) + "\n")
+        (folder / "utils.py").write_text(HARNESS_UTILS)
+        (folder / f"{name}.yaml").write_text(
+            HARNESS_TASK.format(name=name, data=json.dumps(str(data.resolve())), limit=self.config.max_new_tokens)
+        )
+        return name
 
     def evaluate(self, model: nn.Module, split: Split = "val") -> dict[str, float]:
         """``accuracy`` and ``tokens`` of a live model on a split."""

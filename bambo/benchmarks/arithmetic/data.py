@@ -55,25 +55,34 @@ class Addition:
         return ";".join(steps) + f";{ANSWER_MARK}{self.total}{EOS}"
 
 
-def sample_additions(n: int, operands: int, digits: int, seed: int, exclude: frozenset = frozenset()) -> list[Addition]:
+def sample_additions(
+    n: int, operands: int | tuple[int, int], digits: int, seed: int, exclude: frozenset = frozenset()
+) -> list[Addition]:
     """``n`` distinct problems, seeded, none of them in ``exclude``.
 
     Args:
         n: How many.
-        operands: Numbers per problem (``k``).
+        operands: Numbers per problem, or ``(fewest, most)``: each problem draws its count
+            uniformly (mixed lengths make a merge think on some problems and answer others
+            at once, so its mean output length lies between the experts').
         digits: Digits per number (leading digit non-zero for more than one digit).
         seed: Seed of the draw.
         exclude: Problems to avoid (another split's).
+
+    Raises:
+        ValueError: Fewer than ``n`` distinct problems exist outside ``exclude``.
     """
+    fewest, most = (operands, operands) if isinstance(operands, int) else operands
     rng = random.Random(seed)
     low = 10 ** (digits - 1) if digits > 1 else 0
-    space = (10**digits - low) ** operands
+    space = sum((10**digits - low) ** k for k in range(fewest, most + 1))
     if n > space - len(exclude):
         raise ValueError(f"asked for {n} distinct problems, but only {space - len(exclude)} exist")
     seen: set[Addition] = set()
     out: list[Addition] = []
     while len(out) < n:
-        problem = Addition(tuple(rng.randrange(low, 10**digits) for _ in range(operands)))
+        k = rng.randint(fewest, most)
+        problem = Addition(tuple(rng.randrange(low, 10**digits) for _ in range(k)))
         if problem not in seen and problem not in exclude:
             seen.add(problem)
             out.append(problem)

@@ -77,7 +77,7 @@ def train(
     tokenizer: object,
     styles: Sequence[Style],
     steps: int,
-    operands: int,
+    operands: int | tuple[int, int],
     digits: int,
     lr: float,
     seed: int,
@@ -93,7 +93,7 @@ def train(
         tokenizer: The character tokenizer.
         styles: Answer styles, alternated within each batch (``("thinking", "direct")``: a mix).
         steps: Optimiser steps.
-        operands: Numbers per problem.
+        operands: Numbers per problem, or ``(fewest, most)``.
         digits: Digits per number.
         lr: Peak learning rate (linear warm-up over 50 steps, then linear decay to 10%).
         seed: Seeds the problems and the style order.
