@@ -41,6 +41,7 @@ from bambo.problem import Objective
 MAX_TIMEOUT_S = 30 * 24 * 3600.0  # an evaluation timeout beyond 30 days is a mistake (or .inf)
 Seconds = Annotated[float, Strict(), Field(gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)]
 
+
 class ModelsConfig(FrozenConfig):
     """Where the base and the experts come from.
 

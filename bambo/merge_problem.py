@@ -230,9 +230,7 @@ class MergeProblem(Problem):
         merger, space = merge_setup(
             task_vectors, method, granularity, blocks, bounds, method_options or {}, partitioner
         )
-        return cls(
-            merger, space, evaluator, objectives, ref_point=ref_point, model=model, model_factory=model_factory
-        )
+        return cls(merger, space, evaluator, objectives, ref_point=ref_point, model=model, model_factory=model_factory)
 
     def heuristic_points(self) -> Tensor:
         """BAMBO's warm-start settings: each expert alone, the balanced mix, all-0 and all-1.

@@ -98,6 +98,23 @@ def inverted_generational_distance(Y: Tensor, reference_front: Tensor) -> float:
     return _mean_min_distance(R, A)
 
 
+def dominated_by(front: Tensor, points: Tensor) -> Tensor:
+    """Which of ``points`` some row of ``front`` strictly dominates (maximisation).
+
+    Args:
+        front: ``(n, m)`` points, e.g. a strategy's Pareto set.
+        points: ``(k, m)`` points, e.g. a baseline's evaluations.
+
+    Returns:
+        A ``(k,)`` boolean mask: at least as good on every objective and better on one.
+    """
+    F, P = _as_points(front, "front"), _as_points(points, "points")
+    _same_objectives(F, P, "front and points")
+    ge = (F[None, :, :] >= P[:, None, :]).all(-1)
+    gt = (F[None, :, :] > P[:, None, :]).any(-1)
+    return (ge & gt).any(-1)
+
+
 def win_rate(Y_a: Tensor, Y_b: Tensor) -> float:
     """MAP's win rate of front A over front B (MAP Sec. 4.1).
 

@@ -125,8 +125,7 @@ def write_pareto(
             for n, s in zip(result.objective_names, result.signs.tolist(), strict=True)
         ],
         "pareto": [
-            {"trial_id": i, "x": x, "objectives": y}
-            for i, x, y in zip(pareto_ids, X.tolist(), Y.tolist(), strict=True)
+            {"trial_id": i, "x": x, "objectives": y} for i, x, y in zip(pareto_ids, X.tolist(), Y.tolist(), strict=True)
         ],
         "evaluations": [
             {"trial_id": ids[i], "x": x, "objectives": None if i in result.errors else y, "error": result.errors.get(i)}

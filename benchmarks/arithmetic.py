@@ -31,7 +31,7 @@ import torch
 from bambo.benchmarks.arithmetic import ArithmeticBenchmark, ArithmeticConfig
 from bambo.experiment import optimize
 from bambo.merge_problem import MergeProblem
-from bambo.pareto import hypervolume, pareto_front
+from bambo.pareto import dominated_by, hypervolume, pareto_front
 from bambo.strategies import GridSearch, get_strategy
 from bambo.strategies.map import TaskQuadratics
 from benchmarks.common import RESULTS, Clock, machine_header
@@ -40,13 +40,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 BASELINES = {"TA": "task_arithmetic", "TIES": "ties", "DARE-TIES": "dare_ties", "Breadcrumbs": "breadcrumbs"}
-
-
-def dominated_by(front: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """Mask of ``points`` strictly dominated by some row of ``front`` (maximisation)."""
-    ge = (front[None, :, :] >= points[:, None, :]).all(-1)
-    gt = (front[None, :, :] > points[:, None, :]).any(-1)
-    return (ge & gt).any(-1)
 
 
 def r_squared(predicted: torch.Tensor, observed: torch.Tensor) -> list[float]:
@@ -76,9 +69,7 @@ def search_space(bench: ArithmeticBenchmark) -> MergeProblem:
     return bench.problem(granularity="block", blocks=8, partitioner="hybrid")
 
 
-def main(
-    argv: list[str] | None = None, config: ArithmeticConfig | None = None, cache_dir: Path | None = None
-) -> Path:
+def main(argv: list[str] | None = None, config: ArithmeticConfig | None = None, cache_dir: Path | None = None) -> Path:
     """Run the comparison and write the report; returns its path.
 
     Args:

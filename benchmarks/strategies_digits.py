@@ -35,7 +35,14 @@ import torch
 from bambo.benchmarks.digits import DigitsBenchmark, DigitsConfig
 from bambo.experiment import optimize
 from bambo.merge_problem import MergeProblem
-from bambo.pareto import generational_distance, hypervolume, inverted_generational_distance, pareto_front, win_rate
+from bambo.pareto import (
+    dominated_by,
+    generational_distance,
+    hypervolume,
+    inverted_generational_distance,
+    pareto_front,
+    win_rate,
+)
 from bambo.selection import select_weighted_sum
 from bambo.strategies import MAP, BayesianMAP, GridSearch, NestedMAP, get_strategy
 from benchmarks.common import RESULTS, Clock, machine_header
@@ -216,13 +223,6 @@ def nested_vs_plain(bench: DigitsBenchmark, seed: int) -> tuple[list[str], dict]
 
 
 # -- 4. BAMBO block level vs model-level baselines -----------------------------------------------
-
-
-def dominated_by(front: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """Mask of ``points`` strictly dominated by some row of ``front`` (maximisation)."""
-    ge = (front[None, :, :] >= points[:, None, :]).all(-1)
-    gt = (front[None, :, :] > points[:, None, :]).any(-1)
-    return (ge & gt).any(-1)
 
 
 def bambo_vs_baselines(bench: DigitsBenchmark, seeds: list[int], budget: int) -> tuple[list[str], dict, dict]:

@@ -86,7 +86,8 @@ def test_describe_shows_base_experts_and_merges(tmp_path):
     for row in ("base", "noisy", "TA all c=0.3", "task vector L1 ratio"):
         assert row in result.output
     unknown = runner.invoke(app, ["describe", "digitz"])
-    assert unknown.exit_code == 2 and "unknown benchmark 'digitz'; valid names: arithmetic, digits, text" in unknown.output
+    assert unknown.exit_code == 2
+    assert "unknown benchmark 'digitz'; valid names: arithmetic, digits, text" in unknown.output
 
 
 def test_partition_on_hf_folders(tmp_path):

@@ -312,9 +312,7 @@ def mutated(draw: st.DrawFn, bases: dict[str, dict[str, Any]]) -> tuple[str, str
         return kind, dump(with_value(base, path, draw(st.sampled_from(values))))
     text = dump(base)
     lines = text.splitlines()
-    breaker = draw(
-        st.sampled_from(["unclosed", "tab", "colons", "key", "deep", "aliases", "document", "nul", "bytes"])
-    )
+    breaker = draw(st.sampled_from(["unclosed", "tab", "colons", "key", "deep", "aliases", "document", "nul", "bytes"]))
     if breaker == "unclosed":
         lines.insert(draw(st.integers(0, len(lines))), "x: [unclosed")
     elif breaker == "tab":

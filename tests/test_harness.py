@@ -16,7 +16,7 @@ def bench(tmp_path_factory):
     from bambo.benchmarks.arithmetic import ArithmeticBenchmark, ArithmeticConfig
 
     small = ArithmeticConfig(
-        min_operands=2, max_operands=3, digits=1, layers=2, hidden=48, base_steps=150, expert_steps=80,
+        min_operands=2, max_operands=3, digits=1, layers=2, hidden=48, base_steps=150, expert_steps=80, base_lr=3e-3,
         batch_size=32, n_val=24, n_test=24,
     )  # fmt: skip
     return ArithmeticBenchmark.build(small, cache_dir=tmp_path_factory.mktemp("arithmetic"))

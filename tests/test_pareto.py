@@ -9,6 +9,7 @@ from pymoo.indicators.igd import IGD
 
 from bambo.errors import ConfigError
 from bambo.pareto import (
+    dominated_by,
     generational_distance,
     hypervolume,
     inverted_generational_distance,
@@ -50,6 +51,17 @@ def test_pareto_mask_matches_brute_force():
     brute = [not any(np.all(o >= y) and np.any(o > y) for o in Yn) for y in Yn]
     assert pareto_mask(Y).tolist() == brute
     assert pareto_front(Y).shape[0] == sum(brute)
+
+
+def test_dominated_by_matches_brute_force_and_ignores_ties():
+    front, points = random_front(2, 8, 1), random_front(2, 40, 2)
+    F, P = front.numpy(), points.numpy()
+    brute = [any(np.all(f >= p) and np.any(f > p) for f in F) for p in P]
+    assert dominated_by(front, points).tolist() == brute
+    own = pareto_front(front)
+    assert not dominated_by(own, own).any()  # a point does not dominate itself, nor its front mates
+    with pytest.raises(ConfigError, match="front and points"):
+        dominated_by(front, torch.zeros(2, 3))
 
 
 def test_hypervolume_known_value_and_points_below_reference():

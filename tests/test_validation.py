@@ -147,9 +147,7 @@ def test_an_evaluator_module_that_hangs_at_import_is_given_up_on(tmp_path):
         f"import os, time\nwhile not os.path.exists({str(release)!r}):\n    time.sleep(0.01)\n"
         "def score(sd): return {}\n"
     )
-    path = edited(
-        tmp_path, lambda c: c["evaluator"].update(entry_point="hangs_at_import:score", import_timeout_s=0.2)
-    )
+    path = edited(tmp_path, lambda c: c["evaluator"].update(entry_point="hangs_at_import:score", import_timeout_s=0.2))
     try:
         rejected(tmp_path, [str(path)], "importing module 'hangs_at_import' took longer than 0.2 s")
     finally:
@@ -218,9 +216,7 @@ def test_an_evaluator_naming_trial_id_and_x_as_plain_parameters_is_accepted_and_
         "    return toy_metrics(state_dict)\n"
     )
     log = tmp_path / "calls.jsonl"
-    path = edited(
-        tmp_path, lambda c: c["evaluator"].update(entry_point="my_eval_ids:score", options={"log": str(log)})
-    )
+    path = edited(tmp_path, lambda c: c["evaluator"].update(entry_point="my_eval_ids:score", options={"log": str(log)}))
     result = runner.invoke(app, ["run", str(path)])
     sys.modules.pop("my_eval_ids", None)
     assert result.exit_code == 0, result.output

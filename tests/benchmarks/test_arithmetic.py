@@ -1,20 +1,31 @@
 """The arithmetic LM benchmark on its small test configuration (trains in well under a minute)."""
 
+import random
+
 import pytest
 import torch
 
 from bambo.benchmarks.arithmetic import ArithmeticBenchmark, ArithmeticConfig
 from bambo.benchmarks.arithmetic.benchmark import load_model, load_tokenizer
-from bambo.benchmarks.arithmetic.data import Addition, build_tokenizer, parse_answer, sample_additions
+from bambo.benchmarks.arithmetic.data import (
+    Addition,
+    build_tokenizer,
+    parse_answer,
+    sample_additions,
+    think_probability,
+    training_texts,
+)
+from bambo.benchmarks.arithmetic.model import completion_loss, encode_batch, llama
 from bambo.errors import ConfigError
 
 SMALL = ArithmeticConfig(
     min_operands=2,
-    max_operands=2,
-    digits=2,
+    max_operands=3,
+    digits=1,
     layers=2,
     hidden=64,
     base_steps=200,
+    base_lr=3e-3,
     expert_steps=100,
     batch_size=32,
     n_val=40,
@@ -34,6 +45,38 @@ def test_answer_styles_and_parsing():
     assert problem.answer("direct") == "A102</s>"
     assert parse_answer("12+34=46;46+56=102;A102") == "102" and parse_answer("A1x") == "1"
     assert parse_answer("12+34=46") is None and parse_answer("A") is None
+
+
+def test_the_base_mix_thinks_more_often_the_more_numbers():
+    assert [think_probability(k, (2, 5)) for k in (2, 3, 4, 5)] == [0.125, 0.375, 0.625, 0.875]
+    assert think_probability(3, (3, 3)) == 0.5
+    problems = sample_additions(4000, (2, 5), 2, seed=0)
+    pairs = training_texts(problems, "graded", (2, 5), random.Random(0))
+    assert pairs == training_texts(problems, "graded", (2, 5), random.Random(0))  # seeded
+    for k in (2, 3, 4, 5):
+        styles = [c.startswith("A") for p, (_, c) in zip(problems, pairs, strict=True) if len(p.operands) == k]
+        assert abs(1 - sum(styles) / len(styles) - think_probability(k, (2, 5))) < 0.05, k  # thinking share
+    direct = training_texts(problems, "direct", (2, 5), random.Random(1))
+    assert all(c == p.answer("direct") for p, (_, c) in zip(problems, direct, strict=True))
+
+
+def test_micro_batches_give_the_whole_batch_mean_loss_and_gradient():
+    tokenizer = build_tokenizer()
+    model = llama(tokenizer, layers=1, hidden=32, heads=2, max_positions=64, seed=0)
+    problems = sample_additions(12, (2, 4), 2, seed=3)
+    pairs = sorted(training_texts(problems, "graded", (2, 4), random.Random(0)), key=lambda p: len(p[0] + p[1]))
+    whole = model(**dict(zip(("input_ids", "attention_mask", "labels"), encode_batch(tokenizer, pairs), strict=True)))
+    whole.loss.backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    chunks = [encode_batch(tokenizer, pairs[i : i + 5]) for i in (0, 5, 10)]
+    assert chunks[0][0].shape[1] < chunks[2][0].shape[1]  # sorted: the short ones are padded less
+    targets = sum(int((labels != -100).sum()) for *_, labels in chunks)
+    total = sum(completion_loss(model, *chunk) / targets for chunk in chunks)
+    total.backward()
+    assert torch.allclose(total, whole.loss, atol=1e-6)
+    for got, want in zip((p.grad for p in model.parameters()), expected, strict=True):
+        assert torch.allclose(got, want, atol=1e-6)
 
 
 def test_tokenizer_is_character_level_and_round_trips(tmp_path):

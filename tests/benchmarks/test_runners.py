@@ -146,6 +146,7 @@ def test_arithmetic_table2_reports_bambo_map_and_the_baselines(tmp_path):
         layers=2,
         hidden=32,
         base_steps=60,
+        base_lr=3e-3,
         expert_steps=30,
         batch_size=16,
         n_val=16,

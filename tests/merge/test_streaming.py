@@ -189,8 +189,15 @@ def test_export_of_a_streamed_merge_reloads_in_transformers(llamas, tmp_path):
     experts = {"a": llamas[1], "b": llamas[2]}
     problems = {
         engine: MergeProblem.from_models(
-            llamas[0], experts, lambda sd: {}, [Objective(name="s")], method="ties", granularity="block",
-            blocks=2, partitioner="hybrid", engine=engine,
+            llamas[0],
+            experts,
+            lambda sd: {},
+            [Objective(name="s")],
+            method="ties",
+            granularity="block",
+            blocks=2,
+            partitioner="hybrid",
+            engine=engine,
         )
         for engine in ("memory", "streaming")
     }
@@ -221,9 +228,8 @@ def test_a_run_config_forced_onto_the_streaming_engine_runs_end_to_end(tmp_path,
             "base": "models/base.safetensors",
             "experts": {"a": "models/a.safetensors", "b": "models/b.safetensors"},
         },
-        "merge": {"method": "ties", "granularity": "block", "blocks": 2, "partitioner": "uniform"} | {
-            "engine": "streaming"
-        },
+        "merge": {"method": "ties", "granularity": "block", "blocks": 2, "partitioner": "uniform"}
+        | {"engine": "streaming"},
         "evaluator": {"entry_point": "tests.run_helpers:toy_metrics", "options": {}},
         "objectives": [{"name": "a"}, {"name": "b"}],
         "strategy": {"name": "sobol"},
@@ -277,8 +283,14 @@ def test_one_expert_with_the_hybrid_partitioner_is_refused_alike_on_both_engines
     for engine in ("memory", "streaming"):
         with pytest.raises(ConfigError, match="all layer differences are zero"):
             MergeProblem.from_models(
-                llamas[0], {"a": llamas[1]}, lambda sd: {}, [Objective(name="s")], granularity="block", blocks=2,
-                partitioner="hybrid", engine=engine,
+                llamas[0],
+                {"a": llamas[1]},
+                lambda sd: {},
+                [Objective(name="s")],
+                granularity="block",
+                blocks=2,
+                partitioner="hybrid",
+                engine=engine,
             )
 
 

@@ -5,7 +5,8 @@ model (short answers) and searches the trade-off between accuracy and output tok
 This benchmark builds that setting at CPU scale:
 
 - **base**: a Llama-layout ``LlamaForCausalLM`` (:func:`~bambo.benchmarks.arithmetic.model.llama`)
-  trained on multi-operand additions answered in both styles, alternately;
+  trained on multi-operand additions answered in both styles, thinking more often the
+  more numbers a problem has (:func:`~bambo.benchmarks.arithmetic.data.think_probability`);
 - **thinking** expert: the base fine-tuned on the step-by-step style;
 - **direct** expert: the base fine-tuned on the answer-at-once style.
 
@@ -17,6 +18,13 @@ test problem. Each model is saved with the tokenizer as a plain transformers fol
 (``save_pretrained``), so ``AutoModelForCausalLM.from_pretrained`` and
 ``AutoTokenizer.from_pretrained`` reload it; the folders are cached, keyed by a hash of
 the settings, and training is seeded and runs on one thread.
+
+The default recipe (additions of 2 to 5 two-digit numbers; the base 1,200 steps at a peak
+learning rate of 1e-3 on the graded mix, each expert 350 steps at 5e-4) was chosen among
+the recipes measured in ``docs/benchmarks.md``: it is the one that met every target of
+the benchmark (thinking accuracy >= 0.9 at >= 4x the direct expert's tokens, direct at
+least 0.15 less accurate, three task-arithmetic merges strictly between the experts,
+training within 10 CPU-minutes).
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ from bambo.merge import Merger, StateDict, TaskVectors, get_merge_method
 from bambo.merge_problem import MergeProblem
 from bambo.problem import Objective
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 HARNESS_TASK = """task: {name}
 dataset_path: json
 dataset_kwargs:
@@ -92,7 +100,7 @@ class ArithmeticConfig(FrozenConfig):
         layers: Decoder layers.
         hidden: Hidden size.
         heads: Attention heads.
-        base_steps: Steps of the base on both styles.
+        base_steps: Steps of the base on the graded mix of both styles.
         expert_steps: Steps of each expert on its own style.
         base_lr: Peak learning rate of the base.
         expert_lr: Peak learning rate of the experts.
@@ -103,14 +111,14 @@ class ArithmeticConfig(FrozenConfig):
     """
 
     min_operands: int = Field(2, ge=2, le=6)
-    max_operands: int = Field(4, ge=2, le=6)
+    max_operands: int = Field(5, ge=2, le=6)
     digits: int = Field(2, ge=1, le=4)
     layers: int = Field(4, ge=1)
     hidden: int = Field(128, ge=8)
     heads: int = Field(4, ge=1)
     base_steps: int = Field(1200, ge=1)
-    expert_steps: int = Field(600, ge=1)
-    base_lr: float = Field(3e-3, gt=0)
+    expert_steps: int = Field(350, ge=1)
+    base_lr: float = Field(1e-3, gt=0)
     expert_lr: float = Field(5e-4, gt=0)
     batch_size: int = Field(64, ge=1)
     n_val: int = Field(200, ge=1)
@@ -216,9 +224,9 @@ class ArithmeticBenchmark(Benchmark):
         common = {"operands": config.operands, "digits": config.digits, "batch_size": config.batch_size}
         curves: dict[str, list] = {}
         start = time.process_time()
-        say(f"training the base ({config.base_steps} steps on both styles)")
+        say(f"training the base ({config.base_steps} steps, thinking more often the more numbers)")
         curves["base"] = train(
-            model, tokenizer, STYLES, config.base_steps, lr=config.base_lr, seed=config.seed,
+            model, tokenizer, "graded", config.base_steps, lr=config.base_lr, seed=config.seed,
             exclude=held_out, progress=say, **common,
         )  # fmt: skip
         models = {"base": model}
@@ -226,7 +234,7 @@ class ArithmeticBenchmark(Benchmark):
             expert = copy.deepcopy(model)
             say(f"fine-tuning the {style} expert ({config.expert_steps} steps)")
             curves[style] = train(
-                expert, tokenizer, (style,), config.expert_steps, lr=config.expert_lr, seed=config.seed + 1 + i,
+                expert, tokenizer, style, config.expert_steps, lr=config.expert_lr, seed=config.seed + 1 + i,
                 exclude=held_out, progress=say, **common,
             )  # fmt: skip
             models[style] = expert

@@ -24,6 +24,7 @@ from typing import Literal
 
 Style = Literal["thinking", "direct"]
 STYLES: tuple[Style, ...] = ("thinking", "direct")
+Mix = Literal["thinking", "direct", "graded"]
 SYMBOLS = "0123456789+=;A"
 PAD, BOS, EOS = "<pad>", "<s>", "</s>"
 ANSWER_MARK = "A"
@@ -121,6 +122,42 @@ def build_tokenizer():  # noqa: ANN201 - transformers' PreTrainedTokenizerFast, 
     )
 
 
-def training_texts(problems: Sequence[Addition], styles: Sequence[Style]) -> list[tuple[str, str]]:
-    """``(prompt, completion)`` pairs, the i-th problem in ``styles[i % len(styles)]``."""
-    return [(p.prompt(), p.answer(styles[i % len(styles)])) for i, p in enumerate(problems)]
+def think_probability(count: int, operands: tuple[int, int]) -> float:
+    """How often the base's training data thinks on a problem of ``count`` numbers.
+
+    Linear in the count, from ``0.5 / n`` for the fewest numbers to ``1 - 0.5 / n`` for the
+    most (``n`` counts, so every count is seen in both styles). A base that learned to
+    think more often the longer the problem carries that rule into its merges: adding
+    more of the thinking task vector moves the switch from answering at once to thinking
+    one operand count at a time, so merges answer short problems directly and think on
+    long ones, and lie between the experts on both objectives (with a rule that ignores
+    the problem, a merge switches style on every problem at once and lands on one expert
+    or the other: the recipes tried and what each gave are in ``docs/benchmarks.md``).
+
+    Args:
+        count: Numbers in the problem.
+        operands: ``(fewest, most)`` numbers of the problems trained on.
+    """
+    fewest, most = operands
+    return (count - fewest + 0.5) / (most - fewest + 1)
+
+
+def training_texts(
+    problems: Sequence[Addition], mix: Mix, operands: tuple[int, int], rng: random.Random
+) -> list[tuple[str, str]]:
+    """``(prompt, completion)`` pairs.
+
+    Args:
+        problems: The problems.
+        mix: One style for all, or ``"graded"``: each problem thinks with
+            :func:`think_probability` of its operand count (the base's mix).
+        operands: ``(fewest, most)`` numbers per problem.
+        rng: Draws the styles of a graded mix.
+    """
+    pairs = []
+    for p in problems:
+        style: Style = mix if mix != "graded" else (
+            "thinking" if rng.random() < think_probability(len(p.operands), operands) else "direct"
+        )  # fmt: skip
+        pairs.append((p.prompt(), p.answer(style)))
+    return pairs
