@@ -21,7 +21,7 @@ from bambo.errors import ConfigError, EvaluationError
 from bambo.merge import Merger, StateDict, TaskVectors, get_merge_method
 from bambo.merge.streaming import Engine, LazyTaskVectors, StreamingMerger, choose_engine
 from bambo.partition import layer_differences, layer_differences_from_task_vectors, partition_layers
-from bambo.problem import Metrics, Objective, Problem, current_trial_id, unique_rows
+from bambo.problem import Metrics, Objective, Problem, as_metrics, current_trial_id, unique_rows
 from bambo.space import LayerLayout, MergeSpace
 from bambo.weights import load_state_dict
 
@@ -318,19 +318,7 @@ class MergeProblem(Problem):
             raise
         except Exception as exc:  # noqa: BLE001 - a user evaluator may raise anything
             raise EvaluationError(f"evaluator raised {type(exc).__name__}: {exc}") from exc
-        if not isinstance(result, Mapping):
-            raise EvaluationError(
-                f"the evaluator must return a mapping of metric names to numbers, got {type(result).__name__}"
-            )
-        metrics = {}
-        for name, value in result.items():
-            try:
-                metrics[str(name)] = float(value)
-            except (TypeError, ValueError):
-                raise EvaluationError(f"metric {name!r} is not a number: {value!r}") from None
-            except OverflowError:
-                raise EvaluationError(f"metric {name!r} does not fit in a float: {str(value)[:40]}...") from None
-        return metrics
+        return as_metrics(result)
 
     def evaluate_one(self, x: Tensor) -> Tensor:
         return torch.tensor(self.objective_values(self.metrics(x), x), dtype=torch.float64)

@@ -231,6 +231,23 @@ class Problem(ABC):
         """
         return [o.sign * o.value(metrics) for o in self.objectives]
 
+    @property
+    def discrete_dims(self) -> dict[int, list[float]]:
+        """Variables that take only the listed values, index -> values (none: every variable is continuous)."""
+        return {}
+
+    def canonical(self, X: Tensor) -> Tensor:
+        """One representative of every set of decision vectors that evaluate alike.
+
+        The identity here; a problem with dependent variables (a data-flow space: a dropped
+        layer's scale does nothing) maps equivalent vectors to one, so that surrogates see
+        one point per distinct candidate.
+
+        Args:
+            X: Shape ``(..., d)``.
+        """
+        return X
+
     def heuristic_points(self) -> Tensor:
         """Hand-picked starting points for a warm start (BAMBO Sec. 3.3, Alg. 2 step 2).
 
@@ -242,6 +259,27 @@ class Problem(ABC):
         """
         lower, upper = self.bounds
         return unique_rows(torch.stack([lower, upper, (lower + upper) / 2]))
+
+
+def as_metrics(result: object) -> dict[str, float]:
+    """An evaluator's result as named floats.
+
+    Raises:
+        EvaluationError: The result is not a mapping, or a value is not a number (names it).
+    """
+    if not isinstance(result, Mapping):
+        raise EvaluationError(
+            f"the evaluator must return a mapping of metric names to numbers, got {type(result).__name__}"
+        )
+    metrics = {}
+    for name, value in result.items():
+        try:
+            metrics[str(name)] = float(value)
+        except (TypeError, ValueError):
+            raise EvaluationError(f"metric {name!r} is not a number: {value!r}") from None
+        except OverflowError:
+            raise EvaluationError(f"metric {name!r} does not fit in a float: {str(value)[:40]}...") from None
+    return metrics
 
 
 def unique_rows(X: Tensor) -> Tensor:

@@ -79,6 +79,7 @@ from botorch.acquisition.acquisition import AcquisitionFunction
 from botorch.exceptions.warnings import OptimizationWarning
 from botorch.models.model import Model
 from botorch.optim import optimize_acqf
+from botorch.optim.optimize_mixed import optimize_acqf_mixed_alternating
 from botorch.sampling.normal import SobolQMCNormalSampler
 from botorch.utils.multi_objective.hypervolume import infer_reference_point
 from botorch.utils.sampling import sample_simplex
@@ -210,7 +211,7 @@ class BAMBO(Strategy):
         return torch.cat([chosen, lower + (upper - lower) * sobol])
 
     def ask(self, n: int) -> Tensor:
-        X = self._propose(n)
+        X = self.problem.canonical(self._propose(n))
         self._pending = torch.cat([self._pending, X])
         return X
 
@@ -283,6 +284,7 @@ class BAMBO(Strategy):
                 "use batch_size=1 or a batch acquisition"
             )
         start = time.perf_counter()
+        X = self.problem.canonical(X)  # one point per distinct candidate (a data-flow path)
         seed = self.seed * 100_003 + self._iteration
         with torch.random.fork_rng():  # fit retries draw from the global generator
             torch.manual_seed(seed)
@@ -309,15 +311,7 @@ class BAMBO(Strategy):
                 acqf = self._acquisition(model, X, Y, seed)
                 with torch.random.fork_rng():
                     torch.manual_seed(seed)
-                    candidates, _ = optimize_acqf(
-                        acqf,
-                        bounds=bounds,
-                        q=q,
-                        num_restarts=self.num_restarts,
-                        raw_samples=self.raw_samples,
-                        options=options,
-                        sequential=self.sequential,
-                    )
+                    candidates = self._optimize(acqf, q, options, self.sequential)
         optimizer_warnings = [w for w in caught if _is_optimizer_warning(w.message)]
         for w in caught:
             if not _is_optimizer_warning(w.message):
@@ -340,7 +334,22 @@ class BAMBO(Strategy):
             X.shape[0],
             q,
         )
-        return candidates.detach().clamp(bounds[0], bounds[1])
+        return self.problem.canonical(candidates.detach().clamp(bounds[0], bounds[1]))
+
+    def _optimize(self, acqf: AcquisitionFunction, q: int, options: dict, sequential: bool) -> Tensor:
+        """Maximise the acquisition over the box: L-BFGS, or BoTorch's alternating discrete/continuous
+        search when the problem has discrete variables (a data-flow space's include bits)."""
+        common = {"bounds": self.problem.bounds, "q": q, "num_restarts": self.num_restarts}
+        discrete = self.problem.discrete_dims
+        if discrete:
+            candidates, _ = optimize_acqf_mixed_alternating(
+                acqf, discrete_dims=discrete, raw_samples=self.raw_samples, sequential=True, **common
+            )
+            return candidates
+        candidates, _ = optimize_acqf(
+            acqf, raw_samples=self.raw_samples, options=options, sequential=sequential, **common
+        )
+        return candidates
 
     def _sampler(self, seed: int) -> SobolQMCNormalSampler:
         return SobolQMCNormalSampler(sample_shape=torch.Size([self.mc_samples]), seed=seed)
@@ -375,14 +384,7 @@ class BAMBO(Strategy):
             )
             with torch.random.fork_rng():
                 torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-                candidate, _ = optimize_acqf(
-                    acqf,
-                    bounds=self.problem.bounds,
-                    q=1,
-                    num_restarts=self.num_restarts,
-                    raw_samples=self.raw_samples,
-                    options=options,
-                )
+                candidate = self._optimize(acqf, 1, options, True)
             chosen.append(candidate.detach())
         return torch.cat(chosen)
 

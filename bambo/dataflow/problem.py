@@ -1,0 +1,149 @@
+"""The data-flow merge problem: decision vector -> layer path -> built model -> metrics, with the path's depth.
+
+Beside :class:`~bambo.merge_problem.MergeProblem` (which merges weights), a
+:class:`DataFlowProblem` builds the model of the path a decision vector encodes
+(:class:`~bambo.dataflow.space.DataFlowSpace`, :func:`~bambo.dataflow.build.build_path_model`,
+no weight copied) and hands it to the evaluator. Its metrics are the evaluator's and
+``hops``, the path's number of layers: the inference cost that DFS trades against
+capability (a natural objective to minimise). The problem exposes the space's binary
+variables (:attr:`discrete_dims`) and its canonical map (:meth:`canonical`), so a strategy
+that honours them (BAMBO does) searches include bits as bits and fits its surrogates on
+one point per distinct path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from bambo.dataflow.build import build_path_model, layer_list_of
+from bambo.dataflow.path import LayerPath
+from bambo.dataflow.space import DataFlowSpace
+from bambo.errors import ConfigError, EvaluationError, InfeasibleError
+from bambo.problem import Objective, Problem, as_metrics, unique_rows
+
+__all__ = ["HOPS", "DataFlowProblem"]
+
+HOPS = "hops"
+"""The metric every data-flow evaluation reports beside the evaluator's: layers on the path."""
+
+
+class DataFlowProblem(Problem):
+    """Build the path of each decision vector through the source models and score the model.
+
+    Args:
+        sources: Source name -> model, in the space's order (base, experts, or merges).
+        space: The slots, bits and scales.
+        evaluator: Takes the built model (evaluation mode), returns named metrics.
+        objectives: Objectives computed from those metrics and ``hops``.
+        ref_point: Hypervolume reference in the objectives' own directions, shape ``(m,)``.
+        frame: The source whose embeddings and head every built model uses (default:
+            the first source).
+
+    Raises:
+        ConfigError: The space's sources are not the models given, a layer count differs,
+            an objective is unknown or repeated, the evaluator is not callable.
+        ModelMismatchError: The models cannot swap layers (hidden size, layer shapes).
+    """
+
+    def __init__(
+        self,
+        sources: Mapping[str, nn.Module],
+        space: DataFlowSpace,
+        evaluator: Callable[[nn.Module], Mapping[str, Any]],
+        objectives: Sequence[Objective],
+        ref_point: Sequence[float] | Tensor | None = None,
+        frame: str | None = None,
+    ) -> None:
+        if list(sources) != space.sources:
+            raise ConfigError(f"the space's sources {space.sources} are not the models given: {list(sources)}")
+        for name, model in sources.items():
+            count = len(model.get_submodule(layer_list_of(model)))
+            if count != space.n_layers:
+                raise ConfigError(f"source {name!r} has {count} layers, the space {space.n_layers}")
+        if not callable(evaluator):
+            raise ConfigError(f"the evaluator must be callable, got {type(evaluator).__name__}")
+        if not objectives:
+            raise ConfigError("a problem needs at least one objective")
+        names = [o.name for o in objectives]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"objective names must be unique, got {names}")
+        self.sources = dict(sources)
+        self.space = space
+        self.evaluator = evaluator
+        self.objectives = list(objectives)
+        self.bounds = space.bounds
+        self.frame = frame if frame is not None else space.sources[0]
+        full = [1.0] * len(space.free) + [1.0] * space.n_slots
+        build_path_model(space.path(torch.tensor(full, dtype=torch.float64)), self.sources, self.frame)  # fail early
+        if ref_point is not None:
+            ref = torch.as_tensor(ref_point, dtype=torch.float64)
+            if ref.shape != (len(self.objectives),):
+                raise ConfigError(f"ref_point has shape {tuple(ref.shape)}, expected ({len(self.objectives)},)")
+            self.ref_point = self.to_max(ref)
+
+    @property
+    def discrete_dims(self) -> dict[int, list[float]]:
+        """The include bits, each 0 or 1."""
+        return {i: [0.0, 1.0] for i in self.space.discrete_dims}
+
+    def canonical(self, X: Tensor) -> Tensor:
+        """See :meth:`DataFlowSpace.canonical`."""
+        return self.space.canonical(X)
+
+    def path(self, x: Tensor) -> LayerPath:
+        """The layer path of ``x``."""
+        return self.space.path(x)
+
+    def model(self, x: Tensor) -> nn.Module:
+        """The model of ``x``'s path (evaluation mode), sharing the sources' weights."""
+        return build_path_model(self.path(x), self.sources, self.frame).eval()
+
+    def heuristic_points(self) -> Tensor:
+        """Each source's own layer order, where the pins allow it; then every slot kept; then the pins only.
+
+        Returns:
+            Canonical vectors, shape ``(k, d)``, without duplicates.
+        """
+        candidates = [LayerPath.identity(s, self.space.n_layers) for s in self.space.sources]
+        points = []
+        for path in candidates:
+            try:
+                points.append(self.space.encode(path))
+            except ConfigError:
+                continue
+        n_free = len(self.space.free)
+        points.append(torch.tensor([1.0] * n_free + [1.0] * self.space.n_slots, dtype=torch.float64))
+        if self.space.pinned:
+            points.append(torch.tensor([0.0] * n_free + [1.0] * self.space.n_slots, dtype=torch.float64))
+        return unique_rows(self.canonical(torch.stack(points)))
+
+    def metrics(self, x: Tensor) -> dict[str, float]:
+        """The evaluator's metrics of ``x``'s model, and ``hops``.
+
+        Raises:
+            EvaluationError: The path keeps no layer, the evaluator raised, or it returned
+                a metric named ``hops`` or a value that is not a number.
+        """
+        try:
+            path = self.path(x)
+        except InfeasibleError as exc:
+            raise EvaluationError(str(exc)) from exc
+        model = build_path_model(path, self.sources, self.frame).eval()
+        try:
+            with torch.no_grad():
+                result = self.evaluator(model)
+        except EvaluationError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a user evaluator may raise anything
+            raise EvaluationError(f"evaluator raised {type(exc).__name__}: {exc}") from exc
+        metrics = as_metrics(result)
+        if HOPS in metrics:
+            raise EvaluationError(f"the evaluator returned a metric named {HOPS!r}, which the problem reports itself")
+        return {**metrics, HOPS: float(len(path))}
+
+    def evaluate_one(self, x: Tensor) -> Tensor:
+        return torch.tensor(self.objective_values(self.metrics(x), x), dtype=torch.float64)
