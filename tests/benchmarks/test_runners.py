@@ -162,3 +162,14 @@ def test_arithmetic_table2_reports_bambo_map_and_the_baselines(tmp_path):
     r2 = [float(v) for v in map_row.rsplit("|", 2)[1].split(",")]
     assert len(r2) == 2 and all(v <= 1.0 for v in r2)
     assert (tmp_path / "arithmetic.png").stat().st_size > 0
+
+
+def test_dataflow_cost_reports_each_model_based_batch(tmp_path):
+    from benchmarks import dataflow_cost
+
+    out = dataflow_cost.main(["--layers", "2", "--repeats", "1", "--budget", "12", "--output", str(tmp_path)])
+    text = out.read_text()
+    assert "slots=4, dim=7" in text
+    rows = [line for line in text.splitlines() if line.startswith("| 8 |")]
+    assert len(rows) == 1  # one batch after the 8-point warm start, fitted on 8 points
+    assert "Slowest batch:" in text
