@@ -41,10 +41,9 @@ the search then stays inside it and rarely widens the front (on BraninCurrin 43 
 to 95% of the reference hypervolume against 35 when told the reference,
 ``benchmarks/results/strategies_synthetic.md``), and with three objectives every front
 point dominates the inferred nadir, so the box decomposition of qLogNEHVI has the most
-cells it can have: one batch at d = 16, n = 100 on DTLZ2 took 21-30 s of acquisition with
-the inferred nadir (``benchmarks/results/optimizer_cost.md``, run when the nadir was the
-default) and 6.6 s with the problem's reference in a one-seed check of the same batch (not
-yet rerun by that benchmark, which now measures both rules).
+cells it can have: the next batch at d = 16, n = 100 on DTLZ2 took a median 22.7 CPU-s with
+the inferred nadir against 7.7 with the problem's reference, in the same run
+(``benchmarks/results/optimizer_cost.md``, 2026-12-07, 3 seeds).
 
 Speed defaults keep one batch short for up to 3 objectives: 64 quasi-MC samples,
 6 restarts from 256 raw samples optimised together in one batched L-BFGS, pruned
