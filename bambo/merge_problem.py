@@ -117,15 +117,10 @@ class MergeProblem(Problem):
                 f"{merger.method.name!r} needs {merger.n_coefficients}"
             )
         space.check_covers(merger.task_vectors.merged_names, list(merger.task_vectors.base))
-        if not objectives:
-            raise ConfigError("a problem needs at least one objective")
-        names = [o.name for o in objectives]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"objective names must be unique, got {names}")
+        self._set_objectives(objectives, ref_point)
         self.merger = merger
         self.space = space
         self.evaluator = evaluator
-        self.objectives = list(objectives)
         self.bounds = space.bounds
         self._buffers = merger.new_buffers() if reuse_buffers else None
         self._extras = _accepted_extras(evaluator)
@@ -137,11 +132,6 @@ class MergeProblem(Problem):
             )
         self._model = model
         self._model_factory = model_factory
-        if ref_point is not None:
-            ref = torch.as_tensor(ref_point, dtype=torch.float64)
-            if ref.shape != (len(self.objectives),):
-                raise ConfigError(f"ref_point has shape {tuple(ref.shape)}, expected ({len(self.objectives)},)")
-            self.ref_point = self.to_max(ref)
 
     @classmethod
     def from_models(

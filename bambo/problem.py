@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import ClassVar, Literal
@@ -230,6 +230,24 @@ class Problem(ABC):
             EvaluationError: A metric is missing or not finite.
         """
         return [o.sign * o.value(metrics) for o in self.objectives]
+
+    def _set_objectives(self, objectives: Sequence[Objective], ref_point: Sequence[float] | Tensor | None) -> None:
+        """Set :attr:`objectives` and :attr:`ref_point` (given in the objectives' own directions).
+
+        Raises:
+            ConfigError: No objective, repeated names, a reference point of the wrong shape.
+        """
+        if not objectives:
+            raise ConfigError("a problem needs at least one objective")
+        names = [o.name for o in objectives]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"objective names must be unique, got {names}")
+        self.objectives = list(objectives)
+        if ref_point is not None:
+            ref = torch.as_tensor(ref_point, dtype=torch.float64)
+            if ref.shape != (len(self.objectives),):
+                raise ConfigError(f"ref_point has shape {tuple(ref.shape)}, expected ({len(self.objectives)},)")
+            self.ref_point = self.to_max(ref)
 
     @property
     def discrete_dims(self) -> dict[int, list[float]]:

@@ -131,6 +131,35 @@ def _compile_layer_pattern(layer_pattern: str) -> re.Pattern[str]:
     return pattern
 
 
+def check_decision_vector(x: Tensor, bounds: Tensor, names: Sequence[str]) -> Tensor:
+    """Validate one decision vector against a box; returns it as float64 of shape ``(d,)``.
+
+    Args:
+        x: The vector.
+        bounds: Shape ``(2, d)``.
+        names: The variables' names, for the messages.
+
+    Raises:
+        BoundsError: Wrong shape, a non-finite entry, or an entry outside the bounds
+            (the message names the variable and the value).
+    """
+    x = torch.as_tensor(x, dtype=torch.float64)
+    d = bounds.shape[1]
+    if x.shape != (d,):
+        raise BoundsError(f"decision vector has shape {tuple(x.shape)}, expected ({d},)")
+    for i in (~torch.isfinite(x)).nonzero().flatten().tolist():
+        raise BoundsError(f"decision variable {names[i]!r} is not finite: {x[i].item()}")
+    tol = 1e-9 * (bounds[1] - bounds[0])
+    outside = ((x < bounds[0] - tol) | (x > bounds[1] + tol)).nonzero().flatten().tolist()
+    if outside:
+        i = outside[0]
+        raise BoundsError(
+            f"decision variable {names[i]!r} = {x[i].item():.6g} is outside "
+            f"[{bounds[0, i].item():.6g}, {bounds[1, i].item():.6g}]"
+        )
+    return x
+
+
 def uniform_partition(n_layers: int, n_blocks: int) -> list[range]:
     """Split ``n_layers`` layers into ``n_blocks`` contiguous blocks of near-equal size."""
     if not 1 <= n_blocks <= n_layers:
@@ -332,21 +361,7 @@ class MergeSpace:
             BoundsError: Wrong shape, non-finite entries, or an entry outside the bounds
                 (the message names the variable and the value).
         """
-        x = torch.as_tensor(x, dtype=torch.float64)
-        if x.shape != (self.dim,):
-            raise BoundsError(f"decision vector has shape {tuple(x.shape)}, expected ({self.dim},)")
-        names = self.parameter_names
-        for i in (~torch.isfinite(x)).nonzero().flatten().tolist():
-            raise BoundsError(f"decision variable {names[i]!r} is not finite: {x[i].item()}")
-        tol = 1e-9 * (self.bounds[1] - self.bounds[0])
-        outside = ((x < self.bounds[0] - tol) | (x > self.bounds[1] + tol)).nonzero().flatten().tolist()
-        if outside:
-            i = outside[0]
-            raise BoundsError(
-                f"decision variable {names[i]!r} = {x[i].item():.6g} is outside "
-                f"[{self.bounds[0, i].item():.6g}, {self.bounds[1, i].item():.6g}]"
-            )
-        return x
+        return check_decision_vector(x, self.bounds, self.parameter_names)
 
     def group_coefficients(self, x: Tensor) -> Tensor:
         """Coefficients per group, shape ``(n_groups, n_coefficients)``."""

@@ -66,24 +66,14 @@ class DataFlowProblem(Problem):
                 raise ConfigError(f"source {name!r} has {count} layers, the space {space.n_layers}")
         if not callable(evaluator):
             raise ConfigError(f"the evaluator must be callable, got {type(evaluator).__name__}")
-        if not objectives:
-            raise ConfigError("a problem needs at least one objective")
-        names = [o.name for o in objectives]
-        if len(set(names)) != len(names):
-            raise ConfigError(f"objective names must be unique, got {names}")
+        self._set_objectives(objectives, ref_point)
         self.sources = dict(sources)
         self.space = space
         self.evaluator = evaluator
-        self.objectives = list(objectives)
         self.bounds = space.bounds
         self.frame = frame if frame is not None else space.sources[0]
         full = [1.0] * len(space.free) + [1.0] * space.n_slots
         build_path_model(space.path(torch.tensor(full, dtype=torch.float64)), self.sources, self.frame)  # fail early
-        if ref_point is not None:
-            ref = torch.as_tensor(ref_point, dtype=torch.float64)
-            if ref.shape != (len(self.objectives),):
-                raise ConfigError(f"ref_point has shape {tuple(ref.shape)}, expected ({len(self.objectives)},)")
-            self.ref_point = self.to_max(ref)
 
     @property
     def discrete_dims(self) -> dict[int, list[float]]:

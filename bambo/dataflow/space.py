@@ -30,6 +30,7 @@ from torch import Tensor
 
 from bambo.dataflow.path import Hop, LayerPath
 from bambo.errors import BoundsError, ConfigError, InfeasibleError
+from bambo.space import check_decision_vector
 
 __all__ = ["DataFlowSpace"]
 
@@ -107,20 +108,7 @@ class DataFlowSpace:
             BoundsError: Wrong shape, a non-finite entry, an entry outside its bounds
                 (names the variable).
         """
-        x = torch.as_tensor(x, dtype=torch.float64)
-        if x.shape != (self.dim,):
-            raise BoundsError(f"decision vector has shape {tuple(x.shape)}, expected ({self.dim},)")
-        names = self.parameter_names
-        for i in (~torch.isfinite(x)).nonzero().flatten().tolist():
-            raise BoundsError(f"decision variable {names[i]!r} is not finite: {x[i].item()}")
-        outside = ((x < self.bounds[0] - 1e-9) | (x > self.bounds[1] + 1e-9)).nonzero().flatten().tolist()
-        if outside:
-            i = outside[0]
-            raise BoundsError(
-                f"decision variable {names[i]!r} = {x[i].item():.6g} is outside "
-                f"[{self.bounds[0, i].item():.6g}, {self.bounds[1, i].item():.6g}]"
-            )
-        return x
+        return check_decision_vector(x, self.bounds, self.parameter_names)
 
     def kept(self, x: Tensor) -> list[bool]:
         """Whether each slot runs: its bit rounded (>= 0.5), or pinned."""
