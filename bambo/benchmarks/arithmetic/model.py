@@ -122,7 +122,7 @@ def train(
         micro_batch: Problems per forward pass: the batch is sorted by length and cut into
             micro-batches, so that short problems are not padded to the longest; the loss is
             summed over completion tokens and divided by the batch's, so the gradient is the
-            whole batch's mean (about a third less padding at 2-5 numbers).
+            whole batch's mean with fewer padded positions to compute.
         exclude: Problems never trained on (the validation and test splits).
         log_every: Steps between learning-curve points.
         progress: Called with a line per learning-curve point.
