@@ -333,7 +333,7 @@ class BAMBO(Strategy):
             X.shape[0],
             q,
         )
-        return self.problem.canonical(candidates.detach().clamp(bounds[0], bounds[1]))
+        return candidates.detach().clamp(bounds[0], bounds[1])  # ask() makes them canonical
 
     def _optimize(self, acqf: AcquisitionFunction, q: int, options: dict, sequential: bool) -> Tensor:
         """Maximise the acquisition over the box: L-BFGS, or BoTorch's alternating discrete/continuous
