@@ -52,6 +52,7 @@ __all__ = [
     "AUTO",
     "INPUTS",
     "AcquisitionSpec",
+    "CanonicalAcquisition",
     "acquisition_for_task",
     "acquisition_spec",
     "available_acquisitions",
@@ -404,3 +405,47 @@ def acquisition_for_task(
     if values.numel() != len(task_dims):
         raise ConfigError(f"theta has {values.numel()} values for {len(task_dims)} task dimensions")
     return FixedFeatureAcquisitionFunction(acqf, d=d, columns=list(task_dims), values=values.tolist())
+
+
+class CanonicalAcquisition(AcquisitionFunction):
+    """An acquisition function evaluated at the canonical form of its input.
+
+    A problem whose decision vectors are not one-to-one with what it builds (a data-flow
+    space: a dropped slot's scale changes nothing, the same path has several encodings)
+    maps each vector to one canonical vector (:meth:`~bambo.problem.Problem.canonical`),
+    and its surrogates are fitted on canonical points. Evaluating the acquisition at
+    ``canonical(X)`` keeps the surrogate on that encoding while the optimiser moves ``X``
+    freely: the acquisition is flat along the variables that do not matter (their
+    gradient is zero), and equivalent candidates score the same. BoTorch has no such
+    wrapper (its input transforms change training inputs too, and its fixed-feature
+    wrapper fixes values instead of mapping them).
+
+    Args:
+        acquisition: The acquisition function on canonical inputs.
+        canonical: Maps ``(..., d)`` to ``(..., d)``; differentiable in what it keeps.
+    """
+
+    def __init__(self, acquisition: AcquisitionFunction, canonical: Callable[[Tensor], Tensor]) -> None:
+        super().__init__(model=acquisition.model)
+        self.acquisition = acquisition
+        self.canonical = canonical
+
+    def forward(self, X: Tensor) -> Tensor:
+        """The wrapped acquisition at ``canonical(X)``; ``X`` of shape ``(b, q, d)``, returns ``(b,)``."""
+        return self.acquisition(self.canonical(X))
+
+    def set_X_pending(self, X_pending: Tensor | None = None) -> None:
+        self.acquisition.set_X_pending(None if X_pending is None else self.canonical(X_pending))
+
+    @property
+    def X_pending(self) -> Tensor | None:  # noqa: N802 - BoTorch's name
+        return getattr(self.acquisition, "X_pending", None)
+
+    @X_pending.setter
+    def X_pending(self, value: Tensor | None) -> None:  # noqa: N802 - BoTorch's name
+        if "acquisition" in self._modules:
+            self.acquisition.X_pending = value
+
+    @property
+    def X_baseline(self) -> Tensor:  # noqa: N802 - BoTorch's name (its optimisers seed restarts near it)
+        return self.acquisition.X_baseline

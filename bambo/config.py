@@ -34,6 +34,7 @@ from pydantic import Field, Strict, field_validator, model_validator
 from bambo import validation
 from bambo.config_base import Count, FiniteFloat, FrozenConfig, Seed, check_option_types
 from bambo.errors import ConfigError
+from bambo.execution import Executor, LocalExecutor
 from bambo.merge import MERGE_METHODS
 from bambo.partition import PARTITIONERS
 from bambo.problem import Objective
@@ -124,6 +125,53 @@ class ModelsConfig(FrozenConfig):
             raise ConfigError("; ".join(problems))
 
 
+class DataFlowConfig(FrozenConfig):
+    """A data-flow-space search (``merge.kind: dataflow``): layer paths through source models.
+
+    The sources are models the parameter-space merge problem builds: ``base``, an expert
+    by name (a benchmark's task, a key of ``models.experts``), or ``merge``, the merge at
+    :attr:`merge_point` (hybrid PS+DFS). See :class:`~bambo.dataflow.DataFlowProblem`.
+
+    Attributes:
+        sources: Source names in pool order (default: the experts).
+        merge_point: The ``merge`` source's decision vector of the parameter-space problem
+            (its coefficients; ``merge.granularity`` and ``blocks`` set its length).
+        repeats: ``r``, repetitions of the pool of layers (T = r x sources x layers slots).
+        scale_bounds: Bounds of every input scale (must contain 1).
+        pin_first: Always run the first slot (the first source's layer 0).
+        pin_last: Always run the last slot.
+        paths: Paths evaluated first, written as ``"a:0 a:1 b:1x0.8"`` (source:layer, an
+            optional x scale).
+    """
+
+    sources: list[str] | None = Field(default=None, min_length=1)
+    merge_point: list[FiniteFloat] | None = None
+    repeats: Count = 2
+    scale_bounds: tuple[FiniteFloat, FiniteFloat] = (0.5, 1.5)
+    pin_first: bool = True
+    pin_last: bool = False
+    paths: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataFlowConfig:
+        from bambo.dataflow import LayerPath
+
+        if self.sources is not None and len(set(self.sources)) != len(self.sources):
+            raise ConfigError(f"merge.dataflow.sources names a model twice: {self.sources}")
+        uses_merge = self.sources is not None and "merge" in self.sources
+        if uses_merge != (self.merge_point is not None):
+            raise ConfigError("merge.dataflow: a `merge` source and merge_point go together (give both or neither)")
+        low, high = self.scale_bounds
+        if not 0 < low <= 1.0 <= high:
+            raise ConfigError(f"merge.dataflow.scale_bounds {list(self.scale_bounds)} must be positive and contain 1")
+        for k, text in enumerate(self.paths):
+            try:
+                LayerPath.parse(text)
+            except ConfigError as exc:
+                raise ConfigError(f"merge.dataflow.paths[{k}]: {exc}") from None
+        return self
+
+
 class MergeConfig(FrozenConfig):
     """The merge method and the search space.
 
@@ -137,6 +185,9 @@ class MergeConfig(FrozenConfig):
         engine: ``auto``, ``memory`` or ``streaming`` (tensor by tensor from disk, for models
             larger than memory; see :func:`bambo.merge.streaming.choose_engine`). Models from
             ``models.base``/``models.experts`` only; a benchmark's models are in memory.
+        kind: ``parameters`` (search merge coefficients) or ``dataflow`` (search layer paths
+            through the models the merge builds, :attr:`dataflow`).
+        dataflow: The data-flow search (``kind: dataflow`` only).
     """
 
     method: str = "task_arithmetic"
@@ -146,6 +197,8 @@ class MergeConfig(FrozenConfig):
     partitioner: str = "hybrid"
     bounds: tuple[FiniteFloat, FiniteFloat] = (0.0, 1.0)
     engine: Literal["auto", "memory", "streaming"] = "auto"
+    kind: Literal["parameters", "dataflow"] = "parameters"
+    dataflow: DataFlowConfig | None = None
 
     @field_validator("method")
     @classmethod
@@ -175,6 +228,8 @@ class MergeConfig(FrozenConfig):
         fields = MERGE_METHODS[self.method].model_fields
         check_option_types(self.options, {k: f.annotation for k, f in fields.items()}, "merge.options")
         get_merge_method(self.method, **self.options)  # unknown options and ranges, named
+        if self.dataflow is not None and self.kind != "dataflow":
+            raise ConfigError("merge.dataflow only applies to merge.kind: dataflow")
         return self
 
 
@@ -286,6 +341,55 @@ class StrategyConfig(FrozenConfig):
         return self
 
 
+class ExecutionConfig(FrozenConfig):
+    """Where the evaluations of a batch run (:mod:`bambo.execution`, :mod:`bambo.ray_executor`).
+
+    Attributes:
+        backend: ``local`` (one trial after another in this process) or ``ray`` (trials side
+            by side on Ray workers; the ``ray`` extra).
+        address: Ray only: ``local`` starts a Ray cluster on this machine; ``auto`` or
+            ``ray://host:port`` joins a running one.
+        workers: Ray only: workers, each evaluating one trial at a time.
+        resources_per_trial: Ray only: resources each worker holds, e.g. ``{GPU: 1}``
+            (default ``{CPU: 1}``).
+        retries: Ray only: times a trial whose worker died is run again before it fails.
+    """
+
+    backend: Literal["local", "ray"] = "local"
+    address: str = "local"
+    workers: Count = 1
+    resources_per_trial: dict[str, FiniteFloat] | None = None
+    retries: Annotated[int, Strict(), Field(ge=0, le=100)] = 0
+
+    @model_validator(mode="after")
+    def _ray_settings(self) -> ExecutionConfig:
+        if self.backend == "local" and (
+            self.workers != 1 or self.resources_per_trial is not None or self.retries or self.address != "local"
+        ):
+            raise ConfigError("execution: workers, address, resources_per_trial and retries apply to backend: ray")
+        if self.resources_per_trial is not None and any(v < 0 for v in self.resources_per_trial.values()):
+            raise ConfigError(f"execution.resources_per_trial must be >= 0, got {self.resources_per_trial}")
+        return self
+
+    def executor(self, timeout_s: float | None = None) -> Executor:
+        """The executor these settings describe.
+
+        Raises:
+            ConfigError: ``backend: ray`` without Ray installed (names the extra).
+        """
+        if self.backend == "local":
+            return LocalExecutor(timeout_s)
+        from bambo.ray_executor import RayExecutor
+
+        return RayExecutor(
+            workers=self.workers,
+            address=None if self.address == "local" else self.address,
+            resources_per_trial=self.resources_per_trial,
+            retries=self.retries,
+            timeout_s=timeout_s,
+        )
+
+
 class RunConfig(FrozenConfig):
     """A whole experiment.
 
@@ -298,6 +402,7 @@ class RunConfig(FrozenConfig):
         strategy: Search strategy.
         budget: Evaluations in total.
         batch_size: Points per batch.
+        execution: Where the evaluations run (this process, or Ray workers).
         seed: Seed of every random choice.
         output: Run folder (journal, config copy, results), relative to the config file.
     """
@@ -310,6 +415,7 @@ class RunConfig(FrozenConfig):
     strategy: StrategyConfig = Field(default_factory=StrategyConfig)
     budget: Count = 32
     batch_size: Count = 4
+    execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
     seed: Seed = 0
     output: Path = Path("runs/run")
 

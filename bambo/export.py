@@ -66,7 +66,7 @@ def save_safetensors(
 
 
 _FOLDER_FORMATS = ("hf",)
-_FILE_FORMATS = ("ax", "mergekit", "safetensors")
+_FILE_FORMATS = ("ax", "mergekit", "path", "safetensors")
 
 
 def check_export_target(out: str | Path, fmt: str, run_dir: str | Path | None = None) -> Path:

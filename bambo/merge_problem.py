@@ -271,12 +271,20 @@ class MergeProblem(Problem):
         return self.merger.merge(self.space.to_coefficients(x), out=self._buffers)
 
     @property
+    def evaluator_extras(self) -> frozenset[str]:
+        """Which of ``trial_id``, ``x`` and ``model`` the evaluator is given (those its signature names)."""
+        return self._extras
+
+    @property
     def model_factory(self) -> Callable[[], nn.Module] | None:
-        """What builds the live model (a given ``model`` is returned by it), or ``None``."""
+        """What builds a live model: the factory given (a fresh model per call), else one returning the
+        ``model`` given, or ``None``."""
+        if self._model_factory is not None:
+            return self._model_factory
         if self._model is not None:
             model = self._model
             return lambda: model
-        return self._model_factory
+        return None
 
     def live_model(self) -> nn.Module | None:
         """The model candidates are merged into (built by ``model_factory`` on first use), or ``None``."""

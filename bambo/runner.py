@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from bambo import validation
-from bambo.config import RunConfig, resolve
+from bambo.config import DataFlowConfig, RunConfig, resolve
+from bambo.dataflow import LayerPath
+from bambo.dataflow.problem import DataFlowProblem
 from bambo.errors import BamboWarning, ConfigError, EvaluationError
 from bambo.execution import LocalExecutor
 from bambo.experiment import Experiment
@@ -39,8 +41,66 @@ if TYPE_CHECKING:
 RESULT_FILES = ("pareto.csv", "pareto.json", "pareto.png", "front.png", "hypervolume.png", "front_nd.png")
 
 
-def build_problem(config: RunConfig, root: Path, benchmark: Benchmark | None = None) -> MergeProblem:
-    """Load the models and build the merge problem a config describes (no evaluation).
+def build_problem(config: RunConfig, root: Path, benchmark: Benchmark | None = None) -> Problem:
+    """Load the models and build the problem a config describes (no evaluation).
+
+    A merge problem (``merge.kind: parameters``), or the data-flow problem over the models it
+    builds (``merge.kind: dataflow``, :func:`dataflow_problem`).
+
+    Args:
+        config: The run config.
+        root: Folder that relative model paths are resolved against.
+        benchmark: The config's benchmark, already loaded (else it is loaded here).
+
+    Raises:
+        ConfigError: Missing files, unknown names, an unimportable evaluator, a bad source
+            or start path of a data-flow search (naming the hop).
+        ModelMismatchError: Experts whose tensors differ from the base's, layers that
+            cannot be swapped.
+    """
+    problem = build_merge_problem(config, root, benchmark)
+    if config.merge.kind == "dataflow":
+        return dataflow_problem(config, problem)
+    return problem
+
+
+def dataflow_problem(config: RunConfig, merge_problem: MergeProblem) -> DataFlowProblem:
+    """The data-flow problem of ``config.merge.dataflow`` over the models ``merge_problem`` builds.
+
+    Raises:
+        ConfigError: An unknown source name, a ``merge_point`` of the wrong length or
+            outside the bounds, a start path that names an unknown source or layer or does
+            not fit the slots (names the hop).
+    """
+    settings = config.merge.dataflow or DataFlowConfig()
+    experts = list(merge_problem.merger.task_vectors.expert_names)
+    anchors = merge_problem.anchor_points()
+    known: dict[str, Any] = {"base": anchors[0], **{e: anchors[i + 1] for i, e in enumerate(experts)}}
+    if settings.merge_point is not None:
+        if len(settings.merge_point) != merge_problem.dim:
+            raise ConfigError(
+                f"merge.dataflow.merge_point has {len(settings.merge_point)} values; the merge problem has "
+                f"{merge_problem.dim} coefficients ({', '.join(merge_problem.space.parameter_names)})"
+            )
+        known["merge"] = torch.tensor(settings.merge_point, dtype=torch.float64)
+    names = settings.sources or experts
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"merge.dataflow.sources: unknown model(s) {unknown}; valid: {', '.join(known)}")
+    paths = [LayerPath.parse(text) for text in settings.paths]
+    return DataFlowProblem.from_merge_problem(
+        merge_problem,
+        {n: known[n] for n in names},
+        repeats=settings.repeats,
+        scale_bounds=settings.scale_bounds,
+        pin_first=settings.pin_first,
+        pin_last=settings.pin_last,
+        start_paths=paths,
+    )
+
+
+def build_merge_problem(config: RunConfig, root: Path, benchmark: Benchmark | None = None) -> MergeProblem:
+    """Load the models and build the parameter-space merge problem of a config (no evaluation).
 
     Args:
         config: The run config.
@@ -103,12 +163,17 @@ def check_inputs(config: RunConfig, root: Path) -> None:
     """What can be checked before a model is loaded: the model files and the evaluator's import.
 
     Raises:
-        ConfigError: A missing, special, unreadable or corrupt weights file (naming its field), or
-            an evaluator that cannot be imported in ``evaluator.import_timeout_s`` or called.
+        ConfigError: A missing, special, unreadable or corrupt weights file (naming its field), an
+            evaluator that cannot be imported in ``evaluator.import_timeout_s`` or called, or the
+            Ray backend without Ray installed.
     """
     config.models.check_files(root)
     if config.evaluator.entry_point is not None:
         config.evaluator.load(root)
+    if config.execution.backend == "ray":
+        from bambo.ray_executor import import_ray
+
+        import_ray()  # not installed: one message naming the extra, before anything is loaded
 
 
 def search_problem(config: RunConfig, problem: Problem) -> tuple[RunConfig, Problem]:
@@ -158,8 +223,8 @@ def dry_run(config_path: Path | str) -> dict[str, float]:
     """``bambo run --check``: evaluate the base model once and check every objective's metrics.
 
     Builds the problem as ``bambo run`` does, evaluates the base model (every coefficient 0,
-    :meth:`~bambo.merge_problem.MergeProblem.anchor_points`) under ``evaluator.timeout_s`` and
-    writes nothing.
+    :meth:`~bambo.merge_problem.MergeProblem.anchor_points`; a data-flow search's first start
+    path) under ``evaluator.timeout_s`` and writes nothing.
 
     Returns:
         The evaluator's metrics.
@@ -176,7 +241,7 @@ def dry_run(config_path: Path | str) -> dict[str, float]:
     outcome: dict[str, Any] = {}
     LocalExecutor(config.evaluator.timeout_s).evaluate(
         problem,
-        [(0, problem.anchor_points()[0])],
+        [(0, _first_point(problem))],
         lambda _: None,
         lambda _, metrics, error: outcome.update(metrics=metrics, error=error),
     )
@@ -194,13 +259,20 @@ def dry_run(config_path: Path | str) -> dict[str, float]:
     return metrics
 
 
+def _first_point(problem: Problem) -> torch.Tensor:
+    """What ``bambo run --check`` evaluates: the base model of a merge problem, a data-flow problem's first path."""
+    if isinstance(problem, MergeProblem):
+        return problem.anchor_points()[0]
+    return problem.heuristic_points()[0]
+
+
 def start_config(
     config: RunConfig,
     root: Path,
     run_dir: Path,
     progress: bool = True,
     replace: bool = False,
-    problem: MergeProblem | None = None,
+    problem: Problem | None = None,
 ) -> ParetoResult:
     """Start the run a config describes in ``run_dir`` (see :func:`start`), holding its :class:`RunLock`.
 
@@ -306,7 +378,7 @@ def execute(run_dir: Path, config: RunConfig, problem: Problem, progress: bool =
     """
     strategy = build_strategy(config, problem)
     with Journal(run_dir / JOURNAL) as journal:
-        experiment = Experiment(problem, strategy, journal, LocalExecutor(config.evaluator.timeout_s))
+        experiment = Experiment(problem, strategy, journal, config.execution.executor(config.evaluator.timeout_s))
         result = experiment.run(config.budget, config.batch_size, progress=progress)
         metadata = {"config": config.model_dump(mode="json", exclude_none=True), "run_dir": str(run_dir)}
         title = f"{config.strategy.name}: {' vs '.join(problem.objective_names)}"
@@ -344,17 +416,17 @@ def journal_result(run_dir: Path | str) -> ParetoResult:
 
 def recommend(
     run_dir: Path | str, preference: list[float], rule: str = "cosine", refine: bool = False
-) -> tuple[RunConfig, MergeProblem, ParetoResult, Any]:
+) -> tuple[RunConfig, Problem, ParetoResult, Any]:
     """The model a run's strategy recommends for a preference (``bambo export``), without evaluating.
 
     Returns:
-        ``(config, merge problem, result, recommendation)``; the recommendation's ``x``
-        is a decision vector of the merge problem.
+        ``(config, problem, result, recommendation)``; the recommendation's ``x`` is a
+        decision vector of the problem (merge coefficients, or a data-flow path's vector).
     """
     run_dir = Path(run_dir)
     config = RunConfig.from_yaml(run_dir / CONFIG)
-    merge_problem = build_problem(config, run_dir)
-    config, searched = search_problem(config, merge_problem)
+    problem = build_problem(config, run_dir)
+    config, searched = search_problem(config, problem)
     result = journal_result(run_dir)
     choice = build_strategy(config, searched).recommend(result, preference, rule, run_dir, refine)  # type: ignore[arg-type]
-    return config, merge_problem, result, choice
+    return config, problem, result, choice

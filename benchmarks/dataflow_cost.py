@@ -5,8 +5,8 @@ Run: ``python -m benchmarks.dataflow_cost`` (writes ``benchmarks/results/dataflo
 The problem: two residual MLPs of ``--layers`` layers (the digits benchmark's layout, random
 weights, seeded), ``--repeats`` repetitions of their pool (``T = 2 * layers * repeats``
 slots; 8 layers and 2 repetitions give T = 32: 30 include bits and 32 scales), objectives the
-mean squared difference of the built model's outputs from a target path's and the number of
-hops. Evaluations take milliseconds, so the run's time is the optimiser's: BAMBO's default
+log10 of the mean squared difference of the built model's outputs from a target path's and
+the number of hops. Evaluations take milliseconds, so the run's time is the optimiser's: BAMBO's default
 (GP per objective on canonical points, qLogNEHVI, BoTorch's alternating mixed optimiser),
 batches of 4 up to ``--budget`` evaluations. Printed and reported per batch: the number of
 points it was fitted on, fit and acquisition wall seconds (BAMBO's own timings), and the
@@ -40,7 +40,7 @@ class ResidualMLP(nn.Module):
         self.head = nn.Linear(width, 4)
         with torch.no_grad():
             for p in self.parameters():
-                p.copy_(0.3 * torch.randn(p.shape, generator=generator))
+                p.copy_(torch.randn(p.shape, generator=generator) / p.shape[-1] ** 0.5)
 
     def forward(self, x: Tensor) -> Tensor:
         h = torch.relu(self.input(x))
@@ -58,11 +58,11 @@ def make_problem(layers: int, repeats: int) -> DataFlowProblem:
         target = build_path_model(target_path, sources)(data)
 
     def evaluate(model: nn.Module) -> dict[str, float]:
-        return {"error": float(((model(data) - target) ** 2).mean())}
+        return {"error": float(((model(data) - target) ** 2).mean().log10())}
 
     space = DataFlowSpace({"a": layers, "b": layers}, repeats=repeats, pin_last=False)
     objectives = [Objective(name="error", direction="minimize"), Objective(name=HOPS, direction="minimize")]
-    return DataFlowProblem(sources, space, evaluate, objectives, ref_point=[1.0, float(space.n_slots + 1)])
+    return DataFlowProblem(sources, space, evaluate, objectives, ref_point=[8.0, float(space.n_slots + 1)])
 
 
 def main(argv: list[str] | None = None) -> Path:

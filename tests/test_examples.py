@@ -11,7 +11,8 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 @pytest.mark.parametrize(
-    "name", ["digits.yaml", "digits_preferences.yaml", "minilm.yaml", "your_models.yaml", "arithmetic.yaml"]
+    "name",
+    ["digits.yaml", "digits_preferences.yaml", "minilm.yaml", "your_models.yaml", "arithmetic.yaml", "dataflow.yaml"],
 )
 def test_example_configs_are_valid(name):
     config = RunConfig.from_yaml(EXAMPLES / name)

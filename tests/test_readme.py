@@ -46,11 +46,14 @@ def test_every_other_example_uses_names_the_package_exports():
             assert hasattr(bambo, name) or importlib.util.find_spec(f"bambo.{name}"), f"{page.name}: bambo.{name}"
 
 
-def test_the_readme_config_is_an_example_that_validates():
+def test_the_readme_configs_are_examples_that_validate():
     from bambo.config import RunConfig
 
     blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(), flags=re.S)
-    assert len(blocks) == 1, blocks
-    example = ROOT / "examples" / "digits.yaml"
-    assert blocks[0].strip() in example.read_text(), "the README's config is not examples/digits.yaml"
-    assert RunConfig.from_yaml(example).models.benchmark == "digits"  # a valid config (tests/test_examples.py)
+    assert blocks
+    examples = {path.name: path.read_text() for path in (ROOT / "examples").glob("*.yaml")}
+    for block in blocks:
+        found = [name for name, text in examples.items() if block.strip() in text]
+        assert found, f"a README config is not one of examples/*.yaml:\n{block}"
+        assert RunConfig.from_yaml(ROOT / "examples" / found[0]).models is not None  # a valid config
+    assert blocks[0].strip() in examples["digits.yaml"], "the README's first config is not examples/digits.yaml"

@@ -77,6 +77,11 @@ def _write(path: Path, text: str) -> Path:
         ({"models": {"base": "models/nope.safetensors", "experts": {"a": "models/a.safetensors"}}}, "nope.safetensors"),
         ({"evaluator.entry_point": "tests.run_helpers:nothing"}, "has no function 'nothing'"),
         ({"preferences": {"rho": 0.1}}, "preferences: Extra inputs are not permitted"),
+        ({"merge.dataflow": {"repeats": 2}}, "merge.dataflow only applies to merge.kind: dataflow"),
+        ({"execution": {"workers": 2}}, "workers, address, resources_per_trial and retries apply to backend: ray"),
+        ({"execution": {"backend": "dask"}}, "execution: backend: Input should be 'local' or 'ray'"),
+        ({"merge.kind": "dataflow"}, "a data-flow search runs models, but these models have no architecture"),
+        ({"merge.kind": "dataflow", "merge.dataflow": {"scale_bounds": [1.1, 2]}}, "must be positive and contain 1"),
         ({"strategy": {"name": "sobol", "options": {"preferences": {}}}}, "strategy 'sobol'"),
         (
             {"strategy": {"name": "pmto", "options": {"preferences": {"ideal": [1.0, 1.0]}}}},

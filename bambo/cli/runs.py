@@ -240,9 +240,10 @@ def export(
         str,
         typer.Option(
             "--format",
-            help="safetensors, hf (a Hugging Face folder), mergekit, or ax (the whole run as an Ax experiment).",
+            help="safetensors, hf (a Hugging Face folder), mergekit, ax (the whole run as an Ax experiment), "
+            "or path (a data-flow run's layer path as JSON). Default: safetensors, path for a data-flow run.",
         ),
-    ] = "safetensors",
+    ] = "",
     rule: Annotated[
         str,
         typer.Option(
@@ -266,15 +267,17 @@ def export(
     def work() -> str:
         from bambo import runner
         from bambo.config import RunConfig
+        from bambo.dataflow.problem import DataFlowProblem
         from bambo.errors import ConfigError
         from bambo.export import check_export_target, export_merge
 
-        if fmt == "ax":
+        stored = RunConfig.from_yaml(run_dir / runner.CONFIG)
+        chosen = fmt or ("path" if stored.merge.kind == "dataflow" else "safetensors")
+        if chosen == "ax":
             from bambo.ax.export import export_to_ax
 
-            target = check_export_target(output or run_dir / "ax_experiment.json", fmt, run_dir)
-            config = RunConfig.from_yaml(run_dir / runner.CONFIG)
-            problem = runner.build_problem(config, run_dir)
+            target = check_export_target(output or run_dir / "ax_experiment.json", chosen, run_dir)
+            problem = runner.build_problem(stored, run_dir)
             path = export_to_ax(problem, runner.journal_result(run_dir), target)
             return f"wrote the run as an Ax experiment: {path}"
         if preference is None:
@@ -284,11 +287,16 @@ def export(
         except ValueError:
             raise ConfigError(f"--preference must be comma-separated numbers, got {preference!r}") from None
         # the output path is checked before any model is loaded
-        target, paths = _export_target(RunConfig.from_yaml(run_dir / runner.CONFIG), run_dir, fmt, output)
+        target, paths = _export_target(stored, run_dir, chosen, output)
         start = time.perf_counter()
         config, problem, result, choice = runner.recommend(run_dir, weights, rule, refine)
         elapsed = time.perf_counter() - start
-        written = export_merge(problem, choice.x, target, fmt, paths)
+        if isinstance(problem, DataFlowProblem):
+            from bambo.dataflow.export import export_dataflow
+
+            written = export_dataflow(problem, choice.x, target, chosen, _source_paths(config))
+        else:
+            written = export_merge(problem, choice.x, target, chosen, paths)
         if choice.row is not None:
             scores = ", ".join(
                 f"{n} {v:.4g}" for n, v in zip(result.objective_names, result.Y[choice.row].tolist(), strict=True)
@@ -312,12 +320,27 @@ def _export_target(config: object, run_dir: Path, fmt: str, out: Path | None) ->
     paths = None
     if models.benchmark is None:
         paths = [models.base, *models.experts.values()]
-    elif fmt != "safetensors":
-        raise ConfigError(f"--format {fmt} needs models given as files; a built-in benchmark exports safetensors")
+    elif fmt not in ("safetensors", "path"):
+        raise ConfigError(
+            f"--format {fmt} needs models given as files; a built-in benchmark exports safetensors (or a path)"
+        )
     from bambo.export import check_export_target
 
-    default = {"safetensors": "merged.safetensors", "hf": "merged", "mergekit": "mergekit.yml"}.get(fmt, "merged")
+    default = {
+        "safetensors": "merged.safetensors",
+        "hf": "merged",
+        "mergekit": "mergekit.yml",
+        "path": "layer_path.json",
+    }.get(fmt, "merged")
     return check_export_target(out or run_dir / default, fmt, run_dir), paths
+
+
+def _source_paths(config: object) -> dict[str, Path]:
+    """A data-flow run's source name -> model file or folder (models given as files; empty for a benchmark)."""
+    models = config.models  # type: ignore[attr-defined]
+    if models.benchmark is not None:
+        return {}
+    return {"base": models.base, **models.experts}
 
 
 __all__ = ["demo", "export", "report", "resume", "run"]

@@ -10,18 +10,26 @@ refused with that reason rather than exported inexactly.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+import yaml
+from torch import Tensor, nn
 
+from bambo.atomic import atomic_path
 from bambo.dataflow.build import build_path_model
 from bambo.dataflow.path import LayerPath
 from bambo.errors import ConfigError
-from bambo.export import save_hf_folder
+from bambo.export import check_export_target, save_hf_folder, save_safetensors
 
-__all__ = ["export_path", "mergekit_passthrough"]
+if TYPE_CHECKING:
+    from bambo.dataflow.problem import DataFlowProblem
+
+__all__ = ["export_dataflow", "export_path", "mergekit_passthrough", "path_record"]
+
+DATAFLOW_FORMATS = ("path", "safetensors", "hf", "mergekit")
 
 
 def _check_unscaled(path: LayerPath, target: str) -> None:
@@ -95,3 +103,56 @@ def mergekit_passthrough(path: LayerPath, model_paths: Mapping[str, str | Path],
         {"sources": [{"model": str(model_paths[source]), "layer_range": [start, end]}]} for source, start, end in runs
     ]
     return {"slices": slices, "merge_method": "passthrough", "dtype": dtype}
+
+
+def path_record(path: LayerPath, frame: str) -> dict[str, Any]:
+    """The path as JSON-ready data: its text form (:meth:`LayerPath.parse` reads it), its hops and the frame."""
+    hops = [{"source": h.source, "layer": h.layer, "scale": h.scale} for h in path.hops]
+    return {"path": path.describe(), "frame": frame, "hops": hops}
+
+
+def export_dataflow(
+    problem: DataFlowProblem,
+    x: Tensor,
+    out: str | Path,
+    fmt: str = "path",
+    model_paths: Mapping[str, str | Path] | None = None,
+) -> Path:
+    """Export the path of decision vector ``x`` (``bambo export`` of a data-flow run).
+
+    Formats: ``path`` (a JSON file with the hops, their scales and the frame: every path,
+    scaled or not; :func:`~bambo.dataflow.build.build_path_model` rebuilds the model from
+    it and the sources), ``safetensors`` (the built model's weights, one copy per hop, the
+    path in the header), ``hf`` (:func:`export_path`) and ``mergekit`` (a ``passthrough``
+    YAML, :func:`mergekit_passthrough`). The last three hold unscaled paths only.
+
+    Args:
+        problem: The data-flow problem.
+        x: The chosen decision vector.
+        out: The output file, or folder for ``hf``.
+        fmt: One of ``path``, ``safetensors``, ``hf``, ``mergekit``.
+        model_paths: Source name -> model file or folder, for ``mergekit``.
+
+    Raises:
+        ConfigError: An unknown format, a scaled path for a weights format (names the
+            hop), a source without a model path, or an unusable ``out``.
+    """
+    if fmt not in DATAFLOW_FORMATS:
+        raise ConfigError(f"unknown export format {fmt!r} for a data-flow run; valid: {', '.join(DATAFLOW_FORMATS)}")
+    check_export_target(out, "hf" if fmt == "hf" else "safetensors")
+    out = Path(out)
+    path = problem.path(x)
+    if fmt == "path":
+        with atomic_path(out) as tmp:
+            Path(tmp).write_text(json.dumps(path_record(path, problem.frame), indent=2) + "\n")
+        return out
+    if fmt == "hf":
+        return export_path(path, problem.sources, out, problem.frame)
+    if fmt == "mergekit":
+        config = mergekit_passthrough(path, model_paths or {})
+        with atomic_path(out) as tmp:
+            Path(tmp).write_text(yaml.safe_dump(config, sort_keys=False))
+        return out
+    _check_unscaled(path, "a safetensors file")
+    model = build_path_model(path, problem.sources, problem.frame)
+    return save_safetensors(model.state_dict(), out, metadata={"bambo_layer_path": path.describe()})

@@ -106,6 +106,27 @@ class LayerPath:
                     f"({count} layers: 0..{count - 1})"
                 )
 
+    @classmethod
+    def parse(cls, text: str) -> LayerPath:
+        """The path :meth:`describe` writes: ``"a:0 a:1 b:1x0.8"`` (hops separated by spaces).
+
+        Raises:
+            ConfigError: An empty text, or a hop that is not ``source:layer[xscale]`` (names it).
+        """
+        hops = []
+        for i, token in enumerate(str(text).split()):
+            source, sep, rest = token.rpartition(":")
+            layer, times, scale = rest.partition("x")
+            try:
+                if not sep or not source or (times and not scale):
+                    raise ValueError
+                hops.append(Hop(source, int(layer), float(scale) if scale else 1.0))
+            except ValueError:
+                raise ConfigError(
+                    f"hop {i} {token!r} is not source:layer or source:layerxscale (e.g. 'a:3' or 'b:0x1.2')"
+                ) from None
+        return cls(tuple(hops))
+
     def describe(self) -> str:
         """``"a:0 a:1 b:1x0.8 ..."``: source and layer per hop, the scale where it is not 1."""
         return " ".join(f"{h.source}:{h.layer}" + ("" if h.scale == 1.0 else f"x{h.scale:g}") for h in self.hops)

@@ -22,7 +22,8 @@ from torch import Tensor, nn
 from bambo.dataflow.build import build_path_model, layer_list_of
 from bambo.dataflow.path import LayerPath
 from bambo.dataflow.space import DataFlowSpace
-from bambo.errors import ConfigError, EvaluationError, InfeasibleError
+from bambo.errors import BamboError, ConfigError, EvaluationError, InfeasibleError
+from bambo.merge_problem import MergeProblem
 from bambo.problem import Objective, Problem, as_metrics, unique_rows
 
 __all__ = ["HOPS", "DataFlowProblem"]
@@ -42,10 +43,13 @@ class DataFlowProblem(Problem):
         ref_point: Hypervolume reference in the objectives' own directions, shape ``(m,)``.
         frame: The source whose embeddings and head every built model uses (default:
             the first source).
+        start_paths: Paths to evaluate first (a warm start a user knows, e.g. a model's own
+            layer order), before :meth:`heuristic_points`' own.
 
     Raises:
         ConfigError: The space's sources are not the models given, a layer count differs,
-            an objective is unknown or repeated, the evaluator is not callable.
+            an objective is unknown or repeated, the evaluator is not callable, a start path
+            names an unknown source or layer, or does not fit the slots (names the hop).
         ModelMismatchError: The models cannot swap layers (hidden size, layer shapes).
     """
 
@@ -57,6 +61,7 @@ class DataFlowProblem(Problem):
         objectives: Sequence[Objective],
         ref_point: Sequence[float] | Tensor | None = None,
         frame: str | None = None,
+        start_paths: Sequence[LayerPath] = (),
     ) -> None:
         if list(sources) != space.sources:
             raise ConfigError(f"the space's sources {space.sources} are not the models given: {list(sources)}")
@@ -74,6 +79,14 @@ class DataFlowProblem(Problem):
         self.frame = frame if frame is not None else space.sources[0]
         full = [1.0] * len(space.free) + [1.0] * space.n_slots
         build_path_model(space.path(torch.tensor(full, dtype=torch.float64)), self.sources, self.frame)  # fail early
+        counts = dict.fromkeys(space.sources, space.n_layers)
+        self.start_points = []
+        for k, path in enumerate(start_paths):
+            try:
+                path.check(counts)
+                self.start_points.append(space.encode(path))
+            except ConfigError as exc:
+                raise ConfigError(f"start path {k} ({path.describe()}): {exc}") from None
 
     @property
     def discrete_dims(self) -> dict[int, list[float]]:
@@ -93,13 +106,13 @@ class DataFlowProblem(Problem):
         return build_path_model(self.path(x), self.sources, self.frame).eval()
 
     def heuristic_points(self) -> Tensor:
-        """Each source's own layer order, where the pins allow it; then every slot kept; then the pins only.
+        """The start paths; each source's own layer order, where the pins allow it; every slot kept; the pins only.
 
         Returns:
             Canonical vectors, shape ``(k, d)``, without duplicates.
         """
         candidates = [LayerPath.identity(s, self.space.n_layers) for s in self.space.sources]
-        points = []
+        points = list(self.start_points)
         for path in candidates:
             try:
                 points.append(self.space.encode(path))
@@ -137,3 +150,76 @@ class DataFlowProblem(Problem):
 
     def evaluate_one(self, x: Tensor) -> Tensor:
         return torch.tensor(self.objective_values(self.metrics(x), x), dtype=torch.float64)
+
+    @classmethod
+    def from_merge_problem(
+        cls,
+        problem: MergeProblem,
+        sources: Mapping[str, Tensor | Sequence[float]],
+        repeats: int = 2,
+        scale_bounds: tuple[float, float] = (0.5, 1.5),
+        pin_first: bool = True,
+        pin_last: bool = False,
+        hops_reference: float | None = None,
+        start_paths: Sequence[LayerPath] = (),
+    ) -> DataFlowProblem:
+        """A data-flow problem over models a parameter-space merge problem builds.
+
+        Each source is the model of one decision vector of ``problem``: the base (every
+        coefficient 0), an expert (its coefficients 1: :meth:`MergeProblem.anchor_points`),
+        or any merge (hybrid PS+DFS, Akiba et al. 2024 Sec. 3.3, the best of their models).
+        Each is merged into its own fresh model (``problem.model_factory``) once. The
+        objectives are the merge problem's and ``hops`` (minimised); the evaluator is the
+        merge problem's, given the built model as its ``model`` argument and an empty state
+        dict (a path's weights are not one model's tensors; every shipped benchmark's
+        evaluator runs the live model it is given).
+
+        Args:
+            problem: A merge problem with a ``model_factory`` and an evaluator that takes ``model``.
+            sources: Source name -> decision vector of ``problem``, shape ``(problem.dim,)``.
+            repeats: ``r``, repetitions of the pool of layers.
+            scale_bounds: Bounds of every input scale.
+            pin_first: Always run the first slot.
+            pin_last: Always run the last slot.
+            hops_reference: The reference point's ``hops`` value (default: ``T + 1``, so
+                that every path, the deepest too, adds hypervolume).
+            start_paths: Paths evaluated first (see the class).
+
+        Raises:
+            ConfigError: No model factory, an evaluator that does not take ``model``, or a
+                source vector of the wrong shape or outside the bounds (named).
+        """
+        if problem.model_factory is None:
+            raise ConfigError(
+                "a data-flow search runs models, but these models have no architecture bambo can build (plain "
+                "weights files): give Hugging Face folders or a benchmark, whose models bambo builds"
+            )
+        if "model" not in problem.evaluator_extras:
+            raise ConfigError("a data-flow problem needs an evaluator that takes the built `model` (its weights move)")
+        if not sources:
+            raise ConfigError("a data-flow problem needs at least one source model")
+        factory = problem.model_factory
+        models: dict[str, nn.Module] = {}
+        for name, x in sources.items():
+            try:
+                vector = problem.space.check(torch.as_tensor(x, dtype=torch.float64))
+            except BamboError as exc:
+                raise ConfigError(f"source {name!r}: {exc}") from None
+            model = factory()
+            if any(model is other for other in models.values()):
+                raise ConfigError("the merge problem's model_factory returns one shared model; sources need their own")
+            problem.merger.merge(problem.space.to_coefficients(vector), into=model)
+            models[name] = model.eval()
+        counts = {name: len(m.get_submodule(layer_list_of(m))) for name, m in models.items()}
+        space = DataFlowSpace(counts, repeats, scale_bounds, pin_first, pin_last)
+        evaluator = problem.evaluator
+
+        def evaluate(model: nn.Module) -> Mapping[str, Any]:
+            return evaluator({}, model=model)
+
+        objectives = [*problem.objectives, Objective(name=HOPS, direction="minimize", bounds=(1.0, None))]
+        ref_point = None
+        if problem.ref_point is not None:
+            hops = float(space.n_slots + 1) if hops_reference is None else float(hops_reference)
+            ref_point = [*problem.to_user(problem.ref_point).tolist(), hops]
+        return cls(models, space, evaluate, objectives, ref_point=ref_point, start_paths=start_paths)

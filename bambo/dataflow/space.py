@@ -44,7 +44,9 @@ class DataFlowSpace:
         scale_bounds: ``(lower, upper)`` of every scale; must contain 1 (a dropped slot's
             canonical scale).
         pin_first: Always run the first slot (source 0's layer 0).
-        pin_last: Always run the last slot (the last source's last layer, last repetition).
+        pin_last: Always run the last slot (the last source's last layer, last repetition);
+            off by default: it rules out the first source's own layer order (the frame's own
+            model) as a path.
     """
 
     def __init__(
@@ -53,7 +55,7 @@ class DataFlowSpace:
         repeats: int = 1,
         scale_bounds: tuple[float, float] = (0.5, 1.5),
         pin_first: bool = True,
-        pin_last: bool = True,
+        pin_last: bool = False,
     ) -> None:
         if not layer_counts:
             raise ConfigError("a data-flow space needs at least one source model")
@@ -127,23 +129,43 @@ class DataFlowSpace:
         or the same layer kept in another repetition) get the same canonical form; a vector
         that keeps no slot gets all bits 0 and all scales 1.
 
+        Vectorised over rows (one pass over the ``T`` slots) and differentiable in the kept
+        scales: each kept scale is moved to its canonical slot (a scatter), so an
+        acquisition function evaluated at ``canonical(X)`` has the gradient of the scales
+        that matter and none for the dropped ones. The bits are piecewise constant.
+
         Args:
             X: Shape ``(..., dim)``, inside the bounds.
 
         Returns:
             The same shape.
+
+        Raises:
+            BoundsError: The last dimension is not :attr:`dim`, or an entry is not finite.
         """
         X = torch.as_tensor(X, dtype=torch.float64)
         if X.shape[-1] != self.dim:
             raise BoundsError(f"decision vectors have {X.shape[-1]} entries, expected {self.dim}")
+        if not bool(torch.isfinite(X).all()):
+            raise BoundsError("decision vectors must be finite")
         rows = X.reshape(-1, self.dim)
-        out = torch.empty_like(rows)
-        for i, x in enumerate(rows):
-            try:
-                out[i] = self.encode(self.path(x))
-            except InfeasibleError:
-                out[i] = torch.tensor([0.0] * len(self.free) + [1.0] * self.n_slots, dtype=torch.float64)
-        return out.reshape(X.shape)
+        n, n_free, slots = rows.shape[0], len(self.free), self.n_slots
+        pool = len(self.sources) * self.n_layers  # slot t holds pool entry t mod pool
+        keep = torch.ones(n, slots, dtype=torch.bool)
+        keep[:, self.free] = rows[:, :n_free].detach() >= 0.5
+        target = torch.full((n, slots), slots, dtype=torch.long)  # column ``slots``: a dropped slot's sink
+        previous = torch.full((n,), -1, dtype=torch.long)
+        for t in range(slots):
+            earliest = previous + 1 + torch.remainder(t % pool - (previous + 1), pool)
+            if t == slots - 1 and t in self.pinned:
+                earliest = torch.full_like(earliest, t)
+            target[:, t] = torch.where(keep[:, t], earliest, target[:, t])
+            previous = torch.where(keep[:, t], earliest, previous)
+        ones = rows.new_ones(n, slots + 1)
+        scales = ones.scatter(1, target, rows[:, n_free:])[:, :slots]
+        bits = rows.new_zeros(n, slots + 1).scatter(1, target, ones[:, :slots])[:, :slots]
+        scales = torch.where(bits > 0, scales, 1.0)
+        return torch.cat([bits[:, self.free], scales], dim=-1).reshape(X.shape)
 
     def path(self, x: Tensor) -> LayerPath:
         """The layer path of a decision vector.

@@ -85,7 +85,7 @@ from botorch.utils.sampling import sample_simplex
 from torch import Tensor
 from torch.quasirandom import SobolEngine
 
-from bambo.acquisition import acquisition_spec, get_acquisition, resolve_acquisition
+from bambo.acquisition import CanonicalAcquisition, acquisition_spec, get_acquisition, resolve_acquisition
 from bambo.errors import ConfigError, UnknownNameError
 from bambo.pareto import pareto_front
 from bambo.problem import Problem
@@ -143,6 +143,12 @@ class BAMBO(Strategy):
             hypervolume acquisitions), instead of jointly.
         warm_fit: Start each surrogate fit from the previous fit's hyperparameters
             (else from the priors every time).
+        canonical: Ask for, fit on and score the acquisition at the problem's canonical
+            form of each decision vector (:meth:`~bambo.problem.Problem.canonical`: one
+            vector per distinct data-flow path, a dropped layer's scale at 1), through
+            :class:`~bambo.acquisition.CanonicalAcquisition`. ``False`` works on the raw
+            vectors (the ablation of the data-flow benchmark); it changes nothing on a
+            problem whose canonical form is the identity.
     """
 
     name = "bambo"
@@ -163,6 +169,7 @@ class BAMBO(Strategy):
         maxiter: int = 200,
         sequential: bool = True,
         warm_fit: bool = True,
+        canonical: bool = True,
     ) -> None:
         super().__init__(problem, seed)
         if surrogate not in SURROGATES:
@@ -194,6 +201,7 @@ class BAMBO(Strategy):
         )
         self.sequential = sequential
         self.warm_fit = warm_fit
+        self.canonical = canonical and type(problem).canonical is not Problem.canonical
         self._hyperparameters: dict[str, list] | None = None  # of the last fit: the next fit's start
         self._warm_start = self._initial_design(heuristics)
         self._iteration = 0
@@ -210,7 +218,7 @@ class BAMBO(Strategy):
         return torch.cat([chosen, lower + (upper - lower) * sobol])
 
     def ask(self, n: int) -> Tensor:
-        X = self.problem.canonical(self._propose(n))
+        X = self._canonical(self._propose(n))
         self._pending = torch.cat([self._pending, X])
         return X
 
@@ -283,7 +291,7 @@ class BAMBO(Strategy):
                 "use batch_size=1 or a batch acquisition"
             )
         start = time.perf_counter()
-        X = self.problem.canonical(X)  # one point per distinct candidate (a data-flow path)
+        X = self._canonical(X)  # one point per distinct candidate (a data-flow path)
         seed = self.seed * 100_003 + self._iteration
         with torch.random.fork_rng():  # fit retries draw from the global generator
             torch.manual_seed(seed)
@@ -350,6 +358,12 @@ class BAMBO(Strategy):
         )
         return candidates
 
+    def _canonical(self, X: Tensor) -> Tensor:
+        return self.problem.canonical(X) if self.canonical else X
+
+    def _on_canonical(self, acqf: AcquisitionFunction) -> AcquisitionFunction:
+        return CanonicalAcquisition(acqf, self.problem.canonical) if self.canonical else acqf
+
     def _sampler(self, seed: int) -> SobolQMCNormalSampler:
         return SobolQMCNormalSampler(sample_shape=torch.Size([self.mc_samples]), seed=seed)
 
@@ -365,7 +379,8 @@ class BAMBO(Strategy):
     def _acquisition(self, model: Model, X: Tensor, Y: Tensor, seed: int) -> AcquisitionFunction:
         """The acquisition, aware of points asked but not yet told (``X_pending``)."""
         sampler = self._sampler(seed)
-        return get_acquisition(self.acquisition_name, model, sampler=sampler, **self._inputs(X, Y, self._pending))
+        acqf = get_acquisition(self.acquisition_name, model, sampler=sampler, **self._inputs(X, Y, self._pending))
+        return self._on_canonical(acqf)
 
     def _scalarized_batch(self, model: Model, X: Tensor, Y: Tensor, q: int, seed: int, options: dict) -> Tensor:
         """q candidates, each maximising the acquisition under its own random weights, the earlier ones pending."""
@@ -383,7 +398,7 @@ class BAMBO(Strategy):
             )
             with torch.random.fork_rng():
                 torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-                candidate = self._optimize(acqf, 1, options, True)
+                candidate = self._optimize(self._on_canonical(acqf), 1, options, True)
             chosen.append(candidate.detach())
         return torch.cat(chosen)
 

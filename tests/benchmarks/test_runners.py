@@ -1,5 +1,6 @@
 """Smoke tests of the benchmark runners (the full runs live in benchmarks/)."""
 
+import json
 import re
 import sys
 
@@ -173,3 +174,18 @@ def test_dataflow_cost_reports_each_model_based_batch(tmp_path):
     rows = [line for line in text.splitlines() if line.startswith("| 8 |")]
     assert len(rows) == 1  # one batch after the 8-point warm start, fitted on 8 points
     assert "Slowest batch:" in text
+
+
+def test_dataflow_benchmark_scores_every_contender_in_one_objective_space(tmp_path):
+    from benchmarks import dataflow
+
+    cheap = [c for c in dataflow.DFS_CONTENDERS if "mixed BO" not in c]
+    out = dataflow.main(
+        ["--benchmarks", "digits", "--seeds", "1", "--budget", "24", "--contenders", *cheap, "--output", str(tmp_path)]
+    )
+    text = out.read_text()
+    for label in cheap:
+        assert f"| {label} (1 seeds) |" in text
+    rows = json.loads((tmp_path / "dataflow.json").read_text())
+    assert len(rows) == len(cheap) and all(len(r["Y"]) == 24 and len(r["Y"][0]) == 3 for r in rows)
+    assert all(r["hv"]["24"] > 0 for r in rows) and (tmp_path / "dataflow.png").exists()

@@ -28,7 +28,7 @@ def agreement_with(target: torch.nn.Module):
 
 def problem(**kwargs) -> DataFlowProblem:
     models = sources()
-    space = DataFlowSpace({"a": 4, "b": 4}, repeats=1, **kwargs)
+    space = DataFlowSpace({"a": 4, "b": 4}, repeats=1, **{"pin_last": True, **kwargs})
     objectives = [Objective(name="error", direction="minimize"), Objective(name=HOPS, direction="minimize")]
     return DataFlowProblem(models, space, agreement_with(models["b"]), objectives, ref_point=[1.0, 9.0])
 
@@ -75,3 +75,36 @@ def test_bad_problems_are_named():
     p = DataFlowProblem(models, DataFlowSpace({"a": 4, "b": 4}), lambda m: {HOPS: 1.0}, objectives)
     with pytest.raises(EvaluationError, match="named 'hops'"):
         p.metrics(p.heuristic_points()[0])
+
+
+def test_the_acquisition_scores_equivalent_vectors_alike_and_ignores_dropped_scales():
+    from bambo.acquisition import CanonicalAcquisition
+    from bambo.strategies import get_strategy
+
+    p = problem()
+    strategy = get_strategy("bambo", p, seed=0, n_initial=6)
+    X = strategy.ask(6)
+    strategy.tell(X, p.evaluate(X))
+    X_ok, Y_ok = strategy.completed
+    model = __import__("bambo.surrogates.registry", fromlist=["x"]).build_surrogate("gp", X_ok, Y_ok, bounds=p.bounds)
+    acqf = strategy._acquisition(model, X_ok, Y_ok, seed=0)
+    assert isinstance(acqf, CanonicalAcquisition)
+    # slots a:0-3 then b:0-3, the first and last pinned: bits for slots 1-6
+    x = torch.tensor([0.0, 0.0, 1.0, 0.0, 1.0, 0.0] + [0.7, 1.2, 1.4, 0.6, 0.9, 1.3, 0.8, 1.1]).double()
+    other = x.clone()
+    other[:6] = torch.tensor([0.2, 0.4, 0.7, 0.1, 0.9, 0.3]).double()  # the same bits after rounding
+    other[6 + 2] = 0.5  # slot 2 (a:2) is dropped: its scale does nothing
+    assert torch.equal(acqf(x.view(1, 1, -1)), acqf(other.view(1, 1, -1)))
+    x.requires_grad_(True)
+    acqf(x.view(1, 1, -1)).sum().backward()
+    kept = p.space.kept(x.detach())
+    scale_grad = x.grad[6:]
+    assert all((g == 0) != keep for g, keep in zip(scale_grad.tolist(), kept, strict=True))
+    acqf.set_X_pending(other.view(1, -1))
+    assert torch.equal(acqf.X_pending, p.canonical(other.view(1, -1)))
+
+
+def test_the_ablation_without_canonical_forms_asks_raw_vectors():
+    p = problem()
+    result = optimize(p, "bambo", budget=10, batch_size=2, options={"n_initial": 6, "canonical": False}, progress=False)
+    assert bool(result.ok.all()) and not torch.equal(p.canonical(result.X[6:]), result.X[6:])

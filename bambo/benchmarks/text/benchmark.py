@@ -215,6 +215,7 @@ class TextBenchmark(Benchmark):
         tasks: Sequence[str] | None = None,
         heads: Literal["expert", "base"] = "expert",
         model: nn.Module | None = None,
+        limit: int | None = None,
     ) -> dict[str, float]:
         """Accuracy of encoder weights on each task with that task's head.
 
@@ -225,14 +226,20 @@ class TextBenchmark(Benchmark):
             heads: ``expert`` heads (for experts and merges) or ``base`` heads.
             model: A live encoder holding the weights already (a merge problem merges each
                 candidate into it, ``Merger.merge(c, into=model)``); it is run as it is.
+            limit: Score the first ``limit`` texts of the split per task only (a cheaper,
+                coarser objective; default all).
 
         Returns:
             ``{"acc/{task}": accuracy}``.
         """
+        if limit is not None and limit < 1:
+            raise ConfigError(f"limit must be >= 1 text per task, got {limit}")
         chosen = self.expert_heads if heads == "expert" else self.base_heads
         out = {}
         for name in tasks or self.task_names:
             tokens, labels = self.tokens(name, split)
+            if limit is not None:
+                tokens, labels = {k: v[:limit] for k, v in tokens.items()}, labels[:limit]
             pooled = embed(self.encoder, tokens, state_dict) if model is None else embed(model, tokens)
             out[f"acc/{name}"] = float((chosen[name](pooled).argmax(-1) == labels).double().mean())
         return out
@@ -256,6 +263,7 @@ class TextBenchmark(Benchmark):
         partitioner: str = "uniform",
         bounds: tuple[float, float] = (0.0, 1.0),
         split: Split = "val",
+        limit: int | None = None,
         **method_options: object,
     ) -> MergeProblem:
         """A merge problem over the encoder, one accuracy objective per task.
@@ -269,6 +277,7 @@ class TextBenchmark(Benchmark):
                 partition of the experts' layer differences), ``variance``, ``balance``.
             bounds: Coefficient bounds.
             split: Split of the objectives.
+            limit: Score the first ``limit`` texts of the split per task only (default all).
             **method_options: Options of the merge method.
         """
         tasks = list(tasks or self.task_names)
@@ -276,7 +285,7 @@ class TextBenchmark(Benchmark):
         chance = [1.0 / len(self.tasks[t].classes) for t in tasks]
 
         def evaluator(state_dict: Mapping[str, Tensor], model: nn.Module) -> dict[str, float]:
-            return self.evaluate(state_dict, split, tasks, model=model)
+            return self.evaluate(state_dict, split, tasks, model=model, limit=limit)
 
         return MergeProblem.from_task_vectors(
             self.task_vectors(tasks),
