@@ -19,7 +19,7 @@ import math
 import multiprocessing
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -347,21 +347,20 @@ def throughput_section(config: SuiteConfig) -> list[str]:
     return lines + [""]
 
 
-def run_all(config: SuiteConfig, jobs: int, threads: int, log: Callable[[str], None] = print) -> list[ProblemResult]:
-    """Every problem of the suite, its runs on ``jobs`` worker processes (1: in this process)."""
+def run_all(
+    config: SuiteConfig, jobs: int, threads: int, log: Callable[[str], None] = print
+) -> Iterator[ProblemResult]:
+    """Every problem of the suite, each result as soon as its runs end; runs on ``jobs`` worker processes (1: here)."""
     if jobs <= 1:
-        results = []
         for label in config.problems:
             log(f"{label}:")
-            results.append(run_problem(PROBLEMS[label], config, log))
-        return results
+            yield run_problem(PROBLEMS[label], config, log)
+        return
     context = multiprocessing.get_context("spawn")  # no fork of a process whose OpenMP threads already ran
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=init_worker, initargs=(threads,)) as pool:
-        results = []
         for label in config.problems:
             log(f"{label}:")
-            results.append(run_problem(PROBLEMS[label], config, log, pool))
-        return results
+            yield run_problem(PROBLEMS[label], config, log, pool)
 
 
 def write_report(
@@ -384,9 +383,28 @@ def write_report(
     """
     clock = Clock()
     out.mkdir(parents=True, exist_ok=True)
-    results = run_all(config, jobs, threads, log)
+    path = out / f"{config.name}.md"
+    results: list[ProblemResult] = []
+    for result in run_all(config, jobs, threads, log):
+        results.append(result)
+        if len(results) < len(config.problems):  # a long run's finished problems survive a later failure
+            path.write_text(_render(config, results, command, clock, jobs, [], []))
     figures = plot(results, out, config.name)
     throughput = throughput_section(config)
+    path.write_text(_render(config, results, command, clock, jobs, figures, throughput))
+    return path
+
+
+def _render(
+    config: SuiteConfig,
+    results: list[ProblemResult],
+    command: str,
+    clock: Clock,
+    jobs: int,
+    figures: list[str],
+    throughput: list[str],
+) -> str:
+    """The report's markdown; while problems remain (fewer results than problems) it says it is partial."""
     elapsed = clock.elapsed()
     if jobs > 1:
         cpu = elapsed.cpu + sum(r.cpu_seconds for r in results) - sum(r.own_cpu_seconds for r in results)
@@ -396,11 +414,18 @@ def write_report(
         )
     else:
         run_text = f"{elapsed.text()} (this process, all threads)"
+    partial = []
+    if len(results) < len(config.problems):
+        partial = [
+            f"- **partial report**: {len(results)} of {len(config.problems)} problems done so far; the run goes "
+            "on (this file is rewritten after every problem, and whole at the end)",
+        ]
     lines = [
         f"# Benchmark suite `{config.name}`: bambo against the tools users would pick instead",
         "",
         machine_header(PACKAGES),
         f"- command: `{command}`; this run: {run_text}",
+        *partial,
         f"- every contender: {config.budget} evaluations in batches of {config.batch_size}, seeds 0..{config.seeds - 1}"
         "; HV fraction = hypervolume of the evaluated points / the reference hypervolume; optimizer time = "
         "ask + tell per batch, evaluations excluded, in wall and in CPU seconds; IGD on objectives scaled to "
@@ -430,9 +455,7 @@ def write_report(
     for r in results:
         lines += problem_section(r, config)
     lines += throughput
-    path = out / f"{config.name}.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -173,3 +173,22 @@ def test_outside_problems_get_a_reference_front_from_nsga2():
     Y = problem.evaluate(X)
     # a short run already dominates most random points
     assert (front.unsqueeze(0) >= Y.unsqueeze(1)).all(-1).any(-1).float().mean() > 0.5
+
+
+def test_a_long_suite_keeps_the_problems_done_when_a_later_one_fails(tmp_path, monkeypatch):
+    calls = []
+    real = cli.run_problem
+
+    def run_problem(spec, config, log, pool=None):
+        calls.append(spec)
+        if len(calls) == 2:
+            raise RuntimeError("the machine went away")
+        return real(spec, config, log, pool)
+
+    monkeypatch.setattr(cli, "run_problem", run_problem)
+    argv = "run --suite quick --contender Sobol --budget 6 --batch-size 3 --seeds 1 --name part --output".split()
+    problems = ["--problem", "DTLZ2 (d=6, 2 obj)", "--problem", "BraninCurrin (d=2)"]
+    with pytest.raises(RuntimeError, match="went away"):
+        cli.main([*argv, str(tmp_path), *problems, "--no-merge-throughput"])
+    report = (tmp_path / "part.md").read_text()
+    assert "**partial report**: 1 of 2 problems done so far" in report and "DTLZ2 (d=6, 2 obj)" in report
