@@ -344,3 +344,12 @@ def test_export_to_an_unusable_path_is_one_clear_error(tmp_path, monkeypatch, fm
     output = "".join(result.output.split())  # rich wraps long paths
     assert message.replace(" ", "") in output and target.name in output, result.output
     assert (run_dir / "journal.sqlite").read_bytes() == journal_before
+
+
+def test_the_ray_backend_without_ray_installed_names_the_extra_before_anything_runs(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError, installed or not
+    path = toy_config(tmp_path, execution={"backend": "ray", "workers": 2})
+    result = runner.invoke(app, ["run", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "pip install 'bambo[ray]'" in " ".join(result.output.split())
+    assert not (tmp_path / "run" / "journal.sqlite").exists()
