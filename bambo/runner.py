@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from bambo import validation
-from bambo.config import DataFlowConfig, RunConfig, resolve
+from bambo.config import DataFlowConfig, ExecutionConfig, RunConfig, resolve
 from bambo.dataflow import LayerPath
 from bambo.dataflow.problem import DataFlowProblem
 from bambo.errors import BamboWarning, ConfigError, EvaluationError
@@ -195,8 +195,24 @@ def build_strategy(config: RunConfig, problem: Problem) -> Strategy:
     return get_strategy(config.strategy.name, problem, seed=config.seed, **config.strategy.options)
 
 
+def with_execution(config: RunConfig, overrides: dict[str, Any] | None) -> RunConfig:
+    """``config`` with fields of its ``execution`` section replaced (``bambo run --backend ray --workers 4``).
+
+    Raises:
+        ConfigError: The settings that result are invalid (named).
+    """
+    if not overrides:
+        return config
+    settings = ExecutionConfig(**{**config.execution.model_dump(), **overrides})
+    return config.model_copy(update={"execution": settings})
+
+
 def start(
-    config_path: Path | str, output: Path | str | None = None, progress: bool = True, replace: bool = False
+    config_path: Path | str,
+    output: Path | str | None = None,
+    progress: bool = True,
+    replace: bool = False,
+    execution: dict[str, Any] | None = None,
 ) -> tuple[Path, ParetoResult]:
     """``bambo run``: validate, build the problem, create the run folder, run to the budget.
 
@@ -206,12 +222,13 @@ def start(
         progress: Show a progress bar.
         replace: Delete a run already in the folder first (``bambo demo``); otherwise
             such a folder is refused.
+        execution: Fields of the config's ``execution`` section to replace (the CLI's flags).
 
     Raises:
         ConfigError: Bad config, or the run folder already has a journal.
     """
     config_path = Path(config_path)
-    config = RunConfig.from_yaml(config_path)
+    config = with_execution(RunConfig.from_yaml(config_path), execution)
     root = config_path.resolve().parent
     run_dir = resolve(root, Path(output) if output is not None else config.output)
     validation.check_output_dir(run_dir, "--output" if output is not None else "output")
@@ -322,11 +339,12 @@ def _clear_run(run_dir: Path) -> None:
         shutil.rmtree(run_dir / "merged")
 
 
-def resume(run_dir: Path | str, progress: bool = True) -> ParetoResult:
+def resume(run_dir: Path | str, progress: bool = True, execution: dict[str, Any] | None = None) -> ParetoResult:
     """``bambo resume``: continue a run from its journal to its budget.
 
     The run's :class:`~bambo.store.RunLock` is taken first, before any model is
-    loaded, and held to the end.
+    loaded, and held to the end. ``execution`` replaces fields of the run's execution
+    settings for this resume (more workers, say); the evaluations do not depend on them.
 
     Raises:
         ConfigError: Not a run folder.
@@ -336,7 +354,11 @@ def resume(run_dir: Path | str, progress: bool = True) -> ParetoResult:
     if not (run_dir / JOURNAL).exists() or not (run_dir / CONFIG).exists():
         raise ConfigError(f"{run_dir} is not a run folder (needs {CONFIG} and {JOURNAL})")
     with RunLock(run_dir / JOURNAL):
-        config = RunConfig.from_yaml(run_dir / CONFIG)
+        config = with_execution(RunConfig.from_yaml(run_dir / CONFIG), execution)
+        if config.execution.backend == "ray":
+            from bambo.ray_executor import import_ray
+
+            import_ray()  # before any model is loaded
         config, problem = search_problem(config, build_problem(config, run_dir))
         return execute(run_dir, config, problem, progress)
 

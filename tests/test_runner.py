@@ -353,3 +353,17 @@ def test_the_ray_backend_without_ray_installed_names_the_extra_before_anything_r
     assert result.exit_code == 2, result.output
     assert "pip install 'bambo[ray]'" in " ".join(result.output.split())
     assert not (tmp_path / "run" / "journal.sqlite").exists()
+
+
+def test_execution_flags_override_the_config_and_are_checked(tmp_path, monkeypatch):
+    path = toy_config(tmp_path)
+    local = runner.invoke(app, ["run", str(path), "--workers", "2"])
+    assert local.exit_code == 2 and "apply to backend: ray" in " ".join(local.output.split())
+    monkeypatch.setitem(sys.modules, "ray", None)
+    ray = runner.invoke(app, ["run", str(path), "--backend", "ray", "--workers", "2"])
+    assert ray.exit_code == 2 and "pip install 'bambo[ray]'" in " ".join(ray.output.split())
+    assert not (tmp_path / "run" / "journal.sqlite").exists()
+    done = runner.invoke(app, ["run", str(path)])
+    assert done.exit_code == 0, done.output
+    again = runner.invoke(app, ["resume", str(tmp_path / "run"), "--backend", "ray"])
+    assert again.exit_code == 2 and "pip install 'bambo[ray]'" in " ".join(again.output.split())

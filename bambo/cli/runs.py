@@ -149,6 +149,10 @@ def run(
             "writes nothing.",
         ),
     ] = False,
+    backend: Annotated[
+        str | None, typer.Option(help="Where evaluations run: local or ray (overrides the config's execution).")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Ray workers evaluating side by side.")] = None,
 ) -> None:
     """Run an experiment from a config file, journaling every evaluation (resumable)."""
     require(config)
@@ -160,13 +164,16 @@ def run(
         console.print(escape(f"the base model's metrics: {metrics}"))
         console.print("every objective's metric is a finite number; the config is ready for `bambo run`")
         return
-    run_dir, result = guarded(lambda: runner.start(config, output))
+    execution = _execution_flags(backend, workers)
+    run_dir, result = guarded(lambda: runner.start(config, output, execution=execution))
     print_run(run_dir, result)
 
 
 def resume(
     run_dir: Annotated[Path, typer.Argument(help="Folder of a run started with `bambo run`.")],
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
+    backend: Annotated[str | None, typer.Option(help="Where evaluations run: local or ray (for this resume).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Ray workers evaluating side by side.")] = None,
 ) -> None:
     """Continue a run from its journal: completed trials are kept, interrupted ones re-run.
 
@@ -181,7 +188,8 @@ def resume(
         from bambo import runner
 
         setup_torch(threads)
-        result = guarded(lambda: runner.resume(run_dir))
+        execution = _execution_flags(backend, workers)
+        result = guarded(lambda: runner.resume(run_dir, execution=execution))
     finally:
         lock.release()
     print_run(run_dir, result)
@@ -309,6 +317,12 @@ def export(
         )
 
     console.print(escape(guarded(work)))
+
+
+def _execution_flags(backend: str | None, workers: int | None) -> dict[str, object] | None:
+    """The execution fields the flags set (``None``: the config's own)."""
+    flags = {k: v for k, v in (("backend", backend), ("workers", workers)) if v is not None}
+    return flags or None
 
 
 def _export_target(config: object, run_dir: Path, fmt: str, out: Path | None) -> tuple[Path, list[Path] | None]:
