@@ -410,6 +410,19 @@ class SyntheticProblem(Problem):
     def evaluate_one(self, x: Tensor) -> Tensor:
         return -self.function.evaluate_true(x.unsqueeze(0)).squeeze(0)
 
+    def evaluate(self, X: Tensor) -> Tensor:
+        """Every row of ``X`` in one call of the BoTorch function (shape ``(n, d)`` -> ``(n, m)``).
+
+        The same values as row by row (:meth:`evaluate_one`), for reference fronts of tens of
+        thousands of points.
+        """
+        X = torch.as_tensor(X, dtype=torch.float64)
+        if X.dim() != 2 or X.shape[1] != self.dim:
+            raise ConfigError(f"X must have shape (n, {self.dim}), got {tuple(X.shape)}")
+        if X.shape[0] == 0:
+            return torch.empty(0, self.num_objectives, dtype=torch.float64)
+        return -self.function.evaluate_true(X)
+
 
 def _build(cls: type[MultiObjectiveTestProblem], kwargs: dict[str, int], name: str) -> MultiObjectiveTestProblem:
     """``cls(negate=True, **kwargs)``, its failures as one ConfigError naming the arguments."""

@@ -207,3 +207,14 @@ def test_a_botorch_problem_runs_through_a_strategy():
     result = optimize(problem, "sobol", budget=8, seed=0, progress=False)
     assert result.n_evaluations == 8 and result.pareto_Y.shape[1] == 3
     assert 0.0 <= result.hypervolume_history[-1] <= problem.max_hv
+
+
+@pytest.mark.parametrize("name", ["branin_currin", "dtlz2", "zdt1"])
+def test_a_synthetic_batch_equals_its_rows(name):
+    problem = SyntheticProblem(name) if name == "branin_currin" else SyntheticProblem(name, dim=6)
+    lower, upper = problem.bounds
+    X = lower + (upper - lower) * torch.rand(
+        50, problem.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    )
+    assert torch.equal(problem.evaluate(X), torch.stack([problem.evaluate_one(x) for x in X]))
+    assert problem.evaluate(X[:0]).shape == (0, problem.num_objectives)

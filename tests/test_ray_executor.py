@@ -77,7 +77,7 @@ def run_batch(executor: RayExecutor, problem: Problem, xs: list[float]) -> list[
 
 
 def test_a_batch_runs_on_both_workers_side_by_side_and_each_trial_is_reported_once(executor, tmp_path):
-    problem = Timed(tmp_path)
+    problem = Timed(tmp_path, sleep_s=1.0)  # long enough that both workers run at once, whatever the load
     run_batch(executor, problem, [0.9, 0.8])  # the workers' first import of torch is not part of the check
     (tmp_path / "log").unlink()
     outcomes = run_batch(executor, problem, [0.1, 0.2, 0.3, 0.4])
