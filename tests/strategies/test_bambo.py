@@ -30,6 +30,13 @@ def test_acquisition_choice_follows_the_number_of_objectives():
         BAMBO(SyntheticProblem("branin_currin"), surrogate="gpp")
 
 
+@pytest.mark.parametrize("options", [{"mixed_restarts": 0}, {"mixed_restarts": 300}, {"num_restarts": 0}])
+def test_restart_counts_outside_one_to_raw_samples_are_refused(options):
+    name, value = next(iter(options.items()))
+    with pytest.raises(ConfigError, match=f"{name}={value}"):
+        BAMBO(SyntheticProblem("branin_currin"), raw_samples=256, **options)
+
+
 def test_reference_point_rules():
     """``auto`` takes the problem's reference when it has one, else the nadir inferred from the front."""
     problem = SyntheticProblem("branin_currin")
