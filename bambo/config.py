@@ -353,9 +353,14 @@ class ExecutionConfig(FrozenConfig):
         resources_per_trial: Ray only: resources each worker holds, e.g. ``{GPU: 1}``
             (default ``{CPU: 1}``).
         retries: Ray only: times a trial whose worker died is run again before it fails.
+        mode: ``batch`` (ask for ``batch_size`` candidates, evaluate all, tell) or ``async``
+            (a worker that frees up gets a new candidate at once, proposed with the running
+            ones pending; strategies ``bambo``, ``sobol``, ``random``). See
+            :meth:`bambo.experiment.Experiment.run`.
     """
 
     backend: Literal["local", "ray"] = "local"
+    mode: Literal["batch", "async"] = "batch"
     address: str = "local"
     workers: Count = 1
     resources_per_trial: dict[str, FiniteFloat] | None = None
@@ -436,7 +441,19 @@ class RunConfig(FrozenConfig):
             size = self.strategy.options.get(key)
             if isinstance(size, int) and size > self.budget:
                 raise ConfigError(f"strategy.options.{key} is {size}, more than the budget {self.budget}")
+        self.check_execution()
         return self
+
+    def check_execution(self) -> None:
+        """Raise :class:`ConfigError` if ``execution.mode`` is async and the strategy learns whole batches."""
+        if self.execution.mode == "async":
+            from bambo.strategies import asynchronous_strategies
+
+            if self.strategy.name not in asynchronous_strategies():
+                raise ConfigError(
+                    f"execution.mode async needs a strategy that proposes with candidates pending "
+                    f"({', '.join(asynchronous_strategies())}); {self.strategy.name!r} learns whole batches"
+                )
 
     def _check_objectives(self) -> None:
         names = [o.name for o in self.objectives or []]

@@ -1,13 +1,21 @@
-"""Executors: where and how the evaluations of a batch run.
+"""Executors: where and how evaluations run.
 
-The experiment loop (:class:`bambo.experiment.Experiment`) hands an executor the
-trials of a batch and two callbacks; the executor calls ``started(trial_id)``
-before an evaluation and ``finished(trial_id, metrics, error)`` after it, in
-whatever order evaluations end, and evaluates inside
-:func:`bambo.problem.evaluating` so that the problem knows the trial's id. The
-loop alone writes the journal, so an executor never touches it.
-:class:`LocalExecutor` evaluates in this process, one trial after another,
-optionally under a timeout.
+The experiment loop (:class:`bambo.experiment.Experiment`) hands an executor trials and
+two callbacks; the executor calls ``started(trial_id)`` before an evaluation and
+``finished(trial_id, metrics, error)`` after it, in whatever order evaluations end, and
+evaluates inside :func:`bambo.problem.evaluating` so that the problem knows the trial's
+id. The loop alone writes the journal, so an executor never touches it.
+
+Two ways to hand over work:
+
+- :meth:`Executor.evaluate`: the trials of one batch; it returns when all have ended
+  (batch mode).
+- :meth:`Executor.stream`: a source of trials, asked for ``k`` more whenever ``k``
+  workers are free (asynchronous mode: a freed worker gets a new candidate at once
+  instead of waiting for the rest of its batch).
+
+:class:`LocalExecutor` evaluates in this process, one trial after another, optionally
+under a timeout; it has one worker, so its stream asks for one trial at a time.
 """
 
 from __future__ import annotations
@@ -25,10 +33,14 @@ from bambo.problem import Problem, evaluating
 
 Started = Callable[[int], None]
 Finished = Callable[[int, "dict[str, float] | None", "str | None"], None]
+Source = Callable[[int], "Sequence[tuple[int, Tensor]]"]
 
 
 class Executor(ABC):
-    """Runs the evaluations of a batch and reports each outcome through callbacks."""
+    """Runs evaluations and reports each outcome through callbacks."""
+
+    workers: int = 1
+    """Evaluations this executor runs side by side."""
 
     @abstractmethod
     def evaluate(
@@ -43,6 +55,24 @@ class Executor(ABC):
             finished: Called with ``(trial_id, metrics, None)`` for an evaluation that
                 returned, ``(trial_id, None, error text)`` for one that failed.
         """
+
+    def stream(self, problem: Problem, source: Source, started: Started, finished: Finished) -> None:
+        """Keep the workers busy with trials from ``source`` until it has none and all have ended.
+
+        ``source(k)`` is called whenever ``k`` workers are free (all of them at first) and
+        returns up to ``k`` trials ``(trial_id, x)``; an empty answer means no more work,
+        and the call returns once every trial handed over has been reported to
+        ``finished``. The source may look at the outcomes reported so far (the
+        experiment loop proposes the next candidate with the running ones pending).
+
+        The default runs ``source(1)`` one trial at a time through :meth:`evaluate`,
+        right for an executor with one worker; executors with several override it.
+        """
+        while trials := list(source(1)):
+            self.evaluate(problem, trials, started, finished)
+
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release the workers (a Ray executor's actors); the executor starts them again if used later."""
 
 
 class LocalExecutor(Executor):

@@ -9,7 +9,23 @@ benchmark contenders.
 A batch is journaled as ``pending`` in one transaction when it is proposed, each
 evaluation is marked ``running`` before it starts and ``completed``/``failed`` when it
 ends, and the strategy is told the batch, in trial order, once every trial of it has
-ended. Opening an experiment on a journal that already holds trials replays them
+ended.
+
+Two modes of :meth:`Experiment.run`:
+
+- ``"batch"`` (default): ask for ``batch_size`` candidates, evaluate them all (side by side
+  on an executor with several workers), tell, ask again. The same seed gives the same
+  journal whatever the executor.
+- ``"async"``: whenever a worker frees up, ask for one new candidate while the others are
+  still running; the strategy proposes it with the running ones as pending points
+  (BoTorch's ``X_pending``), so no worker waits for the slowest trial of a batch. Only
+  strategies that propose with candidates pending (:attr:`~bambo.strategies.Strategy.asynchronous`:
+  ``bambo``, ``sobol``, ``random``) run this way; the order in which evaluations end then
+  shapes the search, so a seed no longer fixes the journal (nor does a resumed run
+  repeat the proposals an uninterrupted one would have made; it loses and repeats no
+  completed evaluation either way).
+
+Opening an experiment on a journal that already holds trials replays them
 through the strategy (:meth:`~bambo.strategies.Strategy.replay`, then ``tell``), so a
 resumed run proposes exactly what the uninterrupted run would have; the trials of a
 batch that was cut short are evaluated first. Completed trials are never evaluated again.
@@ -41,7 +57,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -52,11 +68,13 @@ from bambo.execution import Executor, LocalExecutor
 from bambo.problem import Problem
 from bambo.result import Artifacts, ParetoResult, RunMeta, build_result
 from bambo.store import Journal, Trial
-from bambo.strategies import STRATEGIES, Strategy, get_strategy
+from bambo.strategies import STRATEGIES, Strategy, asynchronous_strategies, get_strategy
 
 T = TypeVar("T")
 _META_KEY = "run"
 _FIRST_BATCH_MIN = 2  # trials the "first batch" check looks at, at least (batches of 1 are joined)
+Mode = Literal["batch", "async"]
+MODES = ("batch", "async")
 
 
 class StoppedEarlyWarning(BamboWarning):
@@ -95,8 +113,10 @@ class Experiment:
         self.meta = self._check_meta(RunMeta.of(problem, strategy.name))
         self.trials: list[Trial] = []
         self._position: dict[int, int] = {}  # trial id -> index in self.trials
-        self._open: list[int] = []  # ids of the proposed batch not yet told to the strategy
+        self._open: list[list[int]] = []  # trial ids of each proposed batch not yet told to the strategy
         self.timings: list[dict[str, float]] = []  # the strategy's own time per batch
+        self._timing_of: dict[int, dict[str, float]] = {}  # batch number -> its entry of self.timings
+        self._tell_each = False  # tell each trial as it ends (asynchronous mode), not whole batches
         self.stopped_early: dict[str, int] | None = None  # set by run() when the strategy stops short
         self._replay()
 
@@ -127,31 +147,39 @@ class Experiment:
             for trial in batch:
                 self._position[trial.id] = len(self.trials)
                 self.trials.append(trial)
-            self._open = [t.id for t in batch]
+            self._open.append([t.id for t in batch])
             self._tell_if_ended()
 
     # -- ask / tell ----------------------------------------------------------------------------
 
     @property
     def open_trials(self) -> list[Trial]:
-        """The trials of the current batch that have not ended (to evaluate before the next ask)."""
-        return [t for t in (self.trials[self._position[i]] for i in self._open) if not t.ended]
+        """The proposed trials that have not ended (to evaluate before the next batch)."""
+        return [t for batch in self._open for t in (self.trials[self._position[i]] for i in batch) if not t.ended]
 
     def ask(self, n: int) -> list[Trial]:
         """Propose up to ``n`` trials and journal them as ``pending`` (none: the strategy is done).
 
+        A strategy that proposes with candidates pending (``strategy.asynchronous``) may be
+        asked while earlier trials are still open; it treats them as pending points.
+
         Raises:
-            ConfigError: ``n < 1``, or trials of the previous batch have not ended.
+            ConfigError: ``n < 1``, or trials of the previous batch have not ended and the
+                strategy needs every batch told before the next.
             StrategyError: The strategy failed; its ``result`` holds every evaluation so far.
         """
         if n < 1:
             raise ConfigError(f"ask(n) needs n >= 1, got {n}")
-        if self._open:
+        if self.open_trials and not self.strategy.asynchronous:
             waiting = [t.id for t in self.open_trials]
-            raise ConfigError(f"trials {waiting} have not ended: tell or fail them before asking for more")
+            raise ConfigError(
+                f"trials {waiting} have not ended: tell or fail them before asking for more (strategy "
+                f"{self.strategy.name!r} learns whole batches)"
+            )
         wall, cpu = time.perf_counter(), time.process_time()
         X = self._guarded("proposing", self.strategy.ask, n)
-        self.timings.append({"ask_s": time.perf_counter() - wall, "ask_cpu_s": time.process_time() - cpu})
+        timing = {"ask_s": time.perf_counter() - wall, "ask_cpu_s": time.process_time() - cpu}
+        self.timings.append(timing)
         if X.shape[0] == 0:
             return []
         state = self._guarded("checkpointing", self.strategy.checkpoint)
@@ -159,7 +187,8 @@ class Experiment:
         for trial in trials:
             self._position[trial.id] = len(self.trials)
             self.trials.append(trial)
-        self._open = [t.id for t in trials]
+        self._open.append([t.id for t in trials])
+        self._timing_of[trials[0].batch] = timing
         return trials
 
     def tell(self, trial_id: int, metrics: Mapping[str, float]) -> Trial:
@@ -221,27 +250,43 @@ class Experiment:
         return trial
 
     def _tell_if_ended(self) -> None:
-        """Tell the strategy the open batch, in trial order, once all of it has ended."""
-        if not self._open or self.open_trials:
-            return
-        batch = [self.trials[self._position[i]] for i in self._open]
-        X = torch.tensor([t.x for t in batch], dtype=torch.float64)
-        Y = torch.full((len(batch), self.problem.num_objectives), float("nan"), dtype=torch.float64)
-        for row, trial in enumerate(batch):
-            if trial.status == "completed" and trial.objectives is not None:
-                Y[row] = torch.tensor(trial.objectives, dtype=torch.float64)
-        self._open = []
-        wall, cpu = time.perf_counter(), time.process_time()
-        self._guarded("learning from a batch", self.strategy.tell, X, Y)
-        if self.timings and "tell_s" not in self.timings[-1]:
-            self.timings[-1].update(tell_s=time.perf_counter() - wall, tell_cpu_s=time.process_time() - cpu)
+        """Tell the strategy each open batch, in trial order, once all of it has ended (in
+        asynchronous mode each trial as it ends, so that the next proposal learns from it)."""
+        for ids in list(self._open):
+            trials = [self.trials[self._position[i]] for i in ids]
+            ended = [t for t in trials if t.ended]
+            if not ended or (len(ended) < len(trials) and not self._tell_each):
+                continue
+            remaining = [t.id for t in trials if not t.ended]
+            if remaining:
+                ids[:] = remaining
+            else:
+                self._open.remove(ids)
+            X = torch.tensor([t.x for t in ended], dtype=torch.float64)
+            Y = torch.full((len(ended), self.problem.num_objectives), float("nan"), dtype=torch.float64)
+            for row, trial in enumerate(ended):
+                if trial.status == "completed" and trial.objectives is not None:
+                    Y[row] = torch.tensor(trial.objectives, dtype=torch.float64)
+            wall, cpu = time.perf_counter(), time.process_time()
+            self._guarded("learning from a batch", self.strategy.tell, X, Y)
+            timing = self._timing_of.get(ended[0].batch)
+            if timing is not None:
+                timing["tell_s"] = timing.get("tell_s", 0.0) + time.perf_counter() - wall
+                timing["tell_cpu_s"] = timing.get("tell_cpu_s", 0.0) + time.process_time() - cpu
+                if not remaining:
+                    del self._timing_of[ended[0].batch]
 
     # -- the loop ------------------------------------------------------------------------------
 
     def run(
-        self, budget: int, batch_size: int = 4, progress: bool = False, stop_on_first_batch_failure: bool = True
+        self,
+        budget: int,
+        batch_size: int = 4,
+        progress: bool = False,
+        stop_on_first_batch_failure: bool = True,
+        mode: Mode = "batch",
     ) -> ParetoResult:
-        """Evaluate batches until ``budget`` trials exist (or the strategy stops proposing).
+        """Evaluate until ``budget`` trials exist (or the strategy stops proposing).
 
         Trials of a batch that was cut short (a resumed run) are evaluated first. A
         strategy that stops proposing before the budget ends the run with a
@@ -249,20 +294,31 @@ class Experiment:
 
         Args:
             budget: Trials in total, journaled ones and failed ones included.
-            batch_size: Trials asked for per batch.
+            batch_size: Trials asked for per batch (batch mode).
             progress: Show a progress bar.
             stop_on_first_batch_failure: Stop with :class:`~bambo.errors.RunAbortedError`
                 when every trial of the first batch (its first two trials at least,
                 batches of one joined) failed with the same error.
+            mode: ``"batch"``, or ``"async"``: one new candidate for each worker that
+                frees up, the running ones pending (the module docstring). The first ask
+                is for as many candidates as the executor has workers.
 
         Raises:
-            ConfigError: ``budget`` or ``batch_size`` below 1.
+            ConfigError: ``budget`` or ``batch_size`` below 1, an unknown ``mode``, or
+                ``"async"`` with a strategy that learns whole batches only.
             RunAbortedError: The first batch failed entirely for one reason (also when
                 resuming such a run); its ``result`` holds the trials, which stay journaled.
             StrategyError: The strategy failed; its ``result`` holds every evaluation so far.
         """
         if budget < 1 or batch_size < 1:
             raise ConfigError(f"budget and batch_size must be >= 1, got {budget} and {batch_size}")
+        if mode not in MODES:
+            raise ConfigError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
+        if mode == "async" and not self.strategy.asynchronous:
+            raise ConfigError(
+                f"mode 'async' needs a strategy that proposes with candidates pending; {self.strategy.name!r} learns "
+                f"whole batches: use mode 'batch' or one of {', '.join(asynchronous_strategies())}"
+            )
         check = self._check_first_batch if stop_on_first_batch_failure else (lambda: None)
         check()
         self.stopped_early = None
@@ -284,14 +340,32 @@ class Experiment:
             if self.open_trials:
                 self._evaluate(self.open_trials, finished)
                 check()
-            while len(self.trials) < budget:
-                trials = self.ask(min(batch_size, budget - len(self.trials)))
-                if not trials:
+
+            def propose(n: int) -> list[Trial]:
+                room = budget - len(self.trials)
+                trials = self.ask(min(n, room)) if room > 0 and self.stopped_early is None else []
+                if room > 0 and not trials:
                     self.stopped_early = {"evaluated": len(self.trials), "budget": budget}
-                    break
-                bar.update(task, proposal=f"last proposal {self.timings[-1]['ask_s']:.2f} s")
-                self._evaluate(trials, finished)
+                if trials:
+                    bar.update(task, proposal=f"last proposal {self.timings[-1]['ask_s']:.2f} s")
+                return trials
+
+            if mode == "async":
+
+                def source(free: int) -> list[tuple[int, Tensor]]:
+                    check()
+                    return [(t.id, torch.tensor(t.x, dtype=torch.float64)) for t in propose(free)]
+
+                self._tell_each = True
+                try:
+                    self.executor.stream(self.problem, source, self._started, finished)
+                finally:
+                    self._tell_each = False
                 check()
+            else:
+                while trials := propose(batch_size):
+                    self._evaluate(trials, finished)
+                    check()
         if self.stopped_early is not None:
             warnings.warn(
                 f"the strategy {self.strategy.name!r} stopped after {len(self.trials)} of {budget} evaluations: "

@@ -1,10 +1,13 @@
-"""Evaluation on Ray workers: the trials of a batch run side by side, one per worker (GPU, CPU slot, node).
+"""Evaluation on Ray workers: trials run side by side, one per worker (GPU, CPU slot, node).
 
 :class:`RayExecutor` is an :class:`~bambo.execution.Executor`: the experiment loop hands it
-the trials of a batch, already journaled as pending in one transaction, and it reports
-each outcome through the loop's callbacks as soon as it arrives (``ray.wait`` with
+trials already journaled as pending (a batch in one transaction), and it reports each
+outcome through the loop's callbacks as soon as it arrives (``ray.wait`` with
 ``num_returns=1``), so the driver alone writes the journal, one transaction per result,
-keyed by trial id; workers never open it. Ray is the engine mergekit-evolve and Ray Tune
+keyed by trial id; workers never open it. In batch mode (:meth:`RayExecutor.evaluate`)
+the workers share the trials of one batch; in asynchronous mode
+(:meth:`RayExecutor.stream`) a worker that frees up gets a new trial from the loop at
+once, proposed with the running ones as pending points. Ray is the engine mergekit-evolve and Ray Tune
 use; it runs on a laptop (a local cluster) and on a cluster (``address``).
 
 Workers are actors that hold the problem (put in Ray's object store once): each builds
@@ -29,10 +32,12 @@ from typing import Any
 from torch import Tensor
 
 from bambo.errors import ConfigError
-from bambo.execution import Executor, Finished, Started
+from bambo.execution import Executor, Finished, Source, Started
 from bambo.problem import Problem, evaluating
 
 __all__ = ["RayExecutor", "import_ray"]
+
+Running = tuple[int, Tensor, int, Any, float]  # a running trial: id, x, attempts before, actor, start time
 
 
 def import_ray() -> Any:
@@ -129,44 +134,66 @@ class RayExecutor(Executor):
             options["resources"] = custom
         return self.ray.remote(**options)(_Worker)
 
-    def _start(self, problem: Problem) -> None:
+    def start(self, problem: Problem, wait: bool = False) -> None:
+        """Start Ray (if needed) and the workers for ``problem``; evaluations do this themselves.
+
+        Args:
+            problem: The problem the workers hold.
+            wait: Return only once every worker is up (its process started, the problem
+                unpickled): a benchmark's timing then leaves out the start-up.
+        """
         ray = self.ray
         if not ray.is_initialized():
             ray.init(address=self.address, include_dashboard=False, **self.init_options)
-        if self._problem is problem and self._actors:
-            return
-        self.shutdown_workers()
-        self._problem = problem
-        self._problem_ref = ray.put(problem)
-        self._cls = self._actor_class()
-        self._actors = [self._new_actor() for _ in range(self.workers)]
+        if not (self._problem is problem and self._actors):
+            self.close()
+            self._problem = problem
+            self._problem_ref = ray.put(problem)
+            self._cls = self._actor_class()
+            self._actors = [self._new_actor() for _ in range(self.workers)]
+        if wait:
+            ray.get([actor.pid.remote() for actor in self._actors])
 
     def _new_actor(self) -> Any:
         return self._cls.remote(self._problem_ref, self.threads)
 
-    def shutdown_workers(self) -> None:
-        """Kill this executor's actors (Ray itself keeps running)."""
+    def close(self) -> None:
+        """Kill this executor's actors (Ray itself keeps running); the next evaluation starts new ones."""
         for actor in self._actors:
             self.ray.kill(actor)
         self._actors = []
 
-    # -- a batch -------------------------------------------------------------------------------
+    # -- evaluations ---------------------------------------------------------------------------
 
     def evaluate(
         self, problem: Problem, trials: Sequence[tuple[int, Tensor]], started: Started, finished: Finished
     ) -> None:
+        waiting = list(trials)
+
+        def source(k: int) -> list[tuple[int, Tensor]]:
+            taken, waiting[:] = waiting[:k], waiting[k:]
+            return taken
+
+        self.stream(problem, source, started, finished)
+
+    def stream(self, problem: Problem, source: Source, started: Started, finished: Finished) -> None:
         ray = self.ray
-        self._start(problem)
-        queue = [(trial_id, x, 0) for trial_id, x in trials]  # (trial, x, attempts so far)
+        self.start(problem)
+        retry: list[tuple[int, Tensor, int]] = []  # (trial, x, attempts so far) whose worker died
         free = list(self._actors)
-        running: dict[Any, tuple[int, Tensor, int, Any, float]] = {}  # future -> (trial, x, attempt, actor, start)
-        while queue or running:
-            while queue and free:
-                trial_id, x, attempt = queue.pop(0)
-                actor = free.pop(0)
-                if attempt == 0:
+        running: dict[Any, Running] = {}  # future -> (trial, x, attempt, actor, start)
+        exhausted = False
+        while True:
+            while retry and free:
+                self._submit(free.pop(0), *retry.pop(0), running)
+            if free and not exhausted:
+                new = list(source(len(free)))
+                exhausted = not new
+                for trial_id, x in new:
                     started(trial_id)
-                running[actor.evaluate.remote(trial_id, x)] = (trial_id, x, attempt, actor, time.monotonic())
+                    self._submit(free.pop(0), trial_id, x, 0, running)
+            if not running:
+                break
             timeout = None
             if self.timeout_s is not None:
                 first_end = min(start for *_, start in running.values()) + self.timeout_s
@@ -186,13 +213,16 @@ class RayExecutor(Executor):
             except ray.exceptions.RayActorError as exc:  # the worker died: replace it, retry or fail
                 free.append(self._replace(actor))
                 if attempt < self.retries:
-                    queue.insert(0, (trial_id, x, attempt + 1))
+                    retry.append((trial_id, x, attempt + 1))
                     continue
                 tries = f" after {attempt + 1} attempts" if attempt else ""
                 finished(trial_id, None, f"the Ray worker evaluating it died{tries}: {_first_line(exc)}")
                 continue
             free.append(actor)
             finished(trial_id, metrics, error)
+
+    def _submit(self, actor: Any, trial_id: int, x: Tensor, attempt: int, running: dict[Any, Running]) -> None:
+        running[actor.evaluate.remote(trial_id, x)] = (trial_id, x, attempt, actor, time.monotonic())
 
     def _replace(self, dead: Any) -> Any:
         self.replaced += 1

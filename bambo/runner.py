@@ -204,7 +204,9 @@ def with_execution(config: RunConfig, overrides: dict[str, Any] | None) -> RunCo
     if not overrides:
         return config
     settings = ExecutionConfig(**{**config.execution.model_dump(), **overrides})
-    return config.model_copy(update={"execution": settings})
+    config = config.model_copy(update={"execution": settings})
+    config.check_execution()
+    return config
 
 
 def start(
@@ -400,8 +402,12 @@ def execute(run_dir: Path, config: RunConfig, problem: Problem, progress: bool =
     """
     strategy = build_strategy(config, problem)
     with Journal(run_dir / JOURNAL) as journal:
-        experiment = Experiment(problem, strategy, journal, config.execution.executor(config.evaluator.timeout_s))
-        result = experiment.run(config.budget, config.batch_size, progress=progress)
+        executor = config.execution.executor(config.evaluator.timeout_s)
+        try:
+            experiment = Experiment(problem, strategy, journal, executor)
+            result = experiment.run(config.budget, config.batch_size, progress=progress, mode=config.execution.mode)
+        finally:
+            executor.close()
         metadata = {"config": config.model_dump(mode="json", exclude_none=True), "run_dir": str(run_dir)}
         title = f"{config.strategy.name}: {' vs '.join(problem.objective_names)}"
         for what, step in (

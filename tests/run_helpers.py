@@ -47,8 +47,8 @@ def toy_metrics(
 
     With ``log``, ``hold_after`` and ``release``, an evaluation that starts after
     ``hold_after`` evaluations have ended (``end`` lines in the log) writes ``held`` to
-    the log and waits until the file ``release`` exists, so a test can kill the run at
-    a known point without a clock. It gives up (raises) if its parent process ends.
+    the log (with its process id) and waits until the file ``release`` exists, so a test
+    can kill the run at a known point without a clock. It gives up (raises) if its parent process ends.
     """
     signal = float(state_dict["layers.0.w"][0])
     fingerprint = json.dumps([round(float(v), 10) for t in state_dict.values() for v in t.flatten()])
@@ -61,7 +61,7 @@ def toy_metrics(
         if ended >= hold_after:
             parent = os.getppid()
             with open(log, "a") as handle:
-                handle.write(f"held {fingerprint}\n")
+                handle.write(f"held {fingerprint} pid={os.getpid()}\n")
             while not os.path.exists(release):
                 if os.getppid() != parent:
                     raise RuntimeError("the process that started this run is gone")

@@ -80,6 +80,12 @@ def _write(path: Path, text: str) -> Path:
         ({"merge.dataflow": {"repeats": 2}}, "merge.dataflow only applies to merge.kind: dataflow"),
         ({"execution": {"workers": 2}}, "workers, address, resources_per_trial and retries apply to backend: ray"),
         ({"execution": {"backend": "dask"}}, "execution: backend: Input should be 'local' or 'ray'"),
+        ({"execution": {"mode": "parallel"}}, "execution: mode: Input should be 'batch' or 'async'"),
+        (
+            {"execution": {"mode": "async"}, "strategy": {"name": "nsga2"}},
+            "execution.mode async needs a strategy that proposes with candidates pending (bambo, sobol, random); "
+            "'nsga2' learns whole batches",
+        ),
         ({"merge.kind": "dataflow"}, "a data-flow search runs models, but these models have no architecture"),
         ({"merge.kind": "dataflow", "merge.dataflow": {"scale_bounds": [1.1, 2]}}, "must be positive and contain 1"),
         ({"strategy": {"name": "sobol", "options": {"preferences": {}}}}, "strategy 'sobol'"),
@@ -367,3 +373,16 @@ def test_execution_flags_override_the_config_and_are_checked(tmp_path, monkeypat
     assert done.exit_code == 0, done.output
     again = runner.invoke(app, ["resume", str(tmp_path / "run"), "--backend", "ray"])
     assert again.exit_code == 2 and "pip install 'bambo[ray]'" in " ".join(again.output.split())
+
+
+def test_mode_async_from_the_command_line_proposes_one_trial_per_freed_worker(tmp_path):
+    path = toy_config(tmp_path, strategy={"name": "nsga2"})
+    refused = runner.invoke(app, ["run", str(path), "--mode", "async"])
+    assert refused.exit_code == 2 and "'nsga2' learns whole batches" in " ".join(refused.output.split())
+    assert not (tmp_path / "run" / "journal.sqlite").exists()
+    path = toy_config(tmp_path, strategy={"name": "bambo", "options": FAST_BAMBO}, budget=7)
+    done = runner.invoke(app, ["run", str(path), "--mode", "async"])
+    assert done.exit_code == 0, done.output
+    with Journal(tmp_path / "run" / "journal.sqlite") as journal:
+        assert [len(b) for b in journal.batches()] == [1] * 7  # the local executor has one worker
+        assert all(t.status == "completed" for t in journal.trials())

@@ -153,6 +153,10 @@ def run(
         str | None, typer.Option(help="Where evaluations run: local or ray (overrides the config's execution).")
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Ray workers evaluating side by side.")] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(help="batch, or async: a freed worker gets a new candidate at once (bambo, sobol, random)."),
+    ] = None,
 ) -> None:
     """Run an experiment from a config file, journaling every evaluation (resumable)."""
     require(config)
@@ -164,7 +168,7 @@ def run(
         console.print(escape(f"the base model's metrics: {metrics}"))
         console.print("every objective's metric is a finite number; the config is ready for `bambo run`")
         return
-    execution = _execution_flags(backend, workers)
+    execution = _execution_flags(backend, workers, mode)
     run_dir, result = guarded(lambda: runner.start(config, output, execution=execution))
     print_run(run_dir, result)
 
@@ -174,6 +178,7 @@ def resume(
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
     backend: Annotated[str | None, typer.Option(help="Where evaluations run: local or ray (for this resume).")] = None,
     workers: Annotated[int | None, typer.Option(help="Ray workers evaluating side by side.")] = None,
+    mode: Annotated[str | None, typer.Option(help="batch or async (for this resume).")] = None,
 ) -> None:
     """Continue a run from its journal: completed trials are kept, interrupted ones re-run.
 
@@ -188,7 +193,7 @@ def resume(
         from bambo import runner
 
         setup_torch(threads)
-        execution = _execution_flags(backend, workers)
+        execution = _execution_flags(backend, workers, mode)
         result = guarded(lambda: runner.resume(run_dir, execution=execution))
     finally:
         lock.release()
@@ -319,9 +324,9 @@ def export(
     console.print(escape(guarded(work)))
 
 
-def _execution_flags(backend: str | None, workers: int | None) -> dict[str, object] | None:
+def _execution_flags(backend: str | None, workers: int | None, mode: str | None) -> dict[str, object] | None:
     """The execution fields the flags set (``None``: the config's own)."""
-    flags = {k: v for k, v in (("backend", backend), ("workers", workers)) if v is not None}
+    flags = {k: v for k, v in (("backend", backend), ("workers", workers), ("mode", mode)) if v is not None}
     return flags or None
 
 

@@ -50,6 +50,11 @@ def available_strategies() -> list[str]:
     return list(STRATEGIES)
 
 
+def asynchronous_strategies() -> list[str]:
+    """Names of the strategies that propose with candidates pending (:attr:`Strategy.asynchronous`)."""
+    return [name for name, cls in STRATEGIES.items() if cls.asynchronous]
+
+
 def get_strategy(name: str, problem: Problem, seed: int = 0, **options: Any) -> Strategy:
     """Instantiate a registered strategy by name.
 
@@ -88,6 +93,7 @@ __all__ = [
     "RandomSearch",
     "SobolSearch",
     "Strategy",
+    "asynchronous_strategies",
     "available_strategies",
     "get_strategy",
 ]

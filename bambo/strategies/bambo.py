@@ -138,7 +138,8 @@ class BAMBO(Strategy):
         n_initial: N0, warm-start points (heuristic settings first, then Sobol). A
             strategy already told ``n_initial`` completed evaluations skips the warm start.
         n_iterations: T, model-based batches; afterwards ``ask`` returns nothing
-            (``None``: until the caller's budget runs out).
+            (``None``: until the caller's budget runs out). Every ``ask`` is one: in the
+            experiment loop's asynchronous mode, usually of one candidate.
         surrogate: A registered surrogate name (``"gp"``, ``"quadratic-mean-gp"``, ...).
         acquisition: ``"auto"`` or any name in :data:`bambo.acquisition.ACQUISITIONS` that
             applies to the problem's number of objectives (``"qlognehvi"``, ``"qehvi"``,
@@ -168,6 +169,7 @@ class BAMBO(Strategy):
     """
 
     name = "bambo"
+    asynchronous = True  # asked points not yet told are the acquisition's X_pending
 
     def __init__(
         self,

@@ -75,6 +75,10 @@ class Strategy(ABC):
     """
 
     name: str = "strategy"
+    asynchronous: bool = False
+    """Whether ``ask`` may be called with earlier proposals not yet told: the strategy then
+    proposes around them (pending points). Strategies that learn whole batches (a genetic
+    algorithm's generation) keep ``False``; the experiment loop's asynchronous mode needs ``True``."""
 
     def __init__(self, problem: Problem, seed: int = 0) -> None:
         self.problem = problem

@@ -30,6 +30,7 @@ class SobolSearch(Strategy):
     """
 
     name = "sobol"
+    asynchronous = True  # its points do not depend on the data told
 
     def __init__(self, problem: Problem, seed: int = 0) -> None:
         super().__init__(problem, seed)
@@ -50,6 +51,7 @@ class RandomSearch(Strategy):
     """
 
     name = "random"
+    asynchronous = True  # its points do not depend on the data told
 
     def __init__(self, problem: Problem, seed: int = 0) -> None:
         super().__init__(problem, seed)
