@@ -64,10 +64,10 @@ BoTorch's ``optimize_acqf_mixed_alternating`` (discrete neighbourhood steps alte
 L-BFGS on the continuous variables), with ``mixed_restarts`` restarts (4) and
 :data:`MIXED_OPTIONS`: alternation stops when the log-acquisition gains less than 1e-4 (a
 0.01% gain in the acquisition; BoTorch's default, 1e-8, kept it alternating for gains no
-batch could tell apart) or after 16 rounds. At T = 32 slots and n = 56 points BoTorch's
-settings with 6 restarts took 10.3-11.7 s per batch of 4, these 7.6-8.6 s, with the same
-batch acquisition value at two of three seeds (``benchmarks/results/dataflow_cost.md``
-has every batch of a whole run).
+batch could tell apart) or after 16 rounds. ``python -m benchmarks.dataflow_cost`` (T = 32
+slots, batches of 4 up to n = 56 points, ``benchmarks/results/dataflow_cost.md``): slowest
+batch 8.3 s with these settings; 11.2 s with 6 restarts and BoTorch's alternation settings
+(the report as committed in daf3ef2).
 
 Per-batch CPU and wall seconds against Ax's: ``benchmarks/results/optimizer_cost.md``.
 The time of every fit and acquisition optimisation is logged (logger
