@@ -3,8 +3,8 @@
 Run: ``python -m benchmarks.parallel`` (writes ``benchmarks/results/parallel.md``).
 
 The problem: the digits benchmark's block-wise task-arithmetic merge (3 blocks, hybrid
-partition, two task accuracies), where every evaluation runs the real digits evaluation and
-then sleeps ``--sleep`` seconds (2 by default), standing in for the minutes an LLM
+partition; ``--tasks``, 2: the first two tasks' accuracies), where every evaluation runs the
+real digits evaluation and then sleeps ``--sleep`` seconds (2 by default), standing in for the minutes an LLM
 evaluation takes on a GPU: a worker mostly waits, as a driver does for a GPU worker, so
 four workers can run side by side on this 2-core machine. Ray gets ``--cpus`` logical CPUs
 (4), one per worker.
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -38,7 +39,7 @@ from bambo.benchmark import load_benchmark
 from bambo.experiment import Experiment
 from bambo.merge_problem import MergeProblem
 from bambo.pareto import hypervolume
-from bambo.problem import Problem
+from bambo.problem import Objective, Problem
 from bambo.store import Journal
 from bambo.strategies import get_strategy
 from benchmarks.common import RESULTS, Clock, machine_header
@@ -97,6 +98,36 @@ def run_one(problem: Sleepy, workers: int, mode: str, seed: int, budget: int, fo
     }
 
 
+class OneSecond(Problem):
+    """An evaluation that only sleeps 1 s (issue 20's check of one batch on two workers)."""
+
+    def __init__(self) -> None:
+        self._set_objectives([Objective(name="f"), Objective(name="g")], None)
+        self.bounds = torch.tensor([[0.0], [1.0]], dtype=torch.float64)
+
+    def metrics(self, x: torch.Tensor) -> dict[str, float]:
+        time.sleep(1.0)
+        return {"f": float(x[0]), "g": 1.0 - float(x[0])}
+
+    def evaluate_one(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tensor(self.objective_values(self.metrics(x), x), dtype=torch.float64)
+
+
+def time_one_batch() -> float:
+    """Wall seconds of q = 4 evaluations of 1 s each on 2 workers (workers started first)."""
+    from bambo.ray_executor import RayExecutor
+
+    problem = OneSecond()
+    executor = RayExecutor(workers=2, threads=1)
+    executor.start(problem, wait=True)
+    trials = [(i, torch.tensor([v], dtype=torch.float64)) for i, v in enumerate((0.1, 0.2, 0.3, 0.4))]
+    clock = Clock()
+    executor.evaluate(problem, trials, lambda _: None, lambda *_: None)
+    wall = clock.elapsed().wall
+    executor.close()
+    return wall
+
+
 def hv_by(run: dict, ref: torch.Tensor, seconds: float) -> float:
     """Hypervolume of the evaluations completed within ``seconds`` of the start."""
     rows = [i for i, t in enumerate(run["finished"]) if t <= seconds]
@@ -107,6 +138,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sleep", type=float, default=2.0, help="seconds each evaluation sleeps")
     parser.add_argument("--budget", type=int, default=20)
+    parser.add_argument("--tasks", type=int, default=2, help="digits tasks (objectives): the first N")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--cpus", type=int, default=4, help="Ray's logical CPUs")
@@ -120,8 +152,11 @@ def main(argv: list[str] | None = None) -> Path:
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
     ray.init(num_cpus=args.cpus, include_dashboard=False, _temp_dir=temp, log_to_driver=False)
     bench = load_benchmark("digits")
-    problem = Sleepy(bench.problem(granularity="block", blocks=3, partitioner="hybrid"), args.sleep)
+    tasks = bench.task_names[: args.tasks]
+    problem = Sleepy(bench.problem(tasks, granularity="block", blocks=3, partitioner="hybrid"), args.sleep)
     ref = problem.ref_point
+    one_batch = time_one_batch()
+    print(f"one batch of 4 one-second evaluations on 2 workers: wall {one_batch:.2f} s", flush=True)
     runs: dict[tuple[int, str, int], dict] = {}
     with tempfile.TemporaryDirectory() as folder:
         for seed in range(args.seeds):
@@ -135,7 +170,8 @@ def main(argv: list[str] | None = None) -> Path:
                         flush=True,
                     )
     ray.shutdown()
-    lines = report(args, runs, ref, clock.elapsed().text())
+    shutil.rmtree(temp, ignore_errors=True)
+    lines = report(args, runs, ref, clock.elapsed().text(), one_batch)
     args.output.mkdir(parents=True, exist_ok=True)
     out = args.output / "parallel.md"
     out.write_text("\n".join(lines) + "\n")
@@ -143,7 +179,9 @@ def main(argv: list[str] | None = None) -> Path:
     return out
 
 
-def report(args: argparse.Namespace, runs: dict[tuple[int, str, int], dict], ref: torch.Tensor, took: str) -> list[str]:
+def report(
+    args: argparse.Namespace, runs: dict[tuple[int, str, int], dict], ref: torch.Tensor, took: str, one_batch: float
+) -> list[str]:
     """The report: medians per configuration, then every run."""
     seeds = range(args.seeds)
     base = {s: runs[args.workers[0], "batch", s]["wall"] for s in seeds}
@@ -153,9 +191,11 @@ def report(args: argparse.Namespace, runs: dict[tuple[int, str, int], dict], ref
         "# Evaluation on Ray workers: wall-clock speed-up, batch vs async mode",
         "",
         machine_header(("torch", "botorch", "ray", "bambo")),
-        f"- command: `python -m benchmarks.parallel --sleep {args.sleep:g} --budget {args.budget} --seeds {args.seeds} "
+        f"- command: `python -m benchmarks.parallel --sleep {args.sleep:g} --budget {args.budget} --tasks {args.tasks} "
+        f"--seeds {args.seeds} "
         f"--workers {' '.join(map(str, args.workers))} --cpus {args.cpus}`; this run: {took} (driver process)",
-        f"- problem: digits, block-wise task arithmetic (3 blocks, hybrid partition), 2 task accuracies; every "
+        f"- problem: digits, block-wise task arithmetic (3 blocks, hybrid partition), the first {args.tasks} tasks' "
+        "accuracies as objectives; every "
         f"evaluation is the real digits evaluation plus a {args.sleep:g} s sleep (a stand-in for a GPU evaluation)",
         f"- strategy: BAMBO's default, {args.budget} evaluations; batch mode asks q = {BATCH}, async mode one "
         f"candidate per free worker; Ray with {args.cpus} logical CPUs, one per worker; workers started before "
@@ -163,6 +203,8 @@ def report(args: argparse.Namespace, runs: dict[tuple[int, str, int], dict], ref
         f"- speed-up: wall time of {args.workers[0]} worker in batch mode over this configuration's, same seed; "
         f"HV: completed evaluations by that wall time, reference {[round(v, 3) for v in ref.tolist()]}; "
         f"medians over {args.seeds} seeds",
+        f"- one batch of q = 4 evaluations of 1 s each (a sleep) on 2 workers: **{one_batch:.2f} s** wall "
+        "(issue 20's target: under 2.5 s)",
         "",
         f"| workers | mode | wall s | driver CPU s | speed-up | {head} | HV at the end |",
         "|---|---|---|---|---|" + "---|" * (len(checkpoints) + 1),

@@ -8,6 +8,7 @@ is not installed.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +24,8 @@ from bambo.experiment import Experiment
 from bambo.problem import Objective, Problem
 from bambo.store import Journal
 from bambo.strategies import Strategy
+
+FAST_BAMBO = {"n_initial": 4, "num_restarts": 2, "raw_samples": 32, "mc_samples": 16, "maxiter": 30}
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'bambo[ray]')")
 
@@ -78,6 +81,7 @@ def executor():
     executor.close()
     if started_here:
         ray.shutdown()
+    shutil.rmtree(temp, ignore_errors=True)  # Ray's session files and logs
 
 
 def run_batch(executor: RayExecutor, problem: Problem, xs: list[float]) -> list[tuple]:
@@ -148,8 +152,8 @@ def test_batch_mode_gives_the_local_executors_journal(executor, tmp_path):
         problem = Timed(tmp_path / name, sleep_s=0.0)
         (tmp_path / name).mkdir()
         with Journal(tmp_path / name / "journal.sqlite") as journal:
-            experiment = Experiment(problem, get_strategy("sobol", problem, seed=3), journal, runner)
-            experiment.run(8, batch_size=4)
+            strategy = get_strategy("bambo", problem, seed=3, n_iterations=None, **FAST_BAMBO)
+            Experiment(problem, strategy, journal, runner).run(8, batch_size=4)  # a warm start, one BO batch
             journals.append([(t.id, t.x, t.metrics, t.status) for t in journal.trials()])
     assert journals[0] == journals[1] and len(journals[0]) == 8
 
