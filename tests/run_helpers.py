@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -80,3 +83,28 @@ def toy_metrics(
         with open(log, "a") as handle:
             handle.write(f"end {fingerprint}\n")
     return {"a": a, "b": b}
+
+
+def kill_run_when_held(config: Path, log: Path, env: dict[str, str], cwd: Path) -> None:
+    """Start ``bambo run config`` in a subprocess and SIGKILL it once an evaluation holds.
+
+    The evaluator is :func:`toy_metrics` with ``log``, ``hold_after`` and ``release``: the kill
+    point is the ``held`` line in ``log`` (an event, not a clock). Waits with no time limit but
+    pytest's own; fails if the run ends before any evaluation holds.
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bambo.cli", "run", str(config), "--threads", "1"],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        while not (log.exists() and "held " in log.read_text()):
+            if process.poll() is not None:
+                raise AssertionError("the run ended before its evaluator held")
+            time.sleep(0.05)
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+        process.wait()

@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -206,6 +204,7 @@ def test_a_driver_killed_mid_batch_is_resumed_with_no_completed_trial_repeated_o
     from typer.testing import CliRunner
 
     from bambo.cli import app
+    from tests.run_helpers import kill_run_when_held
     from tests.test_runner import REPO, _completed, toy_config
 
     log, release, hold_after, budget = tmp_path / "calls.log", tmp_path / "release", 5, 12
@@ -220,21 +219,7 @@ def test_a_driver_killed_mid_batch_is_resumed_with_no_completed_trial_repeated_o
         },
     )
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "RAY_AUTH_MODE": "disabled"}
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "bambo.cli", "run", str(path), "--threads", "1"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        while not (log.exists() and "held " in log.read_text()):  # no time limit but pytest's own
-            assert driver.poll() is None, "the run ended before its evaluator held"
-            time.sleep(0.05)
-    finally:
-        if driver.poll() is None:
-            os.kill(driver.pid, signal.SIGKILL)
-        driver.wait()
+    kill_run_when_held(path, log, env, REPO)
     held: set[int] = set()
     while True:  # Ray ends the dead driver's workers; wait until every held one is gone
         now = {int(line.rsplit("pid=", 1)[1]) for line in log.read_text().splitlines() if line.startswith("held ")}

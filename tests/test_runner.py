@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +17,7 @@ from bambo.config import RunConfig
 from bambo.errors import ConfigError
 from bambo.runner import journal_result, resume, start
 from bambo.store import Journal
-from tests.run_helpers import write_toy_models
+from tests.run_helpers import kill_run_when_held, write_toy_models
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -162,22 +159,8 @@ def test_a_killed_run_resumes_without_losing_or_repeating_evaluations(tmp_path):
         },
     )
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bambo.cli", "run", str(path), "--threads", "1"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    kill_run_when_held(path, log, env, REPO)
     run_dir = tmp_path / "run"
-    try:
-        while not (log.exists() and "held " in log.read_text()):  # no time limit but pytest's own
-            assert process.poll() is None, "the run ended before its evaluator held"
-            time.sleep(0.05)
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-        process.wait()
     release.touch()
     before = _completed(run_dir)
     assert hold_after <= len(before) < 16
