@@ -21,9 +21,10 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it (one place each)
 _EXPORTS = {
-    "optimize": "bambo.experiment",
+    "optimize": "bambo.facade",
     "Experiment": "bambo.experiment",
     "LocalExecutor": "bambo.execution",
+    "Halving": "bambo.fidelity",
     "Journal": "bambo.store",
     "ParetoResult": "bambo.result",
     "Objective": "bambo.problem",
@@ -51,6 +52,7 @@ __all__ = [
     "ConfigError",
     "EvaluationError",
     "Experiment",
+    "Halving",
     "Journal",
     "LocalExecutor",
     "MERGE_METHODS",
@@ -90,7 +92,9 @@ if TYPE_CHECKING:
     from bambo.benchmark import available_benchmarks, load_benchmark
     from bambo.errors import BamboError, ConfigError, EvaluationError, RunAbortedError, StrategyError
     from bambo.execution import LocalExecutor
-    from bambo.experiment import Experiment, optimize
+    from bambo.experiment import Experiment
+    from bambo.facade import optimize
+    from bambo.fidelity import Halving
     from bambo.merge import MERGE_METHODS
     from bambo.merge_problem import MergeProblem
     from bambo.problem import Objective, Problem, SyntheticProblem

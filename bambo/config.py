@@ -35,6 +35,7 @@ from bambo import validation
 from bambo.config_base import Count, FiniteFloat, FrozenConfig, Seed, check_option_types
 from bambo.errors import ConfigError
 from bambo.execution import Executor, LocalExecutor
+from bambo.fidelity import Halving
 from bambo.merge import MERGE_METHODS
 from bambo.partition import PARTITIONERS
 from bambo.problem import Objective
@@ -237,7 +238,8 @@ class EvaluatorConfig(FrozenConfig):
     """The expensive evaluation: a function ``(state_dict, **options) -> {metric: value}``.
 
     A function whose signature names ``trial_id`` and/or ``x`` is also given the
-    journal's id of the trial and the decision vector (a list of floats).
+    journal's id of the trial and the decision vector (a list of floats); one that names
+    ``fidelity`` is given the share of its evaluation data to score (``halving`` runs).
 
     The entry point's module is imported with the config file's folder first on
     ``sys.path`` (``module_path``), so ``entry_point: my_eval:score`` finds a
@@ -291,7 +293,8 @@ class EvaluatorConfig(FrozenConfig):
             signature = inspect.signature(fn)
         except (TypeError, ValueError):  # a builtin without a signature: called as it is
             return fn
-        extras = {k: None for k in ("trial_id", "x") if k in signature.parameters and k not in self.options}
+        named = ("trial_id", "x", "fidelity")
+        extras = {k: None for k in named if k in signature.parameters and k not in self.options}
         try:
             signature.bind({}, **self.options, **extras)  # trial_id and x are given when named
         except TypeError as exc:
@@ -405,9 +408,12 @@ class RunConfig(FrozenConfig):
         objectives: Objectives from the evaluator's metrics (a benchmark brings its own).
         ref_point: Hypervolume reference in the objectives' own directions.
         strategy: Search strategy.
-        budget: Evaluations in total.
-        batch_size: Points per batch.
+        budget: Evaluations in total (with ``halving``: evaluation cost, a low-fidelity
+            evaluation counting its fidelity).
+        batch_size: Points per batch (with ``halving``: full evaluations per batch at most).
         execution: Where the evaluations run (this process, or Ray workers).
+        halving: Multi-fidelity successive halving inside each batch (:class:`~bambo.fidelity.Halving`:
+            ``fidelity``, ``factor``, ``low_fidelity``); the evaluator must take a ``fidelity``.
         seed: Seed of every random choice.
         output: Run folder (journal, config copy, results), relative to the config file.
     """
@@ -421,6 +427,7 @@ class RunConfig(FrozenConfig):
     budget: Count = 32
     batch_size: Count = 4
     execution: ExecutionConfig = Field(default_factory=ExecutionConfig)
+    halving: Halving | None = None
     seed: Seed = 0
     output: Path = Path("runs/run")
 
@@ -445,7 +452,10 @@ class RunConfig(FrozenConfig):
         return self
 
     def check_execution(self) -> None:
-        """Raise :class:`ConfigError` if ``execution.mode`` is async and the strategy learns whole batches."""
+        """Raise :class:`ConfigError` if ``execution.mode`` is async and the strategy learns whole batches,
+        or with halving."""
+        if self.execution.mode == "async" and self.halving is not None:
+            raise ConfigError("execution.mode async cannot run halving, which promotes within whole batches")
         if self.execution.mode == "async":
             from bambo.strategies import asynchronous_strategies
 

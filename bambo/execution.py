@@ -31,9 +31,11 @@ from torch import Tensor
 from bambo.errors import ConfigError, EvaluationError
 from bambo.problem import Problem, evaluating
 
+Work = tuple[int, Tensor, float]
+"""One evaluation to run: the trial id, the decision vector ``(d,)`` and the fidelity (:mod:`bambo.fidelity`)."""
 Started = Callable[[int], None]
 Finished = Callable[[int, "dict[str, float] | None", "str | None"], None]
-Source = Callable[[int], "Sequence[tuple[int, Tensor]]"]
+Source = Callable[[int], "Sequence[Work]"]
 
 
 class Executor(ABC):
@@ -43,14 +45,12 @@ class Executor(ABC):
     """Evaluations this executor runs side by side."""
 
     @abstractmethod
-    def evaluate(
-        self, problem: Problem, trials: Sequence[tuple[int, Tensor]], started: Started, finished: Finished
-    ) -> None:
-        """Evaluate every ``(trial_id, x)``; return when each has been reported to ``finished``.
+    def evaluate(self, problem: Problem, trials: Sequence[Work], started: Started, finished: Finished) -> None:
+        """Evaluate every ``(trial_id, x, fidelity)``; return when each has been reported to ``finished``.
 
         Args:
-            problem: The problem (its :meth:`~bambo.problem.Problem.metrics`).
-            trials: Trial ids and decision vectors ``(d,)``.
+            problem: The problem (its :meth:`~bambo.problem.Problem.metrics`, given ``x`` and the fidelity).
+            trials: Trial ids, decision vectors ``(d,)`` and fidelities.
             started: Called with the trial id just before its evaluation starts.
             finished: Called with ``(trial_id, metrics, None)`` for an evaluation that
                 returned, ``(trial_id, None, error text)`` for one that failed.
@@ -60,7 +60,7 @@ class Executor(ABC):
         """Keep the workers busy with trials from ``source`` until it has none and all have ended.
 
         ``source(k)`` is called whenever ``k`` workers are free (all of them at first) and
-        returns up to ``k`` trials ``(trial_id, x)``; an empty answer means no more work,
+        returns up to ``k`` trials ``(trial_id, x, fidelity)``; an empty answer means no more work,
         and the call returns once every trial handed over has been reported to
         ``finished``. The source may look at the outcomes reported so far (the
         experiment loop proposes the next candidate with the running ones pending).
@@ -92,14 +92,12 @@ class LocalExecutor(Executor):
             raise ConfigError(f"timeout_s must be > 0, got {timeout_s}")
         self.timeout_s = timeout_s
 
-    def evaluate(
-        self, problem: Problem, trials: Sequence[tuple[int, Tensor]], started: Started, finished: Finished
-    ) -> None:
-        for trial_id, x in trials:
+    def evaluate(self, problem: Problem, trials: Sequence[Work], started: Started, finished: Finished) -> None:
+        for trial_id, x, fidelity in trials:
             started(trial_id)
             try:
                 with evaluating(trial_id):
-                    metrics = self._metrics(problem, x)
+                    metrics = self._metrics(problem, x, fidelity)
             except EvaluationError as exc:
                 finished(trial_id, None, str(exc))
             except Exception as exc:  # noqa: BLE001 - a crashed evaluator fails its trial, not the search
@@ -107,14 +105,14 @@ class LocalExecutor(Executor):
             else:
                 finished(trial_id, metrics, None)
 
-    def _metrics(self, problem: Problem, x: Tensor) -> dict[str, float]:
+    def _metrics(self, problem: Problem, x: Tensor, fidelity: float) -> dict[str, float]:
         if self.timeout_s is None:
-            return problem.metrics(x)
+            return problem.metrics(x, fidelity)
         outcome: dict[str, Any] = {}
 
         def work() -> None:
             try:
-                outcome["metrics"] = problem.metrics(x)
+                outcome["metrics"] = problem.metrics(x, fidelity)
             except BaseException as exc:  # noqa: BLE001 - reported to the caller below
                 outcome["error"] = exc
 

@@ -25,6 +25,14 @@ Two modes of :meth:`Experiment.run`:
   repeat the proposals an uninterrupted one would have made; it loses and repeats no
   completed evaluation either way).
 
+Multi-fidelity (:mod:`bambo.fidelity`): with ``halving`` each batch is successive halving,
+``factor * q`` candidates evaluated at a low fidelity and at most ``q`` of them promoted to a
+full evaluation, and the budget counts evaluation cost (a trial at fidelity ``f`` costs ``f``;
+without halving every trial costs 1, so the budget is the number of trials). A batch cut short
+between its two stages resumes where it stopped: finished low-fidelity evaluations are kept,
+the promotion (deterministic from the journal) is made or read back, and only what is missing
+runs.
+
 Opening an experiment on a journal that already holds trials replays them
 through the strategy (:meth:`~bambo.strategies.Strategy.replay`, then ``tell``), so a
 resumed run proposes exactly what the uninterrupted run would have; the trials of a
@@ -42,7 +50,7 @@ Two outcomes end :meth:`Experiment.run` before its budget:
   :class:`StoppedEarlyWarning` says so and ``result.info["stopped_early"]`` holds
   ``{"evaluated": n, "budget": b}``.
 
-:func:`optimize` is the one-call facade over it. Two ways to drive an experiment yourself:
+:func:`bambo.optimize` (:mod:`bambo.facade`) is the one-call facade over it. Two ways to drive an experiment yourself:
 
 - ``experiment.run(budget, batch_size)``: the loop, with an :class:`~bambo.execution.Executor`;
 - ``trials = experiment.ask(n)``, then ``experiment.tell(trial.id, metrics)`` (metrics by
@@ -52,11 +60,10 @@ Two outcomes end :meth:`Experiment.run` before its budget:
 
 from __future__ import annotations
 
-import copy
+import math
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import torch
@@ -64,11 +71,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor
 
 from bambo.errors import BamboWarning, ConfigError, EvaluationError, RunAbortedError, StrategyError
-from bambo.execution import Executor, LocalExecutor
+from bambo.execution import Executor, LocalExecutor, Work
+from bambo.fidelity import FULL, Halving, choose_promotions, told_objectives
 from bambo.problem import Problem
 from bambo.result import Artifacts, ParetoResult, RunMeta, build_result
 from bambo.store import Journal, Trial
-from bambo.strategies import STRATEGIES, Strategy, asynchronous_strategies, get_strategy
+from bambo.strategies import Strategy, asynchronous_strategies
 
 T = TypeVar("T")
 _META_KEY = "run"
@@ -91,10 +99,12 @@ class Experiment:
         journal: Where trials are recorded (default: in memory). A journal that
             already holds trials of the same problem is resumed.
         executor: Runs the evaluations (default: :class:`~bambo.execution.LocalExecutor`).
+        halving: Successive halving inside each batch of :meth:`run` (:class:`~bambo.fidelity.Halving`);
+            the problem must support fidelities. ``None``: every evaluation in full.
 
     Raises:
-        ConfigError: The strategy was built for another problem, or the journal holds
-            trials of another problem.
+        ConfigError: The strategy was built for another problem, the journal holds
+            trials of another problem, or halving on a problem without fidelities.
     """
 
     def __init__(
@@ -103,13 +113,20 @@ class Experiment:
         strategy: Strategy,
         journal: Journal | None = None,
         executor: Executor | None = None,
+        halving: Halving | None = None,
     ) -> None:
         if strategy.problem is not problem:
             raise ConfigError("the strategy was built for another problem; build it with this one")
+        if halving is not None:
+            problem.check_fidelity(halving.fidelity)
+            if strategy.proposes_fidelity:
+                raise ConfigError(f"strategy {strategy.name!r} chooses its own fidelities: run it without halving")
         self.problem = problem
         self.strategy = strategy
         self.journal = journal if journal is not None else Journal()
         self.executor = executor if executor is not None else LocalExecutor()
+        self.halving = halving
+        self._promoted = self.journal.promoted_batches()  # halving batches whose promotion is journaled
         self.meta = self._check_meta(RunMeta.of(problem, strategy.name))
         self.trials: list[Trial] = []
         self._position: dict[int, int] = {}  # trial id -> index in self.trials
@@ -140,7 +157,7 @@ class Experiment:
     def _replay(self) -> None:
         states = self.journal.batch_states()
         for batch in self.journal.batches():
-            X = torch.tensor([t.x for t in batch], dtype=torch.float64)
+            X = self._told_X([t for t in batch if t.parent is None])
             self._guarded("replaying the journal", self.strategy.replay, X)
             if batch[0].batch in states:
                 self._guarded("restoring the strategy's state", self.strategy.restore, states[batch[0].batch])
@@ -168,6 +185,9 @@ class Experiment:
                 strategy needs every batch told before the next.
             StrategyError: The strategy failed; its ``result`` holds every evaluation so far.
         """
+        return self._ask(n, FULL)
+
+    def _ask(self, n: int, fidelity: float) -> list[Trial]:
         if n < 1:
             raise ConfigError(f"ask(n) needs n >= 1, got {n}")
         if self.open_trials and not self.strategy.asynchronous:
@@ -182,8 +202,11 @@ class Experiment:
         self.timings.append(timing)
         if X.shape[0] == 0:
             return []
+        fidelities: float | list[float] = fidelity
+        if self.strategy.proposes_fidelity:  # the strategy's last column is each candidate's fidelity
+            X, fidelities = X[:, :-1], [self.problem.check_fidelity(f) for f in X[:, -1].tolist()]
         state = self._guarded("checkpointing", self.strategy.checkpoint)
-        trials = self.journal.add_batch(X.tolist(), state=state)
+        trials = self.journal.add_batch(X.tolist(), state=state, fidelity=fidelities)
         for trial in trials:
             self._position[trial.id] = len(self.trials)
             self.trials.append(trial)
@@ -255,6 +278,16 @@ class Experiment:
         for ids in list(self._open):
             trials = [self.trials[self._position[i]] for i in ids]
             ended = [t for t in trials if t.ended]
+            if self._halving_batch(trials):  # told once promoted and fully evaluated
+                if len(ended) < len(trials) or trials[0].batch not in self._promoted:
+                    continue
+                self._open.remove(ids)
+                stage0 = [t for t in trials if t.parent is None]
+                low_fidelity = self.halving.low_fidelity if self.halving is not None else "drop"
+                X = self._told_X(stage0)
+                Y = told_objectives(stage0, [t for t in trials if t.parent is not None], low_fidelity, self._m)
+                self._tell_strategy(X, Y, ended[0].batch, True)
+                continue
             if not ended or (len(ended) < len(trials) and not self._tell_each):
                 continue
             remaining = [t.id for t in trials if not t.ended]
@@ -262,39 +295,63 @@ class Experiment:
                 ids[:] = remaining
             else:
                 self._open.remove(ids)
-            X = torch.tensor([t.x for t in ended], dtype=torch.float64)
-            Y = torch.full((len(ended), self.problem.num_objectives), float("nan"), dtype=torch.float64)
+            X = self._told_X(ended)
+            Y = torch.full((len(ended), self._m), float("nan"), dtype=torch.float64)
             for row, trial in enumerate(ended):
                 if trial.status == "completed" and trial.objectives is not None:
                     Y[row] = torch.tensor(trial.objectives, dtype=torch.float64)
-            wall, cpu = time.perf_counter(), time.process_time()
-            self._guarded("learning from a batch", self.strategy.tell, X, Y)
-            timing = self._timing_of.get(ended[0].batch)
-            if timing is not None:
-                timing["tell_s"] = timing.get("tell_s", 0.0) + time.perf_counter() - wall
-                timing["tell_cpu_s"] = timing.get("tell_cpu_s", 0.0) + time.process_time() - cpu
-                if not remaining:
-                    del self._timing_of[ended[0].batch]
+            self._tell_strategy(X, Y, ended[0].batch, not remaining)
+
+    @property
+    def _m(self) -> int:
+        return self.problem.num_objectives
+
+    def _halving_batch(self, trials: list[Trial]) -> bool:
+        """Whether a journal batch is successive halving's (its first trials at a low fidelity, chosen by the loop)."""
+        return not self.strategy.proposes_fidelity and trials[0].fidelity < FULL
+
+    def _told_X(self, trials: list[Trial]) -> Tensor:
+        """The decision vectors of ``trials`` as the strategy sees them (with their fidelity last, for a
+        strategy that proposes fidelities)."""
+        X = torch.tensor([t.x for t in trials], dtype=torch.float64).reshape(len(trials), self.problem.dim)
+        if self.strategy.proposes_fidelity:
+            X = torch.cat([X, torch.tensor([[t.fidelity] for t in trials], dtype=torch.float64)], dim=1)
+        return X
+
+    def _tell_strategy(self, X: Tensor, Y: Tensor, batch: int, last: bool) -> None:
+        """Tell the strategy ``(X, Y)`` of ``batch`` (``last``: nothing of the batch is left to tell)."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        self._guarded("learning from a batch", self.strategy.tell, X, Y)
+        timing = self._timing_of.get(batch)
+        if timing is not None:
+            timing["tell_s"] = timing.get("tell_s", 0.0) + time.perf_counter() - wall
+            timing["tell_cpu_s"] = timing.get("tell_cpu_s", 0.0) + time.process_time() - cpu
+            if last:
+                del self._timing_of[batch]
 
     # -- the loop ------------------------------------------------------------------------------
 
     def run(
         self,
-        budget: int,
+        budget: float,
         batch_size: int = 4,
         progress: bool = False,
         stop_on_first_batch_failure: bool = True,
         mode: Mode = "batch",
     ) -> ParetoResult:
-        """Evaluate until ``budget`` trials exist (or the strategy stops proposing).
+        """Evaluate until the trials' cost reaches ``budget`` (or the strategy stops proposing).
 
         Trials of a batch that was cut short (a resumed run) are evaluated first. A
         strategy that stops proposing before the budget ends the run with a
         :class:`StoppedEarlyWarning` (and ``result.info["stopped_early"]``).
 
         Args:
-            budget: Trials in total, journaled ones and failed ones included.
-            batch_size: Trials asked for per batch (batch mode).
+            budget: Evaluation cost in total, in full evaluations, journaled and failed
+                trials included: the number of trials without halving. With halving a
+                batch is shrunk to fit what is left (at least one full evaluation; the
+                last batch may overrun by less than one batch's cost).
+            batch_size: Trials asked for per batch (batch mode); with halving, full
+                evaluations per batch at most (``factor * batch_size`` candidates).
             progress: Show a progress bar.
             stop_on_first_batch_failure: Stop with :class:`~bambo.errors.RunAbortedError`
                 when every trial of the first batch (its first two trials at least,
@@ -305,7 +362,7 @@ class Experiment:
 
         Raises:
             ConfigError: ``budget`` or ``batch_size`` below 1, an unknown ``mode``, or
-                ``"async"`` with a strategy that learns whole batches only.
+                ``"async"`` with a strategy that learns whole batches only or with halving.
             RunAbortedError: The first batch failed entirely for one reason (also when
                 resuming such a run); its ``result`` holds the trials, which stay journaled.
             StrategyError: The strategy failed; its ``result`` holds every evaluation so far.
@@ -319,6 +376,8 @@ class Experiment:
                 f"mode 'async' needs a strategy that proposes with candidates pending; {self.strategy.name!r} learns "
                 f"whole batches: use mode 'batch' or one of {', '.join(asynchronous_strategies())}"
             )
+        if mode == "async" and self.halving is not None:
+            raise ConfigError("halving promotes within whole batches: use mode 'batch' with it")
         check = self._check_first_batch if stop_on_first_batch_failure else (lambda: None)
         check()
         self.stopped_early = None
@@ -334,27 +393,35 @@ class Experiment:
 
             def finished(trial_id: int, metrics: dict[str, float] | None, error: str | None) -> None:
                 self._finished(trial_id, metrics, error)
-                bar.advance(task)
+                bar.advance(task, self.trials[self._position[trial_id]].cost)
 
-            bar.update(task, completed=len(self.trials) - len(self.open_trials))
+            bar.update(task, completed=sum(t.cost for t in self.trials if t.ended))
             if self.open_trials:
                 self._evaluate(self.open_trials, finished)
                 check()
+            self._finish_halving(finished)
 
             def propose(n: int) -> list[Trial]:
-                room = budget - len(self.trials)
-                trials = self.ask(min(n, room)) if room > 0 and self.stopped_early is None else []
-                if room > 0 and not trials:
+                room = budget - self.cost
+                if room <= 1e-9 or self.stopped_early is not None:
+                    return []
+                if self.halving is None:
+                    trials = self.ask(min(n, math.ceil(room - 1e-9)))
+                else:
+                    while n > 1 and self.halving.batch_cost(n) > room + 1e-9:
+                        n -= 1
+                    trials = self._ask(self.halving.factor * n, self.halving.fidelity)
+                if not trials:
                     self.stopped_early = {"evaluated": len(self.trials), "budget": budget}
-                if trials:
+                else:
                     bar.update(task, proposal=f"last proposal {self.timings[-1]['ask_s']:.2f} s")
                 return trials
 
             if mode == "async":
 
-                def source(free: int) -> list[tuple[int, Tensor]]:
+                def source(free: int) -> list[Work]:
                     check()
-                    return [(t.id, torch.tensor(t.x, dtype=torch.float64)) for t in propose(free)]
+                    return self._work(propose(free))
 
                 self._tell_each = True
                 try:
@@ -366,6 +433,9 @@ class Experiment:
                 while trials := propose(batch_size):
                     self._evaluate(trials, finished)
                     check()
+                    if self.halving is not None:
+                        q = min(batch_size, math.ceil(len(trials) / self.halving.factor))
+                        self._promote(trials[0].batch, q, finished)
         if self.stopped_early is not None:
             warnings.warn(
                 f"the strategy {self.strategy.name!r} stopped after {len(self.trials)} of {budget} evaluations: "
@@ -398,8 +468,45 @@ class Experiment:
         )
 
     def _evaluate(self, trials: list[Trial], finished: Callable[[int, Any, Any], None]) -> None:
-        work = [(t.id, torch.tensor(t.x, dtype=torch.float64)) for t in trials]
-        self.executor.evaluate(self.problem, work, self._started, finished)
+        self.executor.evaluate(self.problem, self._work(trials), self._started, finished)
+
+    @staticmethod
+    def _work(trials: list[Trial]) -> list[Work]:
+        return [(t.id, torch.tensor(t.x, dtype=torch.float64), t.fidelity) for t in trials]
+
+    @property
+    def cost(self) -> float:
+        """Evaluation cost of the trials so far, in full evaluations (pending ones included)."""
+        return float(sum(t.cost for t in self.trials))
+
+    def _promote(self, batch: int, q: int, finished: Callable[[int, Any, Any], None]) -> None:
+        """Journal the promotion of halving batch ``batch`` (its low-fidelity trials ended), then
+        evaluate the promoted candidates in full."""
+        stage0 = [t for t in self.trials if t.batch == batch and t.parent is None]
+        earlier = [t for t in self.trials if t.batch < batch]
+        columns = self.problem.front_columns
+        chosen = choose_promotions(earlier, stage0, max(1, q), columns, self.problem.ref_point)
+        promoted = self.journal.promote(batch, chosen, FULL)
+        self._promoted.add(batch)
+        entry = next(ids for ids in self._open if self.trials[self._position[ids[0]]].batch == batch)
+        for trial in promoted:
+            self._position[trial.id] = len(self.trials)
+            self.trials.append(trial)
+            entry.append(trial.id)
+        if promoted:
+            self._evaluate(promoted, finished)
+        else:
+            self._tell_if_ended()
+
+    def _finish_halving(self, finished: Callable[[int, Any, Any], None]) -> None:
+        """Promote the resumed halving batches whose low-fidelity stage ended before their promotion was
+        journaled (a run stopped between the two stages)."""
+        for ids in list(self._open):
+            trials = [self.trials[self._position[i]] for i in ids]
+            batch = trials[0].batch
+            if self._halving_batch(trials) and batch not in self._promoted and all(t.ended for t in trials):
+                factor = self.halving.factor if self.halving is not None else 1
+                self._promote(batch, math.ceil(len(trials) / factor), finished)
 
     # -- results -------------------------------------------------------------------------------
 
@@ -440,79 +547,6 @@ class Experiment:
                 f"(kept in this error's .result and the journal): {type(exc).__name__}: {exc}",
                 partial,
             ) from exc
-
-
-def optimize(
-    problem: Problem,
-    strategy: str | Strategy = "bambo",
-    budget: int = 32,
-    batch_size: int = 4,
-    seed: int | None = None,
-    options: Mapping[str, Any] | None = None,
-    journal: str | Path | None = None,
-    progress: bool = True,
-    stop_on_first_batch_failure: bool = True,
-) -> ParetoResult:
-    """Evaluate up to ``budget`` points proposed by ``strategy`` in batches.
-
-    A failed evaluation (the evaluator raised, or a metric is missing or not finite)
-    is recorded as failed with its message and the search goes on; it never reaches
-    a surrogate. The strategy given is never changed: a strategy instance is copied.
-
-    Args:
-        problem: What to optimise.
-        strategy: A registered name (:data:`bambo.strategies.STRATEGIES`) or a
-            :class:`~bambo.strategies.Strategy` built for ``problem``.
-        budget: Total number of evaluations (failed ones count); a strategy with a
-            finite design may stop earlier.
-        batch_size: Points proposed per batch.
-        seed: Seed of a strategy given by name (default 0). A strategy instance
-            carries its own seed: a different ``seed`` is refused.
-        options: The options of a strategy given by name (e.g. ``{"n_initial": 6}``).
-        journal: A SQLite file to record the trials in; if it already holds trials of
-            this search, the search resumes from them. It is locked for the call: a
-            second process using it gets a :class:`~bambo.store.RunInUseError`.
-        progress: Show a progress bar.
-        stop_on_first_batch_failure: Raise :class:`~bambo.errors.RunAbortedError` when
-            every evaluation of the first batch fails with the same error
-            (:meth:`Experiment.run`).
-
-    Returns:
-        The :class:`~bambo.result.ParetoResult` of all evaluations (objectives in
-        their own directions as ``result.Y``).
-
-    Raises:
-        ConfigError: A bad budget, options for an instance, or a seed that the
-            instance does not have.
-        StrategyError: The strategy itself failed; its ``result`` holds every
-            evaluation made so far.
-        RunAbortedError: Every evaluation of the first batch failed with the same error.
-        RunInUseError: Another process is using ``journal``.
-    """
-    if isinstance(strategy, str):
-        if strategy not in STRATEGIES:
-            get_strategy(strategy, problem)  # raises UnknownNameError listing the names
-        problem, prepared = STRATEGIES[strategy].prepare(problem, dict(options or {}))
-        search = get_strategy(strategy, problem, seed=0 if seed is None else seed, **prepared)
-    else:
-        if options:
-            raise ConfigError("options apply to a strategy given by name; this instance has its own")
-        if seed is not None and seed != strategy.seed:
-            raise ConfigError(
-                f"seed={seed} cannot be applied to a {strategy.name!r} instance built with seed={strategy.seed}; "
-                "build the instance with that seed or pass the strategy by name"
-            )
-        if strategy.problem is not problem:
-            raise ConfigError("the strategy instance was built for another problem")
-        search = copy.deepcopy(strategy, memo={id(problem): problem})  # the problem (models) is shared, not copied
-    store = Journal(journal) if journal is not None else Journal()
-    try:
-        experiment = Experiment(problem, search, journal=store)
-        return experiment.run(
-            budget, batch_size, progress=progress, stop_on_first_batch_failure=stop_on_first_batch_failure
-        )
-    finally:
-        store.close()
 
 
 def _number(name: str, value: Any) -> float:

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from bambo.errors import ConfigError
+from bambo.fidelity import nested_subset
 
 __all__ = ["Anchors", "Example", "GenerationEvaluator", "Generated", "normalised"]
 
@@ -103,6 +104,7 @@ class GenerationEvaluator:
         max_new_tokens: int,
         batch_size: int = 64,
         anchors: Anchors | None = None,
+        seed: int = 0,
     ) -> None:
         if not examples:
             raise ConfigError("a generation evaluator needs at least one example, got none")
@@ -118,10 +120,16 @@ class GenerationEvaluator:
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.anchors = anchors
+        self.seed = seed
+
+    def subset(self, fidelity: float = 1.0) -> list[Example]:
+        """The examples scored at ``fidelity``: a nested, seeded subset (:func:`bambo.fidelity.nested_subset`)."""
+        return [self.examples[i] for i in nested_subset(len(self.examples), fidelity, self.seed).tolist()]
 
     @torch.no_grad()
-    def generate(self, model: nn.Module) -> list[Generated]:
-        """Greedy generations of ``model`` for every prompt, in order."""
+    def generate(self, model: nn.Module, examples: Sequence[Example] | None = None) -> list[Generated]:
+        """Greedy generations of ``model`` for every prompt (default: all examples), in order."""
+        examples = self.examples if examples is None else list(examples)
         tokenizer = self.tokenizer
         side = tokenizer.padding_side
         tokenizer.padding_side = "left"
@@ -129,8 +137,8 @@ class GenerationEvaluator:
         model.eval()
         out: list[Generated] = []
         try:
-            for start in range(0, len(self.examples), self.batch_size):
-                prompts = [e.prompt for e in self.examples[start : start + self.batch_size]]
+            for start in range(0, len(examples), self.batch_size):
+                prompts = [e.prompt for e in examples[start : start + self.batch_size]]
                 encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
                 device = next(model.parameters()).device
                 encoded = {k: v.to(device) for k, v in encoded.items()}
@@ -154,12 +162,13 @@ class GenerationEvaluator:
         n = ids.index(eos) + 1 if stopped else len(ids)
         return Generated(self.tokenizer.decode(ids[:n], skip_special_tokens=True), n, stopped)
 
-    def score(self, generated: Sequence[Generated]) -> dict[str, float]:
+    def score(self, generated: Sequence[Generated], examples: Sequence[Example] | None = None) -> dict[str, float]:
         """``accuracy`` (exact match of the parsed answer), ``tokens`` (mean generated tokens) and,
-        with anchors, ``f_accuracy`` and ``f_tokens`` (BAMBO Eq. 2)."""
-        correct = sum(self.parse(g.text) == e.answer for g, e in zip(generated, self.examples, strict=True))
+        with anchors, ``f_accuracy`` and ``f_tokens`` (BAMBO Eq. 2), over ``examples`` (default all)."""
+        examples = self.examples if examples is None else list(examples)
+        correct = sum(self.parse(g.text) == e.answer for g, e in zip(generated, examples, strict=True))
         metrics = {
-            "accuracy": correct / len(self.examples),
+            "accuracy": correct / len(examples),
             "tokens": sum(g.tokens for g in generated) / len(generated),
         }
         if self.anchors is not None:
@@ -168,9 +177,14 @@ class GenerationEvaluator:
         return metrics
 
     def __call__(
-        self, state_dict: Mapping[str, Tensor] | None = None, model: nn.Module | None = None
+        self, state_dict: Mapping[str, Tensor] | None = None, model: nn.Module | None = None, fidelity: float = 1.0
     ) -> dict[str, float]:
         """The metrics of a live ``model`` (run as it is), or of ``model`` loaded with ``state_dict``.
+
+        Args:
+            state_dict: Weights to load into ``model`` (``None``: run it as it is).
+            model: The model.
+            fidelity: Share of the examples scored, a nested seeded subset (:meth:`subset`).
 
         Raises:
             ConfigError: No model given (a state dict alone has no architecture).
@@ -179,7 +193,8 @@ class GenerationEvaluator:
             raise ConfigError("the generation evaluator needs the live model (model=...), got only a state dict")
         if state_dict is not None and model is not None and not _holds(model, state_dict):
             model.load_state_dict(dict(state_dict), strict=True)
-        return self.score(self.generate(model))
+        examples = self.subset(fidelity)
+        return self.score(self.generate(model, examples), examples)
 
 
 def _holds(model: nn.Module, state_dict: Mapping[str, Tensor]) -> bool:

@@ -84,7 +84,9 @@ class MergeProblem(Problem):
             a list of d floats (:attr:`space`'s parameter order). If it names ``model``,
             it is given the live model the candidate was merged into (``model`` or
             ``model_factory`` is then required); its state dict argument is then that
-            model's own tensors.
+            model's own tensors. If it names ``fidelity``, it is given the share of its
+            evaluation data to score, in (0, 1] (:func:`bambo.fidelity.nested_subset` picks
+            nested subsets), and the problem supports multi-fidelity search.
         objectives: Objectives computed from those metrics.
         ref_point: Hypervolume reference in the objectives' own directions, shape
             ``(m,)`` (e.g. chance-level accuracy). A fixed reference makes
@@ -272,7 +274,7 @@ class MergeProblem(Problem):
 
     @property
     def evaluator_extras(self) -> frozenset[str]:
-        """Which of ``trial_id``, ``x`` and ``model`` the evaluator is given (those its signature names)."""
+        """Which of ``trial_id``, ``x``, ``model``, ``fidelity`` the evaluator is given (those it names)."""
         return self._extras
 
     @property
@@ -292,12 +294,24 @@ class MergeProblem(Problem):
             self._model = self._model_factory()
         return self._model
 
-    def metrics(self, x: Tensor) -> dict[str, float]:
+    @property
+    def supports_fidelity(self) -> bool:
+        """Whether the evaluator takes a ``fidelity`` argument (:mod:`bambo.fidelity`)."""
+        return "fidelity" in self._extras
+
+    def metrics(self, x: Tensor, fidelity: float = 1.0) -> dict[str, float]:
         """The evaluator's raw metrics for ``x``.
+
+        Args:
+            x: The decision vector, shape ``(d,)``.
+            fidelity: Share of the evaluation data, in (0, 1]; given to an evaluator that
+                names a ``fidelity`` parameter (below 1 only to such an evaluator).
 
         Raises:
             EvaluationError: The evaluator raised (its error is chained).
+            ConfigError: A fidelity below 1 for an evaluator without a ``fidelity`` parameter.
         """
+        fidelity = self.check_fidelity(fidelity)
         model = self.live_model()
         if model is None:
             merged = self.merge(x)
@@ -310,6 +324,8 @@ class MergeProblem(Problem):
             extras["trial_id"] = current_trial_id()
         if "x" in self._extras:
             extras["x"] = [float(v) for v in x.tolist()]
+        if "fidelity" in self._extras:
+            extras["fidelity"] = fidelity
         try:
             result = self.evaluator(merged, **extras)
         except EvaluationError:
@@ -323,7 +339,7 @@ class MergeProblem(Problem):
 
 
 def _accepted_extras(evaluator: Callable[..., Any]) -> frozenset[str]:
-    """Which of ``trial_id``, ``x`` and ``model`` the evaluator's signature names (not already bound by a partial)."""
+    """Which of ``trial_id``, ``x``, ``model``, ``fidelity`` the evaluator names (not bound by a partial)."""
     try:
         parameters = inspect.signature(evaluator).parameters
     except (TypeError, ValueError):  # a builtin or C callable without a signature
@@ -331,7 +347,7 @@ def _accepted_extras(evaluator: Callable[..., Any]) -> frozenset[str]:
     bound = getattr(evaluator, "keywords", None) or {}  # functools.partial: options given by the config
     return frozenset(
         name
-        for name in ("trial_id", "x", "model")
+        for name in ("trial_id", "x", "model", "fidelity")
         if name in parameters
         and name not in bound
         and parameters[name].kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)

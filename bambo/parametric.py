@@ -393,9 +393,14 @@ class PreferenceFamily(ParametricProblem):
     def evaluate_task(self, x: Tensor, theta: Tensor) -> float:
         return float(self.scalarize(self.problem.evaluate(x.unsqueeze(0))[0], theta))
 
-    def metrics(self, x: Tensor) -> dict[str, float]:
+    @property
+    def supports_fidelity(self) -> bool:
+        """Whether the wrapped problem does."""
+        return self.problem.supports_fidelity
+
+    def metrics(self, x: Tensor, fidelity: float = 1.0) -> dict[str, float]:
         """The wrapped problem's metrics for the solution part of joint row ``x``."""
-        return self.problem.metrics(self.split(x)[0])
+        return self.problem.metrics(self.split(x)[0], fidelity)
 
     def objective_values(self, metrics: dict[str, float], x: Tensor) -> list[float]:
         """All outputs, maximisation form, from the metrics of joint row ``x`` (for the runner)."""

@@ -48,7 +48,11 @@ def plot_front(result: ParetoResult, path: Path | str, title: str = "") -> Path:
 
 
 def plot_hypervolume(result: ParetoResult, path: Path | str, title: str = "") -> Path:
-    """Hypervolume (w.r.t. the result's reference point) after each evaluation.
+    """Hypervolume (w.r.t. the result's reference point) against evaluation cost.
+
+    The x-axis is :attr:`~bambo.result.ParetoResult.costs`: the number of evaluations, or,
+    in a multi-fidelity run, the cost spent (low-fidelity evaluations counted by their
+    fidelity) when each full-fidelity evaluation was proposed.
 
     Args:
         result: A search result with a hypervolume history.
@@ -57,12 +61,14 @@ def plot_hypervolume(result: ParetoResult, path: Path | str, title: str = "") ->
     """
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     history = result.hypervolume_history
-    ax.plot(range(1, len(history) + 1), history, "-", c="tab:blue")
+    x = result.costs if len(result.costs) == len(history) else [float(i + 1) for i in range(len(history))]
+    ax.step(x, history, "-", where="post", c="tab:blue")
     failed = sorted(result.errors)
     if failed and history:
-        ax.scatter([i + 1 for i in failed], [history[i] for i in failed], c="tab:red", s=14, label="failed evaluation")
+        ax.scatter([x[i] for i in failed], [history[i] for i in failed], c="tab:red", s=14, label="failed evaluation")
         ax.legend(loc="lower right", fontsize=8)
-    ax.set_xlabel("evaluations")
+    low = result.info.get("fidelity", {}).get("low_fidelity_trials", 0)
+    ax.set_xlabel(f"evaluation cost (full evaluations; {low} low-fidelity ones by fidelity)" if low else "evaluations")
     ax.set_ylabel("hypervolume")
     ax.grid(alpha=0.3)
     ax.set_title(title or "hypervolume of the evaluated set")

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from bambo.config_base import FrozenConfig
 from bambo.errors import ConfigError, EvaluationError, UnknownNameError
+from bambo.fidelity import check_fidelity
 
 Direction = Literal["maximize", "minimize"]
 Metrics = Mapping[str, float]
@@ -211,15 +212,41 @@ class Problem(ABC):
     def evaluate_one(self, x: Tensor) -> Tensor:
         """Objectives of one point in maximisation form, shape ``(m,)``."""
 
-    def metrics(self, x: Tensor) -> dict[str, float]:
+    @property
+    def supports_fidelity(self) -> bool:
+        """Whether :meth:`metrics` can evaluate on part of the evaluation data (:mod:`bambo.fidelity`)."""
+        return False
+
+    def check_fidelity(self, fidelity: float) -> float:
+        """``fidelity`` as a float in (0, 1], below 1 only if the problem supports fidelities.
+
+        Raises:
+            ConfigError: Out of (0, 1], or below 1 for a problem without fidelities.
+        """
+        value = check_fidelity(fidelity)
+        if value < 1.0 and not self.supports_fidelity:
+            raise ConfigError(
+                f"fidelity {value:g} asked of a problem that evaluates in full only ({type(self).__name__}); "
+                "a merge problem supports fidelities when its evaluator takes a 'fidelity' argument"
+            )
+        return value
+
+    def metrics(self, x: Tensor, fidelity: float = 1.0) -> dict[str, float]:
         """The named metrics of one evaluation of ``x`` (what the experiment journals).
 
         Default: each objective's value in its own direction, named by the objective.
         A merge problem returns its evaluator's metrics instead.
 
+        Args:
+            x: The decision vector, shape ``(d,)``.
+            fidelity: Share of the evaluation data to use, in (0, 1]; below 1 only where
+                :attr:`supports_fidelity`.
+
         Raises:
             EvaluationError: The evaluation failed.
+            ConfigError: A fidelity the problem does not support.
         """
+        self.check_fidelity(fidelity)
         y = self.to_user(self.evaluate_one(x))
         return {name: float(v) for name, v in zip(self.objective_names, y.tolist(), strict=True)}
 

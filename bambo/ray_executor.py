@@ -32,12 +32,12 @@ from typing import Any
 from torch import Tensor
 
 from bambo.errors import ConfigError
-from bambo.execution import Executor, Finished, Source, Started
+from bambo.execution import Executor, Finished, Source, Started, Work
 from bambo.problem import Problem, evaluating
 
 __all__ = ["RayExecutor", "import_ray"]
 
-Running = tuple[int, Tensor, int, Any, float]  # a running trial: id, x, attempts before, actor, start time
+Running = tuple[Work, int, Any, float]  # a running trial: (id, x, fidelity), attempts before, actor, start time
 
 
 def import_ray() -> Any:
@@ -59,11 +59,11 @@ class _Worker:
             torch.set_num_threads(threads)
         self.problem = problem
 
-    def evaluate(self, trial_id: int, x: Tensor) -> tuple[dict[str, float] | None, str | None]:
+    def evaluate(self, trial_id: int, x: Tensor, fidelity: float) -> tuple[dict[str, float] | None, str | None]:
         """``(metrics, None)``, or ``(None, error text)`` when the evaluation raised."""
         try:
             with evaluating(trial_id):
-                return self.problem.metrics(x), None
+                return self.problem.metrics(x, fidelity), None
         except Exception as exc:  # noqa: BLE001 - a crashed evaluator fails its trial, not the worker
             return None, f"evaluation raised {type(exc).__name__}: {exc}"
 
@@ -165,12 +165,10 @@ class RayExecutor(Executor):
 
     # -- evaluations ---------------------------------------------------------------------------
 
-    def evaluate(
-        self, problem: Problem, trials: Sequence[tuple[int, Tensor]], started: Started, finished: Finished
-    ) -> None:
+    def evaluate(self, problem: Problem, trials: Sequence[Work], started: Started, finished: Finished) -> None:
         waiting = list(trials)
 
-        def source(k: int) -> list[tuple[int, Tensor]]:
+        def source(k: int) -> list[Work]:
             taken, waiting[:] = waiting[:k], waiting[k:]
             return taken
 
@@ -179,9 +177,9 @@ class RayExecutor(Executor):
     def stream(self, problem: Problem, source: Source, started: Started, finished: Finished) -> None:
         ray = self.ray
         self.start(problem)
-        retry: list[tuple[int, Tensor, int]] = []  # (trial, x, attempts so far) whose worker died
+        retry: list[tuple[Work, int]] = []  # (work, attempts so far) whose worker died
         free = list(self._actors)
-        running: dict[Any, Running] = {}  # future -> (trial, x, attempt, actor, start)
+        running: dict[Any, Running] = {}  # future -> (work, attempt, actor, start)
         exhausted = False
         while True:
             while retry and free:
@@ -189,9 +187,9 @@ class RayExecutor(Executor):
             if free and not exhausted:
                 new = list(source(len(free)))
                 exhausted = not new
-                for trial_id, x in new:
-                    started(trial_id)
-                    self._submit(free.pop(0), trial_id, x, 0, running)
+                for work in new:
+                    started(work[0])
+                    self._submit(free.pop(0), work, 0, running)
             if not running:
                 break
             timeout = None
@@ -200,20 +198,21 @@ class RayExecutor(Executor):
                 timeout = max(0.0, first_end - time.monotonic())
             done, _ = ray.wait(list(running), num_returns=1, timeout=timeout)
             if not done:  # the oldest trial ran out of time: kill its worker, fail the trial
-                future = min(running, key=lambda f: running[f][4])
-                trial_id, _, _, actor, _ = running.pop(future)
+                future = min(running, key=lambda f: running[f][3])
+                (trial_id, _, _), _, actor, _ = running.pop(future)
                 ray.kill(actor)
                 free.append(self._replace(actor))
                 finished(trial_id, None, f"evaluation timed out after {self.timeout_s:g} s (its Ray worker was killed)")
                 continue
             future = done[0]
-            trial_id, x, attempt, actor, _ = running.pop(future)
+            work, attempt, actor, _ = running.pop(future)
+            trial_id = work[0]
             try:
                 metrics, error = ray.get(future)
             except ray.exceptions.RayActorError as exc:  # the worker died: replace it, retry or fail
                 free.append(self._replace(actor))
                 if attempt < self.retries:
-                    retry.append((trial_id, x, attempt + 1))
+                    retry.append((work, attempt + 1))
                     continue
                 tries = f" after {attempt + 1} attempts" if attempt else ""
                 finished(trial_id, None, f"the Ray worker evaluating it died{tries}: {_first_line(exc)}")
@@ -221,8 +220,8 @@ class RayExecutor(Executor):
             free.append(actor)
             finished(trial_id, metrics, error)
 
-    def _submit(self, actor: Any, trial_id: int, x: Tensor, attempt: int, running: dict[Any, Running]) -> None:
-        running[actor.evaluate.remote(trial_id, x)] = (trial_id, x, attempt, actor, time.monotonic())
+    def _submit(self, actor: Any, work: Work, attempt: int, running: dict[Any, Running]) -> None:
+        running[actor.evaluate.remote(*work)] = (work, attempt, actor, time.monotonic())
 
     def _replace(self, dead: Any) -> Any:
         self.replaced += 1

@@ -113,6 +113,9 @@ class ParetoResult:
         front_columns: The objectives that define the Pareto set and the hypervolume
             (``None``: all); a preference family's scalarised value is not one of them.
         trial_ids: The journal's id of each row.
+        costs: Evaluation cost spent when each row's trial was proposed, in full evaluations:
+            every trial up to it in the journal, low-fidelity ones included (``1, 2, 3, ...``
+            without multi-fidelity).
     """
 
     X: Tensor
@@ -129,6 +132,7 @@ class ParetoResult:
     info: dict[str, Any] = field(default_factory=dict)
     front_columns: list[int] | None = None
     trial_ids: list[int] = field(default_factory=list)
+    costs: list[float] = field(default_factory=list)
 
     @property
     def Y(self) -> Tensor:  # noqa: N802 - the conventional name of objective values
@@ -223,6 +227,8 @@ def build_result(
     """The :class:`ParetoResult` of journaled trials.
 
     A trial that is not ``completed`` counts as failed (its error text, or its status).
+    Only full-fidelity trials are rows (a low-fidelity score is a preview, not a result);
+    the others count in :attr:`ParetoResult.costs` and ``info["fidelity"]``.
 
     Args:
         trials: The trials in id order.
@@ -236,6 +242,16 @@ def build_result(
         ConfigError: ``ref_point`` has the wrong length.
     """
     m, d = len(meta.objective_names), len(meta.parameter_names)
+    spent, costs, low = 0.0, [], 0
+    full = []
+    for trial in trials:
+        spent += trial.cost
+        if trial.fidelity < 1.0:
+            low += 1
+            continue
+        full.append(trial)
+        costs.append(spent)
+    trials = full
     X = torch.tensor([t.x for t in trials], dtype=torch.float64).reshape(-1, d)
     Y = torch.full((len(trials), m), float("nan"), dtype=torch.float64)
     errors: dict[int, str] = {}
@@ -245,6 +261,9 @@ def build_result(
         else:
             errors[row] = trial.error or f"trial {trial.id} is {trial.status}"
     artifacts = artifacts or Artifacts()
+    info = dict(artifacts.info)
+    if low:
+        info["fidelity"] = {"low_fidelity_trials": low, "cost": spent}
     result = ParetoResult(
         X=X,
         Y_max=Y,
@@ -255,9 +274,10 @@ def build_result(
         predicted_X=None if artifacts.predicted_X is None else artifacts.predicted_X.clone(),
         predicted_front_max=None if artifacts.predicted_front is None else artifacts.predicted_front.clone(),
         strategy=meta.strategy,
-        info=dict(artifacts.info),
+        info=info,
         front_columns=None if meta.front_columns is None else list(meta.front_columns),
         trial_ids=[t.id for t in trials],
+        costs=costs,
     )
     front = result.front_Y_max
     ref = None if meta.ref_point is None else torch.tensor(meta.ref_point, dtype=torch.float64)

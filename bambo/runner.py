@@ -404,7 +404,7 @@ def execute(run_dir: Path, config: RunConfig, problem: Problem, progress: bool =
     with Journal(run_dir / JOURNAL) as journal:
         executor = config.execution.executor(config.evaluator.timeout_s)
         try:
-            experiment = Experiment(problem, strategy, journal, executor)
+            experiment = Experiment(problem, strategy, journal, executor, halving=config.halving)
             result = experiment.run(config.budget, config.batch_size, progress=progress, mode=config.execution.mode)
         finally:
             executor.close()

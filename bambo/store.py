@@ -54,13 +54,22 @@ CREATE TABLE IF NOT EXISTS trials (
     error TEXT,
     created REAL NOT NULL,
     started REAL,
-    finished REAL
+    finished REAL,
+    fidelity REAL NOT NULL DEFAULT 1.0,
+    cost REAL NOT NULL DEFAULT 1.0,
+    parent INTEGER
 );
 CREATE TABLE IF NOT EXISTS batch_states (batch INTEGER PRIMARY KEY, state TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS promotions (batch INTEGER PRIMARY KEY, decided REAL NOT NULL);
 """
 
-
-_SELECT = "SELECT id, batch, x, status, metrics, objectives, error, started, finished FROM trials"
+# Columns added after the first journals were written: (name, definition, value for older rows).
+_ADDED_COLUMNS = (
+    ("fidelity", "REAL NOT NULL DEFAULT 1.0", "1.0"),
+    ("cost", "REAL NOT NULL DEFAULT 1.0", "1.0"),
+    ("parent", "INTEGER", "NULL"),
+)
+_BASE_COLUMNS = "id, batch, x, status, metrics, objectives, error, started, finished"
 
 
 class JournalError(BamboError):
@@ -164,6 +173,9 @@ class Trial:
         error: Error text (failed trials).
         started: Unix time the evaluation started.
         finished: Unix time it ended.
+        fidelity: Share of the evaluation data used, in (0, 1] (:mod:`bambo.fidelity`).
+        cost: What the evaluation costs, in full evaluations (its fidelity).
+        parent: For a candidate promoted to a higher fidelity, the trial that evaluated it first.
     """
 
     id: int
@@ -175,6 +187,9 @@ class Trial:
     error: str | None
     started: float | None
     finished: float | None
+    fidelity: float = 1.0
+    cost: float = 1.0
+    parent: int | None = None
 
     @property
     def ended(self) -> bool:
@@ -221,6 +236,7 @@ class Journal:
             if not self.path.is_file():
                 raise JournalError(f"no journal at {self.path}")
             self._conn = self._connect_read_only(self.path)
+            self._select = f"SELECT {_BASE_COLUMNS}, {self._added_columns()} FROM trials"
             return
         else:
             if not create and not self.path.exists():
@@ -234,6 +250,19 @@ class Journal:
                 self._lock.release()
                 raise
         self._conn.executescript(_SCHEMA)  # idempotent; executescript commits by itself
+        self._select = f"SELECT {_BASE_COLUMNS}, {self._added_columns()} FROM trials"
+
+    def _added_columns(self) -> str:
+        """The newer columns to select: added to an older journal opened for writing, read as their
+        defaults from one opened read-only."""
+        present = {row[1] for row in self._conn.execute("PRAGMA table_info(trials)").fetchall()}
+        selected = []
+        for name, definition, default in _ADDED_COLUMNS:
+            if name not in present and not self.read_only:
+                self._conn.execute(f"ALTER TABLE trials ADD COLUMN {name} {definition}")
+                present.add(name)
+            selected.append(name if name in present else f"{default} AS {name}")
+        return ", ".join(selected)
 
     def _connect_read_only(self, path: Path) -> sqlite3.Connection:
         """A read-only connection that creates nothing beside ``path`` (see the class docstring)."""
@@ -303,7 +332,9 @@ class Journal:
 
     # -- trials --------------------------------------------------------------------------------
 
-    def add_batch(self, X: Sequence[Sequence[float]], state: Any = None) -> list[Trial]:
+    def add_batch(
+        self, X: Sequence[Sequence[float]], state: Any = None, fidelity: float | Sequence[float] = 1.0
+    ) -> list[Trial]:
         """Record a proposed batch as ``pending`` trials, in one transaction; returns them.
 
         Args:
@@ -311,21 +342,69 @@ class Journal:
             state: What the strategy needs to continue exactly after this batch on resume
                 (:meth:`bambo.strategies.Strategy.checkpoint`), JSON-serialisable; stored in
                 the same transaction as the trials. ``None`` stores nothing.
+            fidelity: The fidelity the trials are evaluated at (also their cost): one for all, or one per row.
         """
         with self._transaction() as conn:
             (next_id,) = conn.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM trials").fetchone()
             (batch,) = conn.execute("SELECT COALESCE(MAX(batch) + 1, 0) FROM trials").fetchone()
-            now = time.time()
-            ids = list(range(next_id, next_id + len(X)))
-            conn.executemany(
-                "INSERT INTO trials (id, batch, x, status, created) VALUES (?, ?, ?, 'pending', ?)",
-                [(i, batch, json.dumps([float(v) for v in x]), now) for i, x in zip(ids, X, strict=True)],
-            )
+            ids = self._insert(conn, next_id, batch, X, fidelity, [None] * len(X))
             if state is not None:
                 conn.execute(
                     "INSERT OR REPLACE INTO batch_states (batch, state) VALUES (?, ?)", (batch, json.dumps(state))
                 )
         return [self.trial(i) for i in ids]
+
+    def promote(self, batch: int, parents: Sequence[Trial], fidelity: float = 1.0) -> list[Trial]:
+        """Record a batch's promotion decision and the promoted candidates' new trials, in one transaction.
+
+        Args:
+            batch: The batch whose candidates were evaluated at a low fidelity.
+            parents: The low-fidelity trials promoted (possibly none: the decision is recorded).
+            fidelity: The fidelity of the new trials.
+
+        Returns:
+            The new ``pending`` trials, in the order of ``parents``.
+
+        Raises:
+            JournalError: The batch's promotion was already recorded.
+        """
+        with self._transaction() as conn:
+            if conn.execute("SELECT 1 FROM promotions WHERE batch = ?", (batch,)).fetchone() is not None:
+                raise JournalError(f"batch {batch} was already promoted")
+            (next_id,) = conn.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM trials").fetchone()
+            xs = [t.x for t in parents]
+            ids = self._insert(conn, next_id, batch, xs, fidelity, [t.id for t in parents])
+            conn.execute("INSERT INTO promotions (batch, decided) VALUES (?, ?)", (batch, time.time()))
+        return [self.trial(i) for i in ids]
+
+    @staticmethod
+    def _insert(
+        conn: sqlite3.Connection,
+        first_id: int,
+        batch: int,
+        X: Sequence[Sequence[float]],
+        fidelity: float | Sequence[float],
+        parents: Sequence[int | None],
+    ) -> list[int]:
+        now = time.time()
+        ids = list(range(first_id, first_id + len(X)))
+        fidelities = [float(fidelity)] * len(X) if isinstance(fidelity, int | float) else [float(f) for f in fidelity]
+        conn.executemany(
+            "INSERT INTO trials (id, batch, x, status, created, fidelity, cost, parent) "
+            "VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)",
+            [
+                (i, batch, json.dumps([float(v) for v in x]), now, f, f, parent)
+                for i, x, f, parent in zip(ids, X, fidelities, parents, strict=True)
+            ],
+        )
+        return ids
+
+    def promoted_batches(self) -> set[int]:
+        """The batches whose promotion decision is recorded (:meth:`promote`)."""
+        try:
+            return {row[0] for row in self._conn.execute("SELECT batch FROM promotions").fetchall()}
+        except sqlite3.OperationalError:  # an older journal opened read-only: no such table
+            return set()
 
     def batch_states(self) -> dict[int, Any]:
         """The strategy states stored with the batches (:meth:`add_batch`), by batch index.
@@ -373,14 +452,14 @@ class Journal:
         Raises:
             JournalError: No such trial.
         """
-        row = self._conn.execute(f"{_SELECT} WHERE id = ?", (trial_id,)).fetchone()
+        row = self._conn.execute(f"{self._select} WHERE id = ?", (trial_id,)).fetchone()
         if row is None:
             raise JournalError(f"no trial {trial_id} in {self.path or 'the in-memory journal'}")
         return _trial(row)
 
     def trials(self) -> list[Trial]:
         """Every trial in id order."""
-        return [_trial(r) for r in self._conn.execute(f"{_SELECT} ORDER BY id").fetchall()]
+        return [_trial(r) for r in self._conn.execute(f"{self._select} ORDER BY id").fetchall()]
 
     def batches(self) -> list[list[Trial]]:
         """Trials grouped by batch, in order."""
@@ -406,4 +485,7 @@ def _trial(r: tuple) -> Trial:
         error=r[6],
         started=r[7],
         finished=r[8],
+        fidelity=float(r[9]),
+        cost=float(r[10]),
+        parent=r[11],
     )

@@ -29,7 +29,7 @@ import matplotlib
 import torch
 
 from bambo.benchmarks.arithmetic import ArithmeticBenchmark, ArithmeticConfig
-from bambo.experiment import optimize
+from bambo.facade import optimize
 from bambo.merge_problem import MergeProblem
 from bambo.pareto import dominated_by, hypervolume, pareto_front
 from bambo.strategies import GridSearch, get_strategy

@@ -63,8 +63,8 @@ class Sleepy(Problem):
     def heuristic_points(self) -> torch.Tensor:
         return self.inner.heuristic_points()
 
-    def metrics(self, x: torch.Tensor) -> dict[str, float]:
-        metrics = self.inner.metrics(x)
+    def metrics(self, x: torch.Tensor, fidelity: float = 1.0) -> dict[str, float]:
+        metrics = self.inner.metrics(x, fidelity)
         time.sleep(self.seconds)
         return metrics
 
@@ -105,7 +105,7 @@ class OneSecond(Problem):
         self._set_objectives([Objective(name="f"), Objective(name="g")], None)
         self.bounds = torch.tensor([[0.0], [1.0]], dtype=torch.float64)
 
-    def metrics(self, x: torch.Tensor) -> dict[str, float]:
+    def metrics(self, x: torch.Tensor, fidelity: float = 1.0) -> dict[str, float]:  # noqa: ARG002
         time.sleep(1.0)
         return {"f": float(x[0]), "g": 1.0 - float(x[0])}
 

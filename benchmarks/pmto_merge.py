@@ -33,7 +33,8 @@ from pathlib import Path
 import torch
 from torch.quasirandom import SobolEngine
 
-from bambo.experiment import Experiment, optimize
+from bambo.experiment import Experiment
+from bambo.facade import optimize
 from bambo.parametric import PreferenceFamily, anchor_range
 from bambo.problem import Problem
 from bambo.strategies import BAMBO, MAP

@@ -32,7 +32,8 @@ from pathlib import Path
 import torch
 
 from bambo.benchmarks.task_families import FUNCTIONS, SHIFTS, TaskFamily
-from bambo.experiment import Experiment, optimize
+from bambo.experiment import Experiment
+from bambo.facade import optimize
 from bambo.strategies import BAMBO
 from bambo.strategies.pmto import PMTO
 from benchmarks.common import RESULTS, Clock, Timing, machine_header

@@ -33,7 +33,7 @@ import matplotlib
 import torch
 
 from bambo.benchmarks.digits import DigitsBenchmark, DigitsConfig
-from bambo.experiment import optimize
+from bambo.facade import optimize
 from bambo.merge_problem import MergeProblem
 from bambo.pareto import (
     dominated_by,

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from bambo.experiment import optimize
+from bambo.facade import optimize
 from bambo.problem import SyntheticProblem
 from bambo.strategies import get_strategy
 from benchmarks.common import RESULTS, Clock, machine_header

@@ -35,7 +35,7 @@ import torch
 from botorch.test_functions.multi_objective import CarSideImpact, VehicleSafety
 from torch import Tensor
 
-from bambo.experiment import optimize
+from bambo.facade import optimize
 from bambo.pareto import hypervolume, inverted_generational_distance, pareto_front
 from bambo.problem import Problem, SyntheticProblem
 from bambo.strategies import get_strategy

@@ -85,6 +85,19 @@ def toy_metrics(
     return {"a": a, "b": b}
 
 
+def toy_metrics_at(
+    state_dict: dict[str, torch.Tensor], fidelity: float = 1.0, log: str | None = None
+) -> dict[str, float]:
+    """:func:`toy_metrics` seen through part of an evaluation set: off by up to ``0.05 * (1 - fidelity)``
+    (deterministic per model), exact at fidelity 1; ``log`` gets one ``fidelity`` line per call."""
+    metrics = toy_metrics(state_dict)
+    if log:
+        with open(log, "a") as handle:
+            handle.write(f"fidelity {fidelity}\n")
+    wobble = math.sin(1000.0 * float(state_dict["layers.0.w"][0]))
+    return {name: value + 0.05 * (1.0 - fidelity) * wobble for name, value in metrics.items()}
+
+
 def kill_run_when_held(config: Path, log: Path, env: dict[str, str], cwd: Path) -> None:
     """Start ``bambo run config`` in a subprocess and SIGKILL it once an evaluation holds.
 

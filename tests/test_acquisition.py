@@ -17,7 +17,7 @@ from bambo.acquisition import (
     resolve_acquisition,
 )
 from bambo.errors import ConfigError, UnknownNameError
-from bambo.experiment import optimize
+from bambo.facade import optimize
 from bambo.problem import SyntheticProblem
 from bambo.strategies import BAMBO
 from bambo.surrogates import fit_gp

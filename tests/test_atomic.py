@@ -7,7 +7,7 @@ import torch
 
 from bambo.atomic import atomic_folder, atomic_path, atomic_write_text
 from bambo.errors import BamboWarning
-from bambo.experiment import optimize
+from bambo.facade import optimize
 from bambo.problem import SyntheticProblem
 
 

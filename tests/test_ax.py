@@ -16,7 +16,8 @@ from botorch.models.transforms.input import Normalize
 import bambo.ax as bax
 from bambo.benchmarks.digits import DigitsBenchmark, DigitsConfig
 from bambo.errors import ConfigError, UnknownNameError
-from bambo.experiment import Experiment, optimize
+from bambo.experiment import Experiment
+from bambo.facade import optimize
 from bambo.pareto import pareto_mask
 from bambo.problem import SyntheticProblem
 from bambo.strategies import get_strategy

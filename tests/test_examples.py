@@ -12,7 +12,15 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 @pytest.mark.parametrize(
     "name",
-    ["digits.yaml", "digits_preferences.yaml", "minilm.yaml", "your_models.yaml", "arithmetic.yaml", "dataflow.yaml"],
+    [
+        "digits.yaml",
+        "digits_preferences.yaml",
+        "digits_halving.yaml",
+        "minilm.yaml",
+        "your_models.yaml",
+        "arithmetic.yaml",
+        "dataflow.yaml",
+    ],
 )
 def test_example_configs_are_valid(name):
     config = RunConfig.from_yaml(EXAMPLES / name)

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from bambo.errors import ConfigError
-from bambo.execution import Executor, Finished, LocalExecutor, Source, Started
+from bambo.execution import Executor, Finished, LocalExecutor, Source, Started, Work
 from bambo.experiment import Experiment
 from bambo.problem import Problem, SyntheticProblem
 from bambo.store import Journal
@@ -30,15 +30,13 @@ class LastInFirstOut(Executor):
     def __init__(self) -> None:
         self.asked: list[int] = []  # the k of every source(k) call
 
-    def evaluate(
-        self, problem: Problem, trials: Sequence[tuple[int, Tensor]], started: Started, finished: Finished
-    ) -> None:
-        for trial_id, x in trials:
+    def evaluate(self, problem: Problem, trials: Sequence[Work], started: Started, finished: Finished) -> None:
+        for trial_id, x, fidelity in trials:
             started(trial_id)
-            finished(trial_id, problem.metrics(x), None)
+            finished(trial_id, problem.metrics(x, fidelity), None)
 
     def stream(self, problem: Problem, source: Source, started: Started, finished: Finished) -> None:
-        running: list[tuple[int, Tensor]] = []
+        running: list[Work] = []
         exhausted = False
         while True:
             free = self.workers - len(running)
@@ -46,13 +44,13 @@ class LastInFirstOut(Executor):
                 self.asked.append(free)
                 new = list(source(free))
                 exhausted = not new
-                for trial_id, x in new:
-                    started(trial_id)
-                    running.append((trial_id, x))
+                for work in new:
+                    started(work[0])
+                    running.append(work)
             if not running:
                 return
-            trial_id, x = running.pop()
-            finished(trial_id, problem.metrics(x), None)
+            trial_id, x, fidelity = running.pop()
+            finished(trial_id, problem.metrics(x, fidelity), None)
 
 
 def test_async_mode_proposes_one_candidate_per_freed_worker_with_the_running_one_pending():

@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 from bambo.cli import app
 from bambo.errors import BamboWarning, ModelMismatchError, RunAbortedError
 from bambo.execution import LocalExecutor
-from bambo.experiment import Experiment, StoppedEarlyWarning, optimize
+from bambo.experiment import Experiment, StoppedEarlyWarning
+from bambo.facade import optimize
 from bambo.merge import TaskVectors
 from bambo.merge_problem import MergeProblem
 from bambo.problem import Objective, SyntheticProblem
@@ -89,8 +90,8 @@ def test_a_second_writer_of_a_run_folder_is_refused_and_a_killed_holder_frees_it
 class ExtremeProblem(SyntheticProblem):
     """BraninCurrin whose metrics are absurd for some points: huge floats, an int too large for a float."""
 
-    def metrics(self, x):
-        values = super().metrics(x)
+    def metrics(self, x, fidelity=1.0):
+        values = super().metrics(x, fidelity)
         if x[0] < 0.25:
             return {"f0": 1e308, "f1": -1e308}
         if x[0] > 0.75:
@@ -183,11 +184,11 @@ def test_a_run_whose_first_batch_fails_for_one_reason_stops_and_resume_stops_too
 
 def test_first_batch_failures_for_different_reasons_do_not_stop_optimize():
     class Flaky(SyntheticProblem):
-        def metrics(self, x):
+        def metrics(self, x, fidelity=1.0):
             if len(self.seen) < 4:
                 self.seen.append(x)
                 raise RuntimeError(f"failed at {x.tolist()}")  # four different messages
-            return super().metrics(x)
+            return super().metrics(x, fidelity)
 
     problem = Flaky("branin_currin")
     problem.seen = []
@@ -195,7 +196,7 @@ def test_first_batch_failures_for_different_reasons_do_not_stop_optimize():
     assert result.n_evaluations == 8 and len(result.errors) == 4
 
     class Broken(SyntheticProblem):
-        def metrics(self, x):
+        def metrics(self, x, fidelity=1.0):
             raise RuntimeError("the evaluator is broken")
 
     with pytest.raises(RunAbortedError, match="the evaluator is broken") as caught:

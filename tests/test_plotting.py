@@ -2,7 +2,7 @@
 
 import pytest
 
-from bambo.experiment import optimize
+from bambo.facade import optimize
 from bambo.plotting import plot_front, plot_front_nd, plot_hypervolume
 from bambo.problem import SyntheticProblem
 

@@ -201,7 +201,7 @@ def test_a_botorch_problem_instance_keeps_its_own_settings():
 def test_a_botorch_problem_runs_through_a_strategy():
     from botorch.test_functions.multi_objective import VehicleSafety
 
-    from bambo.experiment import optimize
+    from bambo.facade import optimize
 
     problem = SyntheticProblem(VehicleSafety)
     result = optimize(problem, "sobol", budget=8, seed=0, progress=False)

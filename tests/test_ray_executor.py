@@ -45,7 +45,7 @@ class Timed(Problem):
         self.folder = str(folder)
         self.sleep_s = sleep_s
 
-    def metrics(self, x: torch.Tensor) -> dict[str, float]:
+    def metrics(self, x: torch.Tensor, fidelity: float = 1.0) -> dict[str, float]:
         value = float(x[0])
         marker = os.path.join(self.folder, "died-once")
         if value == 0.25 and not os.path.exists(marker):
@@ -154,6 +154,22 @@ def test_batch_mode_gives_the_local_executors_journal(executor, tmp_path):
             Experiment(problem, strategy, journal, runner).run(8, batch_size=4)  # a warm start, one BO batch
             journals.append([(t.id, t.x, t.metrics, t.status) for t in journal.trials()])
     assert journals[0] == journals[1] and len(journals[0]) == 8
+
+
+def test_a_halving_run_on_ray_gives_the_local_executors_journal(executor):
+    from bambo.benchmarks.noisy import NoisyFidelityProblem
+    from bambo.fidelity import Halving
+    from bambo.strategies import get_strategy
+
+    journals = []
+    problem = NoisyFidelityProblem(noise=0.03)
+    for runner in (None, executor):
+        strategy = get_strategy("bambo", problem, seed=3, n_iterations=None, **FAST_BAMBO)
+        experiment = Experiment(problem, strategy, executor=runner, halving=Halving(fidelity=0.25, factor=2))
+        experiment.run(6, batch_size=2)  # both stages of each batch on the workers
+        journals.append([(t.id, t.x, t.fidelity, t.parent, t.metrics, t.status) for t in experiment.trials])
+    assert journals[0] == journals[1]
+    assert {fidelity for _, _, fidelity, *_ in journals[0]} == {0.25, 1.0}
 
 
 def test_the_config_section_builds_the_ray_executor():

@@ -193,6 +193,39 @@ def test_report_reads_the_journal_only(tmp_path):
     assert result.exit_code == 2 and "isnotarunfolder" in "".join(result.output.split())
 
 
+def test_a_halving_run_from_a_config_journals_both_fidelities_and_reports_by_cost(tmp_path):
+    log = tmp_path / "calls.log"
+    path = toy_config(
+        tmp_path,
+        evaluator={"entry_point": "tests.run_helpers:toy_metrics_at", "options": {"log": str(log)}},
+        halving={"fidelity": 0.5, "factor": 2},
+    )
+    run_dir, result = start(path, progress=False)
+    calls = log.read_text().splitlines()
+    assert "fidelity 0.5" in calls and "fidelity 1.0" in calls
+    with Journal(run_dir / "journal.sqlite", read_only=True) as journal:
+        trials = journal.trials()
+    assert sum(t.cost for t in trials) >= 8 and {t.fidelity for t in trials} == {0.5, 1.0}
+    assert result.n_evaluations == sum(t.fidelity == 1.0 for t in trials)
+    assert resume(run_dir, progress=False).X.tolist() == result.X.tolist()
+    assert log.read_text().splitlines() == calls  # a finished run evaluates nothing again
+    shown = runner.invoke(app, ["report", str(run_dir)])
+    assert shown.exit_code == 0 and "low-fidelity evaluations" in shown.output
+    assert (run_dir / "hypervolume.png").stat().st_size > 0
+
+
+def test_halving_with_an_evaluator_that_takes_no_fidelity_is_refused_before_evaluating(tmp_path):
+    log = tmp_path / "calls.log"
+    path = toy_config(tmp_path, halving={"fidelity": 0.5}, **{"evaluator.options": {"log": str(log)}})
+    with pytest.raises(ConfigError, match="evaluates in full only.*'fidelity' argument"):
+        start(path, progress=False)
+    assert not log.exists()
+    data = {**yaml.safe_load(path.read_text()), "strategy": {"name": "bambo"}, "execution": {"mode": "async"}}
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="async cannot run halving"):
+        RunConfig.from_yaml(path)
+
+
 def test_export_writes_the_chosen_models_weights_and_a_mergekit_config(tmp_path):
     from safetensors.torch import load_file
 

@@ -42,6 +42,7 @@ from bambo.benchmark import Benchmark
 from bambo.benchmarks.common import select_task_vectors
 from bambo.config_base import FrozenConfig
 from bambo.errors import ConfigError, UnknownNameError
+from bambo.fidelity import nested_subset
 from bambo.merge import Merger, TaskVectors, get_merge_method
 from bambo.merge_problem import MergeProblem
 from bambo.problem import Objective
@@ -334,6 +335,7 @@ class DigitsBenchmark(Benchmark):
         split: Split = "val",
         tasks: Sequence[str] | None = None,
         model: nn.Module | None = None,
+        fidelity: float = 1.0,
     ) -> dict[str, float]:
         """Accuracy and cross-entropy of a state dict on each task.
 
@@ -343,6 +345,8 @@ class DigitsBenchmark(Benchmark):
             tasks: The tasks scored (default: all).
             model: A live model holding the weights already (a merge problem merges each
                 candidate into it, ``Merger.merge(c, into=model)``); it is run as it is.
+            fidelity: Share of the split's images scored: the same nested, seeded subset for
+                every task (:func:`bambo.fidelity.nested_subset`, seeded by the config's seed).
 
         Returns:
             ``{"acc/{task}": float, "loss/{task}": float}`` for every task.
@@ -350,6 +354,9 @@ class DigitsBenchmark(Benchmark):
         out = {}
         for task in tasks or self.tasks:
             X, y = self.data.get(task, split)
+            if fidelity < 1.0:
+                keep = nested_subset(len(y), fidelity, self.config.seed)
+                X, y = X[keep], y[keep]
             logits = model(X) if model is not None else functional_call(self._model, dict(state_dict), (X,))
             out[f"acc/{task}"] = float((logits.argmax(dim=1) == y).double().mean())
             out[f"loss/{task}"] = float(nn.functional.cross_entropy(logits, y))

@@ -98,5 +98,11 @@ def print_run(run_dir: Path, result: ParetoResult) -> None:
         console.print(f"[yellow]{len(result.errors)} failed evaluations[/yellow]")
         for row, text in sorted(result.errors.items())[:5]:
             console.print(f"  trial {result.trial_ids[row] if result.trial_ids else row}: {escape(text)}")
+    fidelity = result.info.get("fidelity")
+    if fidelity:
+        console.print(
+            f"multi-fidelity: {result.n_evaluations} full and {fidelity['low_fidelity_trials']} low-fidelity "
+            f"evaluations, cost {fidelity['cost']:.4g} full evaluations"
+        )
     if result.hypervolume_history:
         console.print(f"hypervolume {result.hypervolume_history[-1]:.4g}; run folder {run_dir}")

@@ -13,6 +13,7 @@ one point per distinct path.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -124,13 +125,25 @@ class DataFlowProblem(Problem):
             points.append(torch.tensor([0.0] * n_free + [1.0] * self.space.n_slots, dtype=torch.float64))
         return unique_rows(self.canonical(torch.stack(points)))
 
-    def metrics(self, x: Tensor) -> dict[str, float]:
+    @property
+    def supports_fidelity(self) -> bool:
+        """Whether the evaluator takes a ``fidelity`` argument (:mod:`bambo.fidelity`)."""
+        return _names_fidelity(self.evaluator)
+
+    def metrics(self, x: Tensor, fidelity: float = 1.0) -> dict[str, float]:
         """The evaluator's metrics of ``x``'s model, and ``hops``.
+
+        Args:
+            x: The decision vector, shape ``(d,)``.
+            fidelity: Share of the evaluation data, in (0, 1], given to an evaluator that
+                names a ``fidelity`` parameter.
 
         Raises:
             EvaluationError: The path keeps no layer, the evaluator raised, or it returned
                 a metric named ``hops`` or a value that is not a number.
         """
+        fidelity = self.check_fidelity(fidelity)
+        extras = {"fidelity": fidelity} if self.supports_fidelity else {}
         try:
             path = self.path(x)
         except InfeasibleError as exc:
@@ -138,7 +151,7 @@ class DataFlowProblem(Problem):
         model = build_path_model(path, self.sources, self.frame).eval()
         try:
             with torch.no_grad():
-                result = self.evaluator(model)
+                result = self.evaluator(model, **extras)
         except EvaluationError:
             raise
         except Exception as exc:  # noqa: BLE001 - a user evaluator may raise anything
@@ -223,3 +236,13 @@ class DataFlowProblem(Problem):
             hops = float(space.n_slots + 1) if hops_reference is None else float(hops_reference)
             ref_point = [*problem.to_user(problem.ref_point).tolist(), hops]
         return cls(models, space, evaluate, objectives, ref_point=ref_point, start_paths=start_paths)
+
+
+def _names_fidelity(evaluator: Callable[..., Any]) -> bool:
+    """Whether ``evaluator``'s signature has a ``fidelity`` parameter (not bound by a partial)."""
+    try:
+        parameters = inspect.signature(evaluator).parameters
+    except (TypeError, ValueError):  # a builtin or C callable without a signature
+        return False
+    bound = getattr(evaluator, "keywords", None) or {}
+    return "fidelity" in parameters and "fidelity" not in bound

@@ -24,6 +24,7 @@ from bambo.strategies.baselines import (
 )
 from bambo.strategies.bayesian_map import BayesianMAP
 from bambo.strategies.map import MAP
+from bambo.strategies.momf import MOMFSearch
 from bambo.strategies.nested_map import NestedMAP
 from bambo.strategies.pmto import PMTO
 
@@ -41,6 +42,7 @@ STRATEGIES: dict[str, type[Strategy]] = {
         NSGA2Search,
         MOEADSearch,
         CMAESWeightedSum,
+        MOMFSearch,
     )
 }
 

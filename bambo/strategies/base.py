@@ -79,6 +79,9 @@ class Strategy(ABC):
     """Whether ``ask`` may be called with earlier proposals not yet told: the strategy then
     proposes around them (pending points). Strategies that learn whole batches (a genetic
     algorithm's generation) keep ``False``; the experiment loop's asynchronous mode needs ``True``."""
+    proposes_fidelity: bool = False
+    """Whether ``ask`` returns ``(k, d + 1)`` rows whose last column is the fidelity to evaluate at
+    (:mod:`bambo.fidelity`); ``tell`` then gets the same layout (model-based multi-fidelity, ``momf``)."""
 
     def __init__(self, problem: Problem, seed: int = 0) -> None:
         self.problem = problem

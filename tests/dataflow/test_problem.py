@@ -6,7 +6,7 @@ import torch
 from bambo.dataflow import DataFlowSpace
 from bambo.dataflow.problem import HOPS, DataFlowProblem
 from bambo.errors import ConfigError, EvaluationError
-from bambo.experiment import optimize
+from bambo.facade import optimize
 from bambo.problem import Objective
 from tests.dataflow.test_build import ResidualMLP
 

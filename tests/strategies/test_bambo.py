@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from bambo.errors import ConfigError
-from bambo.experiment import optimize
+from bambo.facade import optimize
 from bambo.problem import SyntheticProblem
 from bambo.strategies import BAMBO, SobolSearch
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from bambo.errors import ConfigError, EvaluationError
-from bambo.experiment import Experiment, optimize
+from bambo.experiment import Experiment
+from bambo.facade import optimize
 from bambo.problem import Objective, Problem, SyntheticProblem
 from bambo.strategies.base import Strategy
 from bambo.strategies.baselines import (

@@ -3,10 +3,12 @@
 import pytest
 import torch
 
+from bambo.benchmarks.noisy import NoisyFidelityProblem
 from bambo.benchmarks.task_families import TaskFamily
 from bambo.errors import ConfigError, EvaluationError, UnknownNameError
 from bambo.execution import LocalExecutor
-from bambo.experiment import Experiment, optimize
+from bambo.experiment import Experiment
+from bambo.facade import optimize
 from bambo.problem import Problem, SyntheticProblem
 from bambo.store import Journal
 from bambo.strategies import STRATEGIES, available_strategies, get_strategy
@@ -18,6 +20,7 @@ FAST = {
     "bayesian-map": {"pop_size": 20, "n_generations": 20},
     "nested-map": {"n_per_pair": 6, "pop_size": 20, "n_generations": 20},
     "pmto": {"n_initial_tasks": 3, "samples_per_task": 2, "population": 10, "generations": 5, "raw_samples": 32},
+    "momf": {"n_initial": 6, "fidelities": [0.5], "num_restarts": 1, "raw_samples": 16, "mc_samples": 8, "maxiter": 20},
 }
 BUDGET = 14
 
@@ -47,7 +50,18 @@ class FailingFamily(TaskFamily):
         return super().evaluate_task(x, theta)
 
 
+class FailingNoisy(NoisyFidelityProblem):
+    """The noisy BraninCurrin with fidelities (a multi-fidelity strategy needs them), crashing in the same band."""
+
+    def evaluate_at(self, x: torch.Tensor, fidelity: float = 1.0) -> torch.Tensor:
+        if 0.3 < float(x[0]) < 0.45:
+            raise EvaluationError(f"evaluator crashed at x0={float(x[0]):.3f}")
+        return super().evaluate_at(x, fidelity)
+
+
 def failing_problem(name: str) -> Problem:
+    if name == "momf":
+        return FailingNoisy(noise=0.03)
     return FailingFamily() if name == "pmto" else FailingBand()
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from bambo.errors import ConfigError
-from bambo.experiment import optimize
+from bambo.facade import optimize
 from bambo.pareto import pareto_mask
 from bambo.problem import Objective, Problem
 from bambo.strategies import MAP, BayesianMAP, NestedMAP

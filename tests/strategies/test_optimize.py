@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from bambo.errors import ConfigError, UnknownNameError
-from bambo.experiment import Experiment, optimize
+from bambo.experiment import Experiment
+from bambo.facade import optimize
 from bambo.merge import Merger, TaskVectors, get_merge_method
 from bambo.merge_problem import MergeProblem
 from bambo.problem import Objective, SyntheticProblem

@@ -273,7 +273,13 @@ class ArithmeticBenchmark(Benchmark):
             thinking, direct = (self.evaluate(self.models[s], split) for s in STYLES)
             anchors = Anchors((direct["accuracy"], thinking["accuracy"]), (thinking["tokens"], direct["tokens"]))
         return GenerationEvaluator(
-            self.tokenizer, examples, parse_answer, self.config.max_new_tokens, batch_size=100, anchors=anchors
+            self.tokenizer,
+            examples,
+            parse_answer,
+            self.config.max_new_tokens,
+            batch_size=100,
+            anchors=anchors,
+            seed=self.config.seed,
         )
 
     def write_harness_task(self, folder: Path | str, split: Split = "val") -> str:
@@ -356,8 +362,8 @@ class ArithmeticBenchmark(Benchmark):
             ]
             ref_point = [0.0, float(self.config.max_new_tokens)]
 
-        def evaluate(state_dict: StateDict, model: nn.Module) -> dict[str, float]:
-            return evaluator(state_dict, model=model)
+        def evaluate(state_dict: StateDict, model: nn.Module, fidelity: float = 1.0) -> dict[str, float]:
+            return evaluator(state_dict, model=model, fidelity=fidelity)
 
         return MergeProblem.from_task_vectors(
             self.task_vectors(tasks),

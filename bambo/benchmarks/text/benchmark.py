@@ -34,6 +34,7 @@ from bambo.benchmarks.text.data import DEFAULT_TASKS, TextTask, TextTaskSpec, lo
 from bambo.benchmarks.text.model import embed, finetune, load_encoder, minilm_folder, tokenize, train_head
 from bambo.config_base import FrozenConfig
 from bambo.errors import ConfigError
+from bambo.fidelity import nested_subset
 from bambo.merge import Merger, TaskVectors, get_merge_method
 from bambo.merge_problem import MergeProblem
 from bambo.problem import Objective
@@ -216,6 +217,7 @@ class TextBenchmark(Benchmark):
         heads: Literal["expert", "base"] = "expert",
         model: nn.Module | None = None,
         limit: int | None = None,
+        fidelity: float = 1.0,
     ) -> dict[str, float]:
         """Accuracy of encoder weights on each task with that task's head.
 
@@ -228,6 +230,8 @@ class TextBenchmark(Benchmark):
                 candidate into it, ``Merger.merge(c, into=model)``); it is run as it is.
             limit: Score the first ``limit`` texts of the split per task only (a cheaper,
                 coarser objective; default all).
+            fidelity: Share of those texts scored, a nested seeded subset per task
+                (:func:`bambo.fidelity.nested_subset`, seeded by the config's seed).
 
         Returns:
             ``{"acc/{task}": accuracy}``.
@@ -240,6 +244,9 @@ class TextBenchmark(Benchmark):
             tokens, labels = self.tokens(name, split)
             if limit is not None:
                 tokens, labels = {k: v[:limit] for k, v in tokens.items()}, labels[:limit]
+            if fidelity < 1.0:
+                keep = nested_subset(len(labels), fidelity, self.config.seed)
+                tokens, labels = {k: v[keep] for k, v in tokens.items()}, labels[keep]
             pooled = embed(self.encoder, tokens, state_dict) if model is None else embed(model, tokens)
             out[f"acc/{name}"] = float((chosen[name](pooled).argmax(-1) == labels).double().mean())
         return out
@@ -284,8 +291,8 @@ class TextBenchmark(Benchmark):
         objectives = [Objective(name=f"acc/{t}", bounds=(0.0, 1.0)) for t in tasks]
         chance = [1.0 / len(self.tasks[t].classes) for t in tasks]
 
-        def evaluator(state_dict: Mapping[str, Tensor], model: nn.Module) -> dict[str, float]:
-            return self.evaluate(state_dict, split, tasks, model=model, limit=limit)
+        def evaluator(state_dict: Mapping[str, Tensor], model: nn.Module, fidelity: float = 1.0) -> dict[str, float]:
+            return self.evaluate(state_dict, split, tasks, model=model, limit=limit, fidelity=fidelity)
 
         return MergeProblem.from_task_vectors(
             self.task_vectors(tasks),
