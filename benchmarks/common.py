@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bambo.benchmarks.environment import machine_header
 
-__all__ = ["RESULTS", "Clock", "Timing", "best_time", "best_times", "machine_header"]
+__all__ = ["RESULTS", "Clock", "Timing", "best_time", "best_times", "machine_header", "median_iqr", "run_jobs"]
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -63,3 +67,57 @@ def best_times(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> T
 def best_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
     """Minimum wall time of ``fn`` over ``repeats`` runs after ``warmup`` runs (seconds)."""
     return best_times(fn, repeats, warmup).wall
+
+
+def median_iqr(values: list[float]) -> str:
+    """``"median [q1, q3]"`` with 4 decimals (the value alone for one, ``-`` for none)."""
+    if len(values) < 2:
+        return f"{values[0]:.4f}" if values else "-"
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return f"{statistics.median(values):.4f} [{q[0]:.4f}, {q[2]:.4f}]"
+
+
+def run_jobs(
+    jobs: Sequence[tuple],
+    run_job: Callable[[tuple], list[dict[str, Any]]],
+    processes: int,
+    report: Callable[[list[dict[str, Any]], bool], None],
+    first: Callable[[tuple], Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Run every ``(benchmark, contender, ...)`` job, in ``processes`` spawned processes (here, in order, for 1).
+
+    After each job ``report(rows, partial)`` gets every row so far, in job order then by seed, and
+    whether jobs are still running: a runner rewrites its report there, so a crash keeps what finished.
+
+    Args:
+        jobs: Picklable job descriptions whose first two fields are the benchmark and the contender.
+        run_job: A module-level function from a job to its rows (each with ``benchmark``,
+            ``contender`` and ``seed``).
+        processes: Worker processes.
+        report: Called after each job.
+        first: Sort key of the order jobs are submitted in with a pool (the slow ones first).
+
+    Returns:
+        Every row, in job order then by seed.
+    """
+    order = {(job[0], job[1]): i for i, job in enumerate(jobs)}
+    rows: list[dict[str, Any]] = []
+    done = 0
+
+    def collect(part: list[dict[str, Any]]) -> None:
+        nonlocal done
+        done += 1
+        rows.extend(part)
+        rows.sort(key=lambda r: (order[(r["benchmark"], r["contender"])], r["seed"]))
+        report(list(rows), done < len(jobs))
+
+    if processes <= 1:
+        for job in jobs:
+            collect(run_job(job))
+        return rows
+    context = multiprocessing.get_context("spawn")
+    submitted = sorted(jobs, key=first) if first is not None else list(jobs)
+    with ProcessPoolExecutor(max_workers=processes, mp_context=context) as pool:
+        for future in as_completed([pool.submit(run_job, job) for job in submitted]):
+            collect(future.result())
+    return rows

@@ -40,10 +40,8 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import multiprocessing
 import statistics
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
@@ -55,7 +53,7 @@ from bambo.merge_problem import MergeProblem
 from bambo.pareto import hypervolume
 from bambo.problem import Problem
 from bambo.strategies import Strategy, get_strategy
-from benchmarks.common import RESULTS, Clock, machine_header
+from benchmarks.common import RESULTS, Clock, machine_header, median_iqr, run_jobs
 from benchmarks.contenders import run_session
 from benchmarks.dataflow_peers import ComoCatCMA, OptunaConditionalTPE, PymooMixedNSGA2
 
@@ -181,13 +179,6 @@ def run_contender(job: tuple) -> list[dict]:
     return rows
 
 
-def _median_iqr(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.4f}" if values else "-"
-    q = statistics.quantiles(values, n=4, method="inclusive")
-    return f"{statistics.median(values):.4f} [{q[0]:.4f}, {q[2]:.4f}]"
-
-
 def _run_text(rows: list[dict], args: argparse.Namespace, clock: Clock) -> str:
     """Wall and CPU seconds of the run; with worker processes their runs' CPU seconds are added."""
     elapsed = clock.elapsed()
@@ -251,7 +242,7 @@ def render(rows: list[dict], args: argparse.Namespace, clock: Clock, partial: bo
                 lines.append(f"| {label}: {len(failed)} run(s) FAILED: {failed[0]['error']} | | | | |")
             if not runs:
                 continue
-            cells = [_median_iqr([r["hv"][str(n)] for r in runs if str(n) in r["hv"]]) for n in CHECKPOINTS]
+            cells = [median_iqr([r["hv"][str(n)] for r in runs if str(n) in r["hv"]]) for n in CHECKPOINTS]
             cpu = statistics.median(r["optimizer_cpu_s"] for r in runs)
             slow = max(r["optimizer_wall_s_max_batch"] for r in runs)
             lines.append(f"| {label} ({len(runs)} seeds) | {cells[0]} | {cells[1]} | {cpu:.1f} | {slow:.2f} |")
@@ -310,28 +301,12 @@ def main(argv: list[str] | None = None) -> Path:
         for label in args.contenders
     ]
     jobs = [(*job, args.text_limit, args.threads) for job in jobs]
-    order = {(job[0], job[1]): i for i, job in enumerate(jobs)}
-    parts: list[list[dict]] = []
+    slow_first = lambda job: (job[0] != "text", "mixed BO" not in job[1] and job[1] != HYBRID)  # noqa: E731
 
-    def ordered() -> list[dict]:
-        rows = [row for part in parts for row in part]
-        return sorted(rows, key=lambda r: (order[(r["benchmark"], r["contender"])], r["seed"]))
+    def partial_report(rows: list[dict], partial: bool) -> None:
+        report.write_text(render(rows, args, clock, partial=partial))
 
-    def collect(part: list[dict]) -> None:  # a partial report after every finished job survives a crash
-        parts.append(part)
-        report.write_text(render(ordered(), args, clock, partial=len(parts) < len(jobs)))
-
-    if args.jobs > 1:  # (benchmark, contender) jobs on a pool of processes, the slow text BO jobs first
-        context = multiprocessing.get_context("spawn")
-        slow_first = sorted(jobs, key=lambda job: (job[0] != "text", "mixed BO" not in job[1] and job[1] != HYBRID))
-        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
-            for future in as_completed([pool.submit(run_contender, job) for job in slow_first]):
-                collect(future.result())
-    else:
-        for job in jobs:
-            collect(run_contender(job))
-    parts = [ordered()]
-    rows = [row for part in parts for row in part]
+    rows = run_jobs(jobs, run_contender, args.jobs, partial_report, first=slow_first)
     (args.output / "dataflow.json").write_text(json.dumps(rows))
     plot(rows, args.output / "dataflow.png", args.benchmarks)
     text = render(rows, args, clock)

@@ -43,9 +43,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import multiprocessing
 import statistics
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
@@ -58,7 +56,7 @@ from bambo.pareto import hypervolume, pareto_mask
 from bambo.problem import Problem
 from bambo.result import ParetoResult
 from bambo.strategies import get_strategy
-from benchmarks.common import RESULTS, Clock, machine_header
+from benchmarks.common import RESULTS, Clock, machine_header, median_iqr, run_jobs
 
 BATCH = 4
 FULL = "BAMBO"
@@ -167,13 +165,6 @@ def cost_to(row: dict, target: float) -> float:
     return next((c for c, hv in zip(row["costs"], row["hv"], strict=True) if hv >= target - 1e-12), float("inf"))
 
 
-def _median_iqr(values: list[float]) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.4f}" if values else "-"
-    q = statistics.quantiles(values, n=4, method="inclusive")
-    return f"{statistics.median(values):.4f} [{q[0]:.4f}, {q[2]:.4f}]"
-
-
 def _cost_text(value: float, budget: int) -> str:
     return f"> {budget}" if value == float("inf") else f"{value:.2f}"
 
@@ -235,7 +226,7 @@ def render(rows: list[dict], args: argparse.Namespace, clock: Clock, partial: bo
                 lines.append(f"| {label}: {len(failed)} run(s) FAILED: {failed[0]['error']} |")
             if not runs:
                 continue
-            cells = [_median_iqr([hv_at_cost(r, c) for r in runs]) for c in checkpoints]
+            cells = [median_iqr([hv_at_cost(r, c) for r in runs]) for c in checkpoints]
             info = reached.get(label)
             per_seed = ", ".join(_cost_text(c, args.budget) for c in info["costs"]) if info else "-"
             ratio = "-" if not info else (f"{info['ratio']:.2f}" if info["ratio"] != float("inf") else "not reached")
@@ -338,27 +329,11 @@ def main(argv: list[str] | None = None) -> Path:
         for name in args.benchmarks
         for label in (args.contenders or DEFAULT_CONTENDERS[name])
     ]
-    order = {(job[0], job[1]): i for i, job in enumerate(jobs)}
-    parts: list[list[dict]] = []
 
-    def ordered() -> list[dict]:
-        rows = [row for part in parts for row in part]
-        return sorted(rows, key=lambda r: (order[(r["benchmark"], r["contender"])], r["seed"]))
+    def partial_report(rows: list[dict], partial: bool) -> None:
+        report.write_text(render(rows, args, clock, partial=partial))
 
-    def collect(part: list[dict]) -> None:  # a partial report after every finished job survives a crash
-        parts.append(part)
-        report.write_text(render(ordered(), args, clock, partial=len(parts) < len(jobs)))
-
-    if args.jobs > 1:  # the slow text jobs first
-        context = multiprocessing.get_context("spawn")
-        slow_first = sorted(jobs, key=lambda job: job[0] != "text")
-        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
-            for future in as_completed([pool.submit(run_job, job) for job in slow_first]):
-                collect(future.result())
-    else:
-        for job in jobs:
-            collect(run_job(job))
-    rows = ordered()
+    rows = run_jobs(jobs, run_job, args.jobs, partial_report, first=lambda job: job[0] != "text")  # slow text first
     (args.output / f"{args.name}.json").write_text(json.dumps(rows))
     plot(rows, args.output / f"{args.name}.png", args.benchmarks, args.budget)
     text = render(rows, args, clock)

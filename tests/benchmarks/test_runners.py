@@ -189,3 +189,22 @@ def test_dataflow_benchmark_scores_every_contender_in_one_objective_space(tmp_pa
     rows = json.loads((tmp_path / "dataflow.json").read_text())
     assert len(rows) == len(cheap) and all(len(r["Y"]) == 24 and len(r["Y"][0]) == 3 for r in rows)
     assert all(r["hv"]["24"] > 0 for r in rows) and (tmp_path / "dataflow.png").exists()
+
+
+def test_multifidelity_benchmark_measures_cost_to_the_full_fidelity_target(tmp_path):
+    from benchmarks import multifidelity
+
+    labels = [multifidelity.FULL, *list(multifidelity.HALVING)[:1]]
+    out = multifidelity.main(
+        ["--benchmarks", "noisy", "--seeds", "2", "--budget", "8", "--contenders", *labels, "--output", str(tmp_path)]
+    )
+    text = out.read_text()
+    assert "Target hypervolume" in text and all(f"| {label} (2 seeds) |" in text for label in labels)
+    rows = json.loads((tmp_path / "multifidelity.json").read_text())
+    full = [r for r in rows if r["contender"] == multifidelity.FULL]
+    halved = [r for r in rows if r["contender"] != multifidelity.FULL]
+    assert all(r["costs"] == [float(i + 1) for i in range(8)] and r["low_evaluations"] == 0 for r in full)
+    assert all(r["low_evaluations"] > 0 and r["costs"] == sorted(r["costs"]) for r in halved)
+    target, reached = multifidelity.summary(rows, "noisy", 8)
+    assert target == pytest.approx(sum(r["hv"][-1] for r in full) / 2)  # the median of two seeds
+    assert reached[multifidelity.FULL]["median_cost"] <= 8 and (tmp_path / "multifidelity.png").exists()
