@@ -189,7 +189,7 @@ class CountingExecutor(LocalExecutor):
         super().evaluate(problem, trials, start, finish)
 
 
-def _run(problem, path, executor, budget=14):
+def _run(problem, path, executor, budget=8):
     strategy = get_strategy("bambo", problem, seed=2, n_iterations=None, **FAST)
     with Journal(path) as journal:
         experiment = Experiment(problem, strategy, journal, executor, halving=Halving())
