@@ -260,7 +260,7 @@ def dry_run(config_path: Path | str) -> dict[str, float]:
     outcome: dict[str, Any] = {}
     LocalExecutor(config.evaluator.timeout_s).evaluate(
         problem,
-        [(0, _first_point(problem))],
+        [(0, _first_point(problem), 1.0)],
         lambda _: None,
         lambda _, metrics, error: outcome.update(metrics=metrics, error=error),
     )

@@ -120,7 +120,7 @@ def time_one_batch() -> float:
     problem = OneSecond()
     executor = RayExecutor(workers=2, threads=1)
     executor.start(problem, wait=True)
-    trials = [(i, torch.tensor([v], dtype=torch.float64)) for i, v in enumerate((0.1, 0.2, 0.3, 0.4))]
+    trials = [(i, torch.tensor([v], dtype=torch.float64), 1.0) for i, v in enumerate((0.1, 0.2, 0.3, 0.4))]
     clock = Clock()
     executor.evaluate(problem, trials, lambda _: None, lambda *_: None)
     wall = clock.elapsed().wall

@@ -84,7 +84,7 @@ def executor():
 
 def run_batch(executor: RayExecutor, problem: Problem, xs: list[float]) -> list[tuple]:
     outcomes: list[tuple] = []
-    trials = [(i, torch.tensor([v], dtype=torch.float64)) for i, v in enumerate(xs)]
+    trials = [(i, torch.tensor([v], dtype=torch.float64), 1.0) for i, v in enumerate(xs)]
     executor.evaluate(problem, trials, lambda _: None, lambda i, m, e: outcomes.append((i, m, e)))
     return outcomes
 

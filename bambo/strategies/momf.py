@@ -159,6 +159,14 @@ class MOMFSearch(Strategy):
         self._pending = torch.cat([self._pending, X])
         return X.clone()
 
+    def replay(self, X: Tensor) -> None:
+        """Advance without refitting: pop the warm start, or count a model-based batch (as BAMBO does)."""
+        if self._warm_start.shape[0] > 0:
+            self._warm_start = self._warm_start[X.shape[0] :]
+        else:
+            self._iteration += 1
+        self._pending = torch.cat([self._pending, torch.as_tensor(X, dtype=torch.float64)])
+
     def _bayesian_batch(self, q: int) -> Tensor:
         X_ok, Y_ok = self.completed
         self._iteration += 1
