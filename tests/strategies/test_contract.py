@@ -21,7 +21,7 @@ FAST = {
     "nested-map": {"n_per_pair": 6, "pop_size": 20, "n_generations": 20},
     "pmto": {"n_initial_tasks": 3, "samples_per_task": 2, "population": 10, "generations": 5, "raw_samples": 32},
     "momf": {
-        "n_initial": 10,
+        "n_initial": 12,
         "fidelities": [0.5],
         "num_restarts": 1,
         "raw_samples": 16,

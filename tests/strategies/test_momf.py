@@ -19,7 +19,7 @@ def test_momf_proposes_its_fidelities_and_the_loop_journals_and_tells_them():
     problem = NoisyFidelityProblem(noise=0.03)
     strategy = get_strategy("momf", problem, seed=0, fidelities=[0.2], **FAST)
     experiment = Experiment(problem, strategy)
-    result = experiment.run(6, 2)
+    result = experiment.run(6, 4)
     fidelities = [t.fidelity for t in experiment.trials]
     assert set(fidelities) <= {0.2, 1.0} and 0.2 in fidelities and 1.0 in fidelities
     assert experiment.cost == pytest.approx(sum(fidelities)) and experiment.cost >= 6
