@@ -301,7 +301,8 @@ def plot(rows: list[dict], path: Path, benchmarks: list[str], budget: int) -> No
                 statistics.median(hv_at_cost(r, budget / 4) for r in mine if r["contender"] == label)
                 for label in dict.fromkeys(r["contender"] for r in mine)
             )
-            ax.set_ylim(start - 0.05 * (top - start), top + 0.05 * (top - start))
+            if top > start:
+                ax.set_ylim(start - 0.05 * (top - start), top + 0.05 * (top - start))
             ax.set_xlim(budget / 4, budget)
         ax.set_xlabel("evaluation cost (full evaluations)")
         ax.set_ylabel("hypervolume (full-fidelity evaluations)")
